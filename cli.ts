@@ -1,0 +1,56 @@
+/**
+ * gradmm-ts command line. `deno run -A cli.ts <command> [flags]`; every command has --help.
+ * This file and cli/ are the only places that read flags or print.
+ */
+import { type Command, UsageError } from "./cli/args.ts";
+import { infoCommand } from "./cli/info.ts";
+import { GpuDeviceLostError, GpuLimitError, GpuUnavailableError } from "./kernels/device.ts";
+
+const COMMANDS: Command[] = [infoCommand];
+
+/** The version printed by --version and written into manifests. */
+export const VERSION = "0.1.0";
+
+function usage(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length));
+  return `gradmm-ts ${VERSION}: synthetic training text by gradient matching (GRADMM), on WebGPU
+
+Usage: deno run -A cli.ts <command> [flags]
+
+Commands:
+${COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`).join("\n")}
+
+Run 'cli.ts <command> --help' for a command's flags.`;
+}
+
+/** Runs the CLI with `argv`; returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === "--help" || name === "-h" || name === "help") {
+    console.log(usage());
+    return name ? 0 : 1;
+  }
+  if (name === "--version") {
+    console.log(VERSION);
+    return 0;
+  }
+  const cmd = COMMANDS.find((c) => c.name === name);
+  if (!cmd) {
+    console.error(`unknown command '${name}'.\n\n${usage()}`);
+    return 2;
+  }
+  try {
+    return await cmd.run(rest);
+  } catch (e) {
+    const known = [UsageError, GpuUnavailableError, GpuLimitError, GpuDeviceLostError];
+    if (known.some((k) => e instanceof k) || (e as { userFacing?: boolean }).userFacing) {
+      console.error(`error: ${(e as Error).message}`);
+      return 2;
+    }
+    throw e;
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

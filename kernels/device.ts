@@ -1,0 +1,371 @@
+/**
+ * The device layer: one {@link GpuContext} wraps a WebGPU adapter + device, its real limits,
+ * a buffer pool, a pipeline cache and the command batch that kernels append to.
+ *
+ * Kernels never submit on their own: they encode into the context's open batch, which is
+ * submitted by {@link GpuContext.flush} (once per step) or implicitly before a readback or an
+ * upload. That keeps the number of submits (and GPU→CPU syncs, ~12 ms each in Deno on a real
+ * GPU) to a minimum.
+ */
+import { BufferPool } from "./pool.ts";
+
+/** Raised when no WebGPU adapter can be found or the device cannot be created. */
+export class GpuUnavailableError extends Error {
+  override name = "GpuUnavailableError";
+}
+
+/** Raised when a tensor or buffer does not fit the adapter's limits. */
+export class GpuLimitError extends Error {
+  override name = "GpuLimitError";
+}
+
+/** Raised after the device was lost (driver reset, out of memory, destroyed). */
+export class GpuDeviceLostError extends Error {
+  override name = "GpuDeviceLostError";
+}
+
+/** Limits we request at the adapter's real values instead of the WebGPU defaults. */
+export const REQUESTED_LIMITS = [
+  "maxStorageBufferBindingSize",
+  "maxBufferSize",
+  "maxComputeWorkgroupStorageSize",
+  "maxComputeInvocationsPerWorkgroup",
+  "maxComputeWorkgroupSizeX",
+  "maxComputeWorkgroupSizeY",
+  "maxComputeWorkgroupSizeZ",
+  "maxComputeWorkgroupsPerDimension",
+  "maxStorageBuffersPerShaderStage",
+  "maxUniformBufferBindingSize",
+  "maxBindGroups",
+] as const;
+
+/** The device's limits that the engine uses, as plain numbers. */
+export type DeviceLimits = Record<(typeof REQUESTED_LIMITS)[number], number> & {
+  minUniformBufferOffsetAlignment: number;
+};
+
+/** What the adapter says about itself. */
+export interface AdapterDescription {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  isFallbackAdapter: boolean;
+}
+
+/** Options for {@link createContext}. */
+export interface ContextOptions {
+  /** Prefer the discrete GPU (default) or the integrated one. */
+  powerPreference?: GPUPowerPreference;
+  /** Request `shader-f16` when the adapter has it (default true). */
+  enableF16?: boolean;
+}
+
+const OPTIONAL_FEATURES: GPUFeatureName[] = ["shader-f16", "timestamp-query"];
+
+const PARAM_ALIGN = 256; // also satisfies every adapter's minUniformBufferOffsetAlignment
+
+/**
+ * A WebGPU device with everything the engine needs to run kernels on it. Pass it explicitly to
+ * tensor constructors; {@link defaultContext} gives a shared one.
+ */
+export class GpuContext {
+  readonly device: GPUDevice;
+  readonly adapter: AdapterDescription;
+  readonly limits: DeviceLimits;
+  readonly features: ReadonlySet<string>;
+  readonly pool: BufferPool;
+  /** True while gradients must not be recorded (see `noGrad` in autograd). */
+  gradDisabled = 0;
+  /** Set when the device was lost; every later call throws it. */
+  lostReason: string | null = null;
+  /**
+   * Open tensor scopes (see `scope` in autograd/tensor.ts): every tensor created while a scope
+   * is open is registered in the innermost one and disposed when it closes.
+   */
+  readonly scopes: Set<{ dispose(): void }>[] = [];
+  /** Number of command buffers submitted so far (for tests and benches). */
+  submits = 0;
+  /** Number of compute dispatches encoded so far. */
+  dispatches = 0;
+
+  private encoder: GPUCommandEncoder | null = null;
+  private pass: GPUComputePassEncoder | null = null;
+  private pipelines = new Map<string, GPUComputePipeline>();
+  private paramChunks: Uint8Array[] = [];
+  private paramBytes = 0;
+  private paramBuffer: GPUBuffer | null = null;
+  private paramBufferSize = 0;
+  /** Buffers to release to the pool once the current batch is submitted. */
+  private releaseAfterSubmit: GPUBuffer[] = [];
+
+  constructor(device: GPUDevice, adapter: AdapterDescription, limits: DeviceLimits, features: Set<string>) {
+    this.device = device;
+    this.adapter = adapter;
+    this.limits = limits;
+    this.features = features;
+    this.pool = new BufferPool(device, limits.maxBufferSize);
+    device.lost.then((info) => {
+      this.lostReason = `${info.reason ?? "unknown"}: ${info.message}`;
+    });
+    // Validation errors mean a bug in a kernel launcher; surface them loudly instead of
+    // silently producing zeros.
+    device.addEventListener("uncapturederror", (ev) => {
+      console.error(`WebGPU error: ${(ev as GPUUncapturedErrorEvent).error.message}`);
+    });
+  }
+
+  /** True when the adapter is a CPU implementation (llvmpipe, lavapipe, SwiftShader, WARP). */
+  get isCpuAdapter(): boolean {
+    const d = `${this.adapter.description} ${this.adapter.vendor}`.toLowerCase();
+    return this.adapter.isFallbackAdapter || /llvmpipe|lavapipe|swiftshader|warp|software/.test(d);
+  }
+
+  /** A short human-readable name of the adapter, e.g. "NVIDIA H200" or "llvmpipe (LLVM 15.0.6, 256 bits)". */
+  get adapterName(): string {
+    return this.adapter.description || this.adapter.device || this.adapter.vendor || "unknown adapter";
+  }
+
+  /** Throws if the device was lost. */
+  checkAlive(): void {
+    if (this.lostReason !== null) {
+      throw new GpuDeviceLostError(
+        `the WebGPU device was lost (${this.lostReason}); create a new context (restart the process)`,
+      );
+    }
+  }
+
+  /** Returns a compute pipeline for the given WGSL source, compiling it once. */
+  pipeline(code: string, entryPoint = "main"): GPUComputePipeline {
+    const key = `${entryPoint}\u0000${code}`;
+    let p = this.pipelines.get(key);
+    if (!p) {
+      const module = this.device.createShaderModule({ code });
+      p = this.device.createComputePipeline({ layout: "auto", compute: { module, entryPoint } });
+      this.pipelines.set(key, p);
+    }
+    return p;
+  }
+
+  /** Number of distinct pipelines compiled so far. */
+  get pipelineCount(): number {
+    return this.pipelines.size;
+  }
+
+  /**
+   * Stores a kernel's small parameter block (u32/i32/f32 words) in the batch's uniform arena and
+   * returns where it lives. The arena is uploaded once, right before the batch is submitted.
+   */
+  params(words: ArrayBufferView): { offset: number; size: number } {
+    const bytes = new Uint8Array(words.buffer, words.byteOffset, words.byteLength);
+    const size = Math.max(16, Math.ceil(bytes.byteLength / 16) * 16);
+    const offset = this.paramBytes;
+    const padded = new Uint8Array(Math.ceil(size / PARAM_ALIGN) * PARAM_ALIGN);
+    padded.set(bytes);
+    this.paramChunks.push(padded);
+    this.paramBytes += padded.byteLength;
+    return { offset, size };
+  }
+
+  /** The uniform buffer that backs the current batch's parameters (grown as needed). */
+  private ensureParamBuffer(): GPUBuffer {
+    // Bind groups reference the arena at encode time, so it exists before any dispatch.
+    if (!this.paramBuffer) {
+      this.paramBufferSize = 1 << 20;
+      this.paramBuffer = this.device.createBuffer({
+        size: this.paramBufferSize,
+        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      });
+    }
+    return this.paramBuffer;
+  }
+
+  /**
+   * Encodes one compute dispatch into the open batch. `grid` is the number of workgroups along
+   * x (and y); grids above the per-dimension limit are split by the caller with {@link splitGrid}.
+   */
+  dispatch(
+    pipeline: GPUComputePipeline,
+    buffers: GPUBuffer[],
+    params: ArrayBufferView | null,
+    grid: [number, number?, number?],
+  ): void {
+    this.checkAlive();
+    const [gx, gy = 1, gz = 1] = grid;
+    if (gx === 0 || gy === 0 || gz === 0) return;
+    const max = this.limits.maxComputeWorkgroupsPerDimension;
+    if (gx > max || gy > max || gz > max) {
+      throw new GpuLimitError(`dispatch grid ${gx}×${gy}×${gz} exceeds ${max} workgroups per dimension`);
+    }
+    // Parameters must fit the current arena; if not, submit what we have and start a new one.
+    if (params && this.paramBytes + PARAM_ALIGN * 2 > this.paramBufferSize && this.paramBuffer) {
+      this.flush();
+    }
+    const entries: GPUBindGroupEntry[] = buffers.map((buffer, i) => ({ binding: i, resource: { buffer } }));
+    if (params) {
+      const arena = this.ensureParamBuffer();
+      const { offset, size } = this.params(params);
+      entries.push({ binding: buffers.length, resource: { buffer: arena, offset, size } });
+    }
+    const bindGroup = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+    if (!this.encoder) this.encoder = this.device.createCommandEncoder();
+    if (!this.pass) this.pass = this.encoder.beginComputePass();
+    this.pass.setPipeline(pipeline);
+    this.pass.setBindGroup(0, bindGroup);
+    this.pass.dispatchWorkgroups(gx, gy, gz);
+    this.dispatches++;
+  }
+
+  /** Encodes a buffer-to-buffer copy into the open batch. */
+  copyBuffer(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
+    this.checkAlive();
+    if (bytes === 0) return;
+    if (!this.encoder) this.encoder = this.device.createCommandEncoder();
+    if (this.pass) {
+      this.pass.end();
+      this.pass = null;
+    }
+    this.encoder.copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
+  }
+
+  /** Returns a buffer to the pool after the open batch (which may still read it) is submitted. */
+  releaseLater(buffer: GPUBuffer): void {
+    this.releaseAfterSubmit.push(buffer);
+  }
+
+  /** Submits the open batch (if any). Cheap: it does not wait for the GPU. */
+  flush(): void {
+    this.checkAlive();
+    if (this.encoder) {
+      if (this.pass) this.pass.end();
+      if (this.paramBuffer && this.paramBytes > 0) {
+        const all = new Uint8Array(this.paramBytes);
+        let o = 0;
+        for (const c of this.paramChunks) {
+          all.set(c, o);
+          o += c.byteLength;
+        }
+        this.device.queue.writeBuffer(this.paramBuffer, 0, all);
+      }
+      this.device.queue.submit([this.encoder.finish()]);
+      this.submits++;
+    }
+    this.encoder = null;
+    this.pass = null;
+    // One arena serves every batch: writeBuffer is ordered on the queue after the previous
+    // submit, so the GPU has consumed the old parameters before they are overwritten.
+    this.paramChunks = [];
+    this.paramBytes = 0;
+    for (const b of this.releaseAfterSubmit) this.pool.release(b);
+    this.releaseAfterSubmit = [];
+  }
+
+  /** Writes bytes into a device buffer, after submitting pending work that may still read it. */
+  writeBuffer(buffer: GPUBuffer, offset: number, data: ArrayBufferView): void {
+    this.flush();
+    this.device.queue.writeBuffer(buffer, offset, data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
+  }
+
+  /** Copies `bytes` bytes of a device buffer back to the CPU (submits and waits). */
+  async readBuffer(buffer: GPUBuffer, offset: number, bytes: number): Promise<ArrayBuffer> {
+    this.checkAlive();
+    const size = Math.max(4, Math.ceil(bytes / 4) * 4);
+    const staging = this.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    this.copyBuffer(buffer, offset, staging, 0, size);
+    this.flush();
+    try {
+      await staging.mapAsync(GPUMapMode.READ);
+    } catch (e) {
+      this.checkAlive();
+      throw e;
+    }
+    const out = staging.getMappedRange().slice(0, bytes);
+    staging.unmap();
+    staging.destroy();
+    return out;
+  }
+
+  /** Waits until all submitted work has finished. */
+  async sync(): Promise<void> {
+    this.flush();
+    await this.device.queue.onSubmittedWorkDone();
+  }
+
+  /** Runs `fn` with gradient recording disabled. */
+  noGrad<T>(fn: () => T): T {
+    this.gradDisabled++;
+    try {
+      return fn();
+    } finally {
+      this.gradDisabled--;
+    }
+  }
+}
+
+/**
+ * Splits `n` workgroups into a 2-D grid whose x size stays within the per-dimension limit.
+ * Kernels compute their linear workgroup index as `wid.x + wid.y * nwg.x` and return early when
+ * it is past the end.
+ */
+export function splitGrid(n: number, max = 65535): [number, number] {
+  if (n <= max) return [Math.max(1, n), 1];
+  const y = Math.ceil(n / max);
+  const x = Math.ceil(n / y);
+  return [x, y];
+}
+
+/** Creates a context on the best adapter available. */
+export async function createContext(options: ContextOptions = {}): Promise<GpuContext> {
+  const gpu = (globalThis.navigator as Navigator & { gpu?: GPU }).gpu;
+  if (!gpu) {
+    throw new GpuUnavailableError(
+      "WebGPU is not available in this runtime (navigator.gpu is undefined). Use Deno ≥ 2 " +
+        '(with "unstable": ["webgpu"] in deno.json or --unstable-webgpu), or a browser with WebGPU.',
+    );
+  }
+  const adapter = await gpu.requestAdapter({ powerPreference: options.powerPreference ?? "high-performance" });
+  if (!adapter) {
+    throw new GpuUnavailableError(
+      "no WebGPU adapter was found. On Linux without a GPU install Mesa's software drivers " +
+        "(Debian/Ubuntu: `apt-get install -y mesa-vulkan-drivers libgl1-mesa-dri`); with an NVIDIA GPU " +
+        "install the Vulkan loader (`libvulkan1`) and the driver's Vulkan ICD.",
+    );
+  }
+  const requiredLimits: Record<string, number> = {};
+  const al = adapter.limits as unknown as Record<string, number>;
+  for (const k of REQUESTED_LIMITS) if (typeof al[k] === "number") requiredLimits[k] = al[k];
+  const wanted = OPTIONAL_FEATURES.filter((f) =>
+    adapter.features.has(f) && (f !== "shader-f16" || options.enableF16 !== false)
+  );
+  let device: GPUDevice;
+  try {
+    device = await adapter.requestDevice({ requiredLimits, requiredFeatures: wanted });
+  } catch (e) {
+    throw new GpuUnavailableError(`the adapter refused to create a device: ${(e as Error).message}`);
+  }
+  const dl = device.limits as unknown as Record<string, number>;
+  const limits = { minUniformBufferOffsetAlignment: dl.minUniformBufferOffsetAlignment } as DeviceLimits;
+  for (const k of REQUESTED_LIMITS) (limits as Record<string, number>)[k] = dl[k];
+  const info = adapter.info;
+  const desc: AdapterDescription = {
+    vendor: info?.vendor ?? "",
+    architecture: info?.architecture ?? "",
+    device: info?.device ?? "",
+    description: info?.description ?? "",
+    isFallbackAdapter: Boolean((info as unknown as { isFallbackAdapter?: boolean })?.isFallbackAdapter),
+  };
+  return new GpuContext(device, desc, limits, new Set([...device.features] as string[]));
+}
+
+let shared: Promise<GpuContext> | null = null;
+
+/** The process-wide default context, created on first use. */
+export function defaultContext(): Promise<GpuContext> {
+  if (!shared) {
+    shared = createContext();
+    shared.catch(() => {
+      shared = null;
+    });
+  }
+  return shared;
+}
