@@ -19,6 +19,11 @@ export class GpuLimitError extends Error {
   override name = "GpuLimitError";
 }
 
+/** Raised when WebGPU rejected a shader, pipeline or command: a bug in a kernel launcher. */
+export class GpuValidationError extends Error {
+  override name = "GpuValidationError";
+}
+
 /** Raised after the device was lost (driver reset, out of memory, destroyed). */
 export class GpuDeviceLostError extends Error {
   override name = "GpuDeviceLostError";
@@ -89,6 +94,7 @@ export class GpuContext {
   /** Number of compute dispatches encoded so far. */
   dispatches = 0;
 
+  private pendingErrors: string[] = [];
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
   private pipelines = new Map<string, GPUComputePipeline>();
@@ -110,8 +116,9 @@ export class GpuContext {
     });
     // Validation errors mean a bug in a kernel launcher; surface them loudly instead of
     // silently producing zeros.
+    // They are collected and thrown at the next readback, so a broken kernel fails loudly.
     device.addEventListener("uncapturederror", (ev) => {
-      console.error(`WebGPU error: ${(ev as GPUUncapturedErrorEvent).error.message}`);
+      this.pendingErrors.push((ev as GPUUncapturedErrorEvent).error.message);
     });
   }
 
@@ -282,6 +289,7 @@ export class GpuContext {
     const out = staging.getMappedRange().slice(0, bytes);
     staging.unmap();
     staging.destroy();
+    this.throwPendingErrors();
     return out;
   }
 
@@ -289,6 +297,15 @@ export class GpuContext {
   async sync(): Promise<void> {
     this.flush();
     await this.device.queue.onSubmittedWorkDone();
+    this.throwPendingErrors();
+  }
+
+  /** Throws the WebGPU validation errors reported since the last check (a kernel bug). */
+  throwPendingErrors(): void {
+    if (this.pendingErrors.length === 0) return;
+    const msgs = [...new Set(this.pendingErrors)];
+    this.pendingErrors = [];
+    throw new GpuValidationError(`WebGPU reported ${msgs.length} error(s):\n${msgs.join("\n").slice(0, 4000)}`);
   }
 
   /** Runs `fn` with gradient recording disabled. */

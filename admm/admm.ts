@@ -1,0 +1,301 @@
+/**
+ * One GRADMM round (gradmm-spec.md §6): optimise a batch of B continuous embedding sequences x so
+ * that their output-layer gradient matches the class target, while ADMM pulls x towards readable
+ * token sequences z.
+ *
+ *   init x (best of K random batches, rescaled to norm 1.4 per token), λ = 0, Adam(x)
+ *   repeat outer steps:
+ *     pin suffix → z = project(x + λ/ρ) → inner Adam steps on match(x) + ρ/2‖x − z + λ/ρ‖²
+ *     → λ += ρ(x − z) → pin suffix → track the best iterate
+ *   decode the best iterate
+ *
+ * The x-step is one ordinary forward + backward: the matching loss is an explicit function of the
+ * last hidden states (admm/matching.ts). Nothing is read back inside the inner loop; one scalar
+ * per outer step (the loss used for best-iterate tracking) and the decoded ids are.
+ */
+import { gaussianKernel } from "../kernels/random.ts";
+import { add, addScalar, div, mul, scale, sqrt, square, sub } from "../autograd/ops/elementwise.ts";
+import { sum, sumAll } from "../autograd/ops/reduce.ts";
+import { reshape, slice } from "../autograd/ops/shape.ts";
+import { Adam, clipGradNorm } from "../autograd/optim.ts";
+import { backward } from "../autograd/tape.ts";
+import { scope, Tensor } from "../autograd/tensor.ts";
+import type { CausalLM } from "../models/model.ts";
+import { type MatchingKind, matchingLoss, type OutputLayer, type TargetGradient } from "./matching.ts";
+import { constrainedDecode, type Projector, topkCosine } from "./zstep.ts";
+
+/** Settings of one round (CLI flags in parentheses; defaults are the official values). */
+export interface AdmmSettings {
+  /** ADMM penalty ρ (--rho, 0.7). */
+  rho: number;
+  /** Outer ADMM iterations (--outer-steps, 30). */
+  outerSteps: number;
+  /** Adam steps per x-update (--inner-steps, 50). */
+  innerSteps: number;
+  /** Adam learning rate for x (--lr, 0.008). */
+  lr: number;
+  /** Global-norm clip of ∇x (1.0). */
+  gradClip: number;
+  /** Random initial batches to choose from (--init-candidates, 500). */
+  initCandidates: number;
+  /** Per-token norm after initialisation (1.4). */
+  initNorm: number;
+  /** Matching loss (--loss, cos). */
+  matching: MatchingKind;
+  /** Zero ∇x at the suffix positions (official: only rotten_tomatoes/imdb). */
+  freezeSuffixGradient: boolean;
+  /**
+   * Which iterate is decoded at the end: "total" = the official rule (lowest continuous total loss,
+   * then decode x), "discrete" = the projected z with the lowest matching loss over the outer
+   * steps (reference-measurements.md: much lower final matching loss).
+   */
+  select: "total" | "discrete";
+}
+
+/** The official settings (gradmm-spec.md §9.1). */
+export const PAPER_SETTINGS: AdmmSettings = {
+  rho: 0.7,
+  outerSteps: 30,
+  innerSteps: 50,
+  lr: 0.008,
+  gradClip: 1.0,
+  initCandidates: 500,
+  initNorm: 1.4,
+  matching: "cos",
+  freezeSuffixGradient: false,
+  select: "total",
+};
+
+/** What a round works on. */
+export interface RoundProblem {
+  model: CausalLM;
+  projector: Projector;
+  target: TargetGradient;
+  head: OutputLayer;
+  /** One-hot label rows [B, V] for this class. */
+  onehot: Tensor;
+  /** Sequence length T (free tokens + suffix). */
+  length: number;
+  /** Suffix token ids (the last positions of every sequence). */
+  suffixIds: number[];
+  /** Decoder prefix token ids. */
+  prefixIds: number[];
+  /** Batch size B. */
+  batch: number;
+  /** Seed of this round's random initialisation. */
+  seed: number;
+}
+
+/** Progress of a round, reported once per outer step. */
+export interface RoundProgress {
+  outerStep: number;
+  outerSteps: number;
+  /** Continuous total loss of the last inner step (matching + penalty). */
+  totalLoss: number;
+  /** Matching loss of the projected tokens z of this step. */
+  discreteLoss: number;
+}
+
+/** What a round produces. */
+export interface RoundResult {
+  /** [B][T] token ids, suffix included. */
+  ids: number[][];
+  /** Matching loss of `ids` (discrete tokens). */
+  matchLoss: number;
+  /** Matching loss of the first projection of the initial batch. */
+  matchLossInit: number;
+  /** Per outer step: total loss and discrete loss. */
+  history: { total: number; discrete: number }[];
+  /** Milliseconds spent in each phase. */
+  timings: { init: number; zstep: number; xstep: number; final: number };
+}
+
+/** Copies the suffix embeddings into the last P positions of every row of x [B, T, d]. */
+function pinSuffix(x: Tensor, suffixEmbeds: Tensor): void {
+  const [b, t, d] = x.shape;
+  const p = suffixEmbeds.shape[0];
+  for (let i = 0; i < b; i++) {
+    x.ctx.copyBuffer(suffixEmbeds.buffer, 0, x.buffer, ((i * t + t - p) * d) * 4, p * d * 4);
+  }
+}
+
+/** The last hidden state of every row, [B, d], for input embeddings x [B, T, d]. */
+export function lastHidden(model: CausalLM, x: Tensor): Tensor {
+  const [b, t, d] = x.shape;
+  const { lastHidden } = model.forward({ embeds: x, logits: "none" });
+  return reshape(slice(lastHidden, 1, t - 1, t), [b, d]);
+}
+
+/** Matching loss of a batch of token ids (forward only). */
+export function discreteMatchingLoss(problem: RoundProblem, ids: number[][], kind: MatchingKind): Tensor {
+  const { model } = problem;
+  return model.ctx.noGrad(() => {
+    const flat = Float32Array.from(ids.flat());
+    const idT = Tensor.from(model.ctx, flat, [ids.length, ids[0].length]);
+    const x = model.embed(idT);
+    return matchingLoss(problem.target, lastHidden(model, x), problem.head, problem.onehot, kind);
+  });
+}
+
+/**
+ * Draws `candidates` random N(0, 1) batches with the suffix pinned, keeps the one with the lowest
+ * matching loss (evaluated at that raw scale, as the official code does), and rescales every
+ * position to norm `initNorm`.
+ */
+async function initialise(problem: RoundProblem, s: AdmmSettings, suffixEmbeds: Tensor): Promise<Tensor> {
+  const { model, batch, length } = problem;
+  const ctx = model.ctx;
+  const d = model.inputEmbedding.shape[1];
+  const n = batch * length * d;
+  // Each candidate's noise is a slice of one seeded stream, so it can be regenerated for the winner.
+  const drawCandidate = (c: number) => {
+    const x = Tensor.empty(ctx, [batch, length, d]);
+    gaussianKernel(ctx, x.buffer, n, problem.seed, 1, c * n);
+    pinSuffix(x, suffixEmbeds);
+    return x;
+  };
+  const losses = await ctx.noGrad(() =>
+    scope(ctx, async () => {
+      const all: Tensor[] = [];
+      for (let c = 0; c < s.initCandidates; c++) {
+        all.push(scope(ctx, () => matchingLoss(problem.target, lastHidden(model, drawCandidate(c)), problem.head, problem.onehot, s.matching)));
+      }
+      const values: number[] = [];
+      for (const l of all) values.push(await l.item());
+      return values;
+    })
+  );
+  let best = 0;
+  for (let c = 1; c < losses.length; c++) if (losses[c] < losses[best]) best = c;
+  return ctx.noGrad(() =>
+    scope(ctx, () => {
+      const x = drawCandidate(best);
+      const norms = sqrt(sum(square(x), -1, true));
+      const scaled = scale(div(x, addScalar(norms, 1e-12)), s.initNorm);
+      return scaled.keep();
+    })
+  );
+}
+
+/** Runs one round. `onProgress` is called after every outer step. */
+export async function runRound(
+  problem: RoundProblem,
+  s: AdmmSettings,
+  onProgress?: (p: RoundProgress) => void,
+): Promise<RoundResult> {
+  const { model, batch, length } = problem;
+  const ctx = model.ctx;
+  const d = model.inputEmbedding.shape[1];
+  const timings = { init: 0, zstep: 0, xstep: 0, final: 0 };
+  const suffixEmbeds = ctx.noGrad(() =>
+    model.embed(Tensor.from(ctx, problem.suffixIds, [1, problem.suffixIds.length]))
+  ).keep();
+  let t0 = performance.now();
+  const init = await initialise(problem, s, suffixEmbeds);
+  const x = Tensor.empty(ctx, [batch, length, d], { requiresGrad: true, name: "x" }).keep();
+  ctx.copyBuffer(init.buffer, 0, x.buffer, 0, x.bytes);
+  init.dispose();
+  timings.init = performance.now() - t0;
+
+  const lambda = Tensor.zeros(ctx, [batch, length, d]).keep();
+  const opt = new Adam([x], { lr: s.lr });
+  const history: { total: number; discrete: number }[] = [];
+  let bestTotal = Infinity;
+  let bestX: Tensor | null = null;
+  let bestDiscrete = Infinity;
+  let bestDiscreteIds: number[][] | null = null;
+  let matchLossInit = NaN;
+  const freeMask = s.freezeSuffixGradient ? suffixMask(ctx, batch, length, d, problem.suffixIds.length) : null;
+
+  for (let outer = 0; outer < s.outerSteps; outer++) {
+    pinSuffix(x, suffixEmbeds);
+    // z-step: project x + λ/ρ onto token sequences.
+    t0 = performance.now();
+    const ids = await scope(ctx, () => {
+      const u = ctx.noGrad(() => add(x, scale(lambda, 1 / s.rho)));
+      const cand = topkCosine(problem.projector, u);
+      return constrainedDecode(model, cand, problem.prefixIds, problem.suffixIds);
+    });
+    const z = ctx.noGrad(() => model.embed(Tensor.from(ctx, Float32Array.from(ids.flat()), [batch, length]))).keep();
+    const discrete = await scope(ctx, () => discreteMatchingLoss(problem, ids, s.matching).item());
+    if (outer === 0) matchLossInit = discrete;
+    if (discrete < bestDiscrete) {
+      bestDiscrete = discrete;
+      bestDiscreteIds = ids;
+    }
+    timings.zstep += performance.now() - t0;
+
+    // x-step: inner Adam steps on matching loss + ρ/2 ‖x − z + λ/ρ‖².
+    t0 = performance.now();
+    const shift = ctx.noGrad(() => sub(scale(lambda, 1 / s.rho), z)).keep(); // λ/ρ − z
+    let lastTotal: Tensor | null = null;
+    for (let inner = 0; inner < s.innerSteps; inner++) {
+      const total = scope(ctx, () => {
+        x.zeroGrad();
+        const match = matchingLoss(problem.target, lastHidden(model, x), problem.head, problem.onehot, s.matching);
+        const penalty = sumAll(square(add(x, shift)));
+        const loss = add(match, scale(penalty, s.rho / 2));
+        backward(loss);
+        if (freeMask) {
+          const masked = ctx.noGrad(() => mul(x.grad!, freeMask)).keep();
+          x.grad!.dispose();
+          x.grad = masked;
+        }
+        clipGradNorm([x], s.gradClip).dispose();
+        opt.step();
+        return ctx.noGrad(() => loss.detach()).keep();
+      });
+      lastTotal?.dispose();
+      lastTotal = total;
+    }
+    shift.dispose();
+    timings.xstep += performance.now() - t0;
+
+    // Dual update λ += ρ (x − z), then pin the suffix again.
+    ctx.noGrad(() => {
+      scope(ctx, () => {
+        const next = add(lambda, scale(sub(x, z), s.rho));
+        ctx.copyBuffer(next.buffer, 0, lambda.buffer, 0, lambda.bytes);
+      });
+    });
+    z.dispose();
+    pinSuffix(x, suffixEmbeds);
+    const totalValue = lastTotal ? await lastTotal.item() : Infinity;
+    lastTotal?.dispose();
+    history.push({ total: totalValue, discrete });
+    if (s.select === "total" && totalValue <= bestTotal) {
+      bestTotal = totalValue;
+      bestX?.dispose();
+      bestX = x.detach().keep();
+    }
+    onProgress?.({ outerStep: outer + 1, outerSteps: s.outerSteps, totalLoss: totalValue, discreteLoss: discrete });
+  }
+
+  t0 = performance.now();
+  let finalIds: number[][];
+  if (s.select === "discrete" && bestDiscreteIds) {
+    finalIds = bestDiscreteIds;
+  } else {
+    const source = bestX ?? x;
+    finalIds = await scope(ctx, () => constrainedDecode(model, topkCosine(problem.projector, source), problem.prefixIds, problem.suffixIds));
+  }
+  const matchLoss = s.select === "discrete" && bestDiscreteIds
+    ? bestDiscrete
+    : await scope(ctx, () => discreteMatchingLoss(problem, finalIds, s.matching).item());
+  timings.final = performance.now() - t0;
+
+  bestX?.dispose();
+  x.dispose();
+  lambda.dispose();
+  opt.dispose();
+  suffixEmbeds.dispose();
+  freeMask?.dispose();
+  return { ids: finalIds, matchLoss, matchLossInit, history, timings };
+}
+
+/** 1 at free positions, 0 at the last `p` (suffix) positions, [B, T, d]. */
+function suffixMask(ctx: Tensor["ctx"], b: number, t: number, d: number, p: number): Tensor {
+  const data = new Float32Array(b * t * d);
+  for (let i = 0; i < b; i++) data.fill(1, i * t * d, (i * t + t - p) * d);
+  return Tensor.from(ctx, data, [b, t, d]).keep();
+}

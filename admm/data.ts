@@ -1,0 +1,95 @@
+/**
+ * Labelled examples: JSONL parsing with line-numbered errors, and the stratified draw of the real
+ * pool (gradmm-spec.md §3: a stratified sample of `pool` examples, of which the first `real`
+ * build the target).
+ */
+import { Rng } from "../autograd/random.ts";
+
+/** One labelled text. */
+export interface Example {
+  text: string;
+  label: number;
+}
+
+/** Raised for malformed input data; names the file and line. */
+export class DataError extends Error {
+  override name = "DataError";
+  readonly userFacing = true;
+}
+
+/** Parses JSONL into examples. Blank lines are skipped; every other line must be a JSON object. */
+export function parseJsonl(
+  content: string,
+  { textField = "text", labelField = "label", source = "input" }: {
+    textField?: string;
+    labelField?: string | null;
+    source?: string;
+  } = {},
+): Example[] {
+  const out: Example[] = [];
+  const lines = content.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i].trim();
+    if (!line) continue;
+    let obj: unknown;
+    try {
+      obj = JSON.parse(line);
+    } catch (e) {
+      throw new DataError(`${source}:${i + 1}: not valid JSON (${(e as Error).message})`);
+    }
+    if (obj === null || typeof obj !== "object" || Array.isArray(obj)) {
+      throw new DataError(`${source}:${i + 1}: expected a JSON object, got ${JSON.stringify(obj).slice(0, 40)}`);
+    }
+    const rec = obj as Record<string, unknown>;
+    const text = rec[textField];
+    if (typeof text !== "string") {
+      throw new DataError(
+        `${source}:${i + 1}: field '${textField}' is ${text === undefined ? "missing" : "not a string"}` +
+          ` (fields: ${Object.keys(rec).join(", ")}; choose one with --text-field)`,
+      );
+    }
+    let label = -1;
+    if (labelField !== null) {
+      const raw = rec[labelField];
+      label = typeof raw === "string" && /^-?\d+$/.test(raw) ? Number(raw) : (raw as number);
+      if (typeof label !== "number" || !Number.isInteger(label)) {
+        throw new DataError(
+          `${source}:${i + 1}: field '${labelField}' must be an integer label, got ${JSON.stringify(raw)}` +
+            " (choose the field with --label-field)",
+        );
+      }
+    }
+    out.push({ text, label });
+  }
+  return out;
+}
+
+/**
+ * A stratified random sample of `size` examples (each class keeps its share, rounded so the
+ * counts add up), in a seeded shuffled order — like sklearn's stratified train_test_split. The
+ * draw is ours, so the exact examples differ from the official code's for the same seed.
+ */
+export function stratifiedSample<T extends { label: number }>(items: T[], size: number, seed: number): T[] {
+  if (size >= items.length) return new Rng(seed).shuffle([...items]);
+  const rng = new Rng(seed);
+  const byLabel = new Map<number, T[]>();
+  for (const it of items) {
+    const list = byLabel.get(it.label) ?? [];
+    list.push(it);
+    byLabel.set(it.label, list);
+  }
+  const labels = [...byLabel.keys()].sort((a, b) => a - b);
+  // Largest-remainder rounding of the proportional shares.
+  const exact = labels.map((l) => (byLabel.get(l)!.length * size) / items.length);
+  const counts = exact.map(Math.floor);
+  let left = size - counts.reduce((a, b) => a + b, 0);
+  const order = exact.map((e, i) => [e - Math.floor(e), i] as const).sort((a, b) => b[0] - a[0] || a[1] - b[1]);
+  for (const [, i] of order) {
+    if (left === 0) break;
+    counts[i]++;
+    left--;
+  }
+  const picked: T[] = [];
+  labels.forEach((l, i) => picked.push(...rng.shuffle([...byLabel.get(l)!]).slice(0, counts[i])));
+  return rng.shuffle(picked);
+}

@@ -1,0 +1,260 @@
+/**
+ * The whole `synth` job, platform-neutral: real pool → per-class targets → rounds of GRADMM → one
+ * record per synthetic text. File I/O, flags and progress printing live in cli/synth.ts.
+ *
+ * Every round's randomness is derived from (seed, ρ, class, round), so a run that resumes after
+ * its last completed round produces the same records as one that was never interrupted.
+ */
+import { crossEntropy } from "../autograd/ops/loss.ts";
+import { reshape, slice } from "../autograd/ops/shape.ts";
+import { scope, Tensor } from "../autograd/tensor.ts";
+import type { CausalLM } from "../models/model.ts";
+import { type AdmmSettings, type RoundProgress, runRound } from "./admm.ts";
+import { type Example, stratifiedSample } from "./data.ts";
+import type { DpOptions } from "./dp.ts";
+import { oneHot } from "./matching.ts";
+import { computeTarget, disposeTarget, leftPad, type TargetReport } from "./target.ts";
+import { classOf, stripSuffix, type TaskSpec } from "./tasks.ts";
+import { bannedTokenMask } from "./tokenFilter.ts";
+import { disposeProjector, makeProjector } from "./zstep.ts";
+
+/** The tokenizer operations synth needs (models/tokenizer.ts provides them). */
+export interface TextCodec {
+  encode(text: string): number[];
+  decode(ids: number[]): string;
+  /** Base vocabulary size (ids at or above it are never decoded into texts). */
+  vocabSize: number;
+  padId: number;
+}
+
+/** Settings of a synth run (the CLI's flags). */
+export interface SynthOptions {
+  task: TaskSpec;
+  /** Size of the stratified real pool (--real-pool, 100). */
+  realPool: number;
+  /** How many of the pool build the targets (--real, 50). */
+  real: number;
+  /** Synthetic texts per class (--per-class). */
+  perClass: number;
+  /** Texts optimised jointly per round (--batch, 10). */
+  batch: number;
+  /** ρ values; more than one runs a sweep (--rho). */
+  rhos: number[];
+  /** Candidate-set size of the z-step (--topk, 200). */
+  topk: number;
+  /** Sequence length in tokens including the suffix; 0 = ⌊mean real length⌋ per class (official). */
+  length: number;
+  seed: number;
+  /** ADMM settings other than ρ. */
+  admm: Omit<AdmmSettings, "rho">;
+  dp?: Omit<DpOptions, "seed">;
+}
+
+/** One synthetic example, as written to the output JSONL. */
+export interface SynthRecord {
+  text: string;
+  label: number;
+  label_word: string;
+  round: number;
+  rho: number;
+  /** Matching loss of its batch of discrete tokens. */
+  match_loss: number;
+  /** Matching loss of its batch at initialisation (first projection). */
+  match_loss_init: number;
+  /** Mean NLL of the text's own tokens under the model (nats/token). */
+  nll: number;
+}
+
+/** A round's identity; completed rounds are skipped on resume. */
+export interface RoundKey {
+  rho: number;
+  classIndex: number;
+  round: number;
+}
+
+/** Progress events for the CLI. */
+export type SynthEvent =
+  | { kind: "plan"; classes: number; roundsPerClass: number; rhos: number[]; length: number[]; allowedTokens: number }
+  | { kind: "target"; classIndex: number; report: TargetReport }
+  | { kind: "step"; key: RoundKey; progress: RoundProgress }
+  | { kind: "round"; key: RoundKey; records: SynthRecord[]; timings: Record<string, number> };
+
+/** Raised for settings that cannot work with the data (checked before any GPU work). */
+export class SynthError extends Error {
+  override name = "SynthError";
+  readonly userFacing = true;
+}
+
+/** Real examples per class: the stratified pool, its first `real` entries, grouped by class. */
+export function selectReal(task: TaskSpec, data: Example[], o: Pick<SynthOptions, "realPool" | "real" | "seed">) {
+  const kept = data.flatMap((e) => {
+    const c = classOf(task, e.label);
+    return c === null ? [] : [{ text: e.text, label: c }];
+  });
+  if (o.real > o.realPool) throw new SynthError(`--real (${o.real}) cannot exceed --real-pool (${o.realPool})`);
+  if (kept.length < o.real) {
+    throw new SynthError(
+      `the data has ${kept.length} usable examples for task ${task.name}, fewer than --real ${o.real}`,
+    );
+  }
+  const pool = stratifiedSample(kept, o.realPool, o.seed);
+  const used = pool.slice(0, o.real);
+  const byClass = task.labelWords.map((_, c) => used.filter((e) => e.label === c).map((e) => e.text));
+  byClass.forEach((texts, c) => {
+    if (texts.length === 0) {
+      throw new SynthError(
+        `class ${c} ('${task.labelWords[c]}') has no example among the ${o.real} real examples; ` +
+          "raise --real or check the labels",
+      );
+    }
+  });
+  return { pool, used, byClass };
+}
+
+/** A 32-bit seed derived from several integers (FNV-1a over their decimal forms). */
+export function deriveSeed(...parts: (number | string)[]): number {
+  let h = 0x811c9dc5;
+  for (const ch of parts.join("/")) {
+    h ^= ch.charCodeAt(0);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h;
+}
+
+/** Mean NLL per row of token sequences (each token from the second on, predicted from the ones before). */
+export async function sequenceNll(model: CausalLM, rows: number[][], padId: number): Promise<number[]> {
+  const ctx = model.ctx;
+  const nonEmpty = rows.map((r) => (r.length >= 2 ? r : [padId, padId]));
+  const { ids, mask, positions, length } = leftPad(nonEmpty, padId);
+  const n = rows.length;
+  const vocab = model.headWeight.shape[0];
+  const targets = new Float32Array(n * (length - 1));
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j + 1 < length; j++) {
+      // Padded positions (and the first real token, which nothing predicts) are ignored.
+      targets[i * (length - 1) + j] = mask[i * length + j] && mask[i * length + j + 1] ? ids[i * length + j + 1] : -1;
+    }
+  }
+  const losses = await ctx.noGrad(() =>
+    scope(ctx, () => {
+      const out = model.forward({
+        ids: Tensor.from(ctx, ids, [n, length]),
+        attentionMask: Tensor.from(ctx, mask, [n, length]),
+        positionIds: Tensor.from(ctx, positions, [n, length]),
+        logits: "all",
+      });
+      const logits = reshape(slice(out.logits!, 1, 0, length - 1), [n * (length - 1), vocab]);
+      return crossEntropy(logits, Tensor.from(ctx, targets, [n * (length - 1)]), { reduction: "none", ignoreIndex: -1 })
+        .read();
+    })
+  );
+  return rows.map((r, i) => {
+    if (r.length < 2) return NaN;
+    let s = 0;
+    let c = 0;
+    for (let j = 0; j + 1 < length; j++) {
+      if (targets[i * (length - 1) + j] >= 0) {
+        s += losses[i * (length - 1) + j];
+        c++;
+      }
+    }
+    return c ? s / c : NaN;
+  });
+}
+
+/**
+ * Runs the synth job. `done` lists rounds already in the output (they are skipped); `onEvent`
+ * receives progress and every finished round's records (write them out there).
+ */
+export async function runSynth(
+  model: CausalLM,
+  codec: TextCodec,
+  data: Example[],
+  o: SynthOptions,
+  done: (key: RoundKey) => boolean,
+  onEvent: (e: SynthEvent) => void | Promise<void>,
+): Promise<void> {
+  const ctx = model.ctx;
+  const { task } = o;
+  if (o.perClass % o.batch !== 0) {
+    throw new SynthError(`--per-class (${o.perClass}) must be a multiple of --batch (${o.batch})`);
+  }
+  const { byClass } = selectReal(task, data, o);
+  const suffixIds = codec.encode(task.suffix);
+  if (suffixIds.length === 0) throw new SynthError(`the suffix '${task.suffix}' encodes to no tokens`);
+  const labelIds = task.labelWords.map((w) => {
+    const ids = codec.encode(w);
+    if (ids.length === 0) throw new SynthError(`label word '${w}' encodes to no tokens`);
+    return ids[0]; // official: only the first token of a multi-token label word
+  });
+  const rowsByClass = byClass.map((texts) => texts.map((t) => codec.encode(t + task.suffix)));
+  const lengths = rowsByClass.map((rows) =>
+    o.length > 0 ? o.length : Math.floor(rows.reduce((a, r) => a + r.length, 0) / rows.length)
+  );
+  lengths.forEach((len, c) => {
+    if (len <= suffixIds.length) {
+      throw new SynthError(`class ${c}: sequence length ${len} leaves no free token before the suffix`);
+    }
+  });
+  const vocabRows = model.inputEmbedding.shape[0];
+  const banned = bannedTokenMask(vocabRows, codec.vocabSize, (id) => codec.decode([id]));
+  const allowed = banned.length - banned.reduce((a, b) => a + b, 0);
+  const rounds = o.perClass / o.batch;
+  await onEvent({ kind: "plan", classes: task.labelWords.length, roundsPerClass: rounds, rhos: o.rhos, length: lengths, allowedTokens: allowed });
+
+  const projector = makeProjector(model, banned, o.topk);
+  const head = { weight: model.headWeight, bias: model.headBias };
+  try {
+    for (let c = 0; c < task.labelWords.length; c++) {
+      const pending = o.rhos.some((rho) => Array.from({ length: rounds }, (_, r) => r).some((r) => !done({ rho, classIndex: c, round: r })));
+      if (!pending) continue;
+      const dp = o.dp ? { ...o.dp, seed: deriveSeed(o.seed, "dp", c) } : undefined;
+      const { target, report } = await computeTarget(model, rowsByClass[c], labelIds[c], codec.padId, dp);
+      await onEvent({ kind: "target", classIndex: c, report });
+      const onehot = oneHot(ctx, new Array(o.batch).fill(labelIds[c]), model.headWeight.shape[0]).keep();
+      const prefixIds = codec.encode(task.decodePrefix(c));
+      try {
+        for (const rho of o.rhos) {
+          for (let r = 0; r < rounds; r++) {
+            const key = { rho, classIndex: c, round: r };
+            if (done(key)) continue;
+            const result = await runRound(
+              {
+                model,
+                projector,
+                target,
+                head,
+                onehot,
+                length: lengths[c],
+                suffixIds,
+                prefixIds,
+                batch: o.batch,
+                seed: deriveSeed(o.seed, rho, c, r),
+              },
+              { ...o.admm, rho, freezeSuffixGradient: o.admm.freezeSuffixGradient },
+              (progress) => onEvent({ kind: "step", key, progress }),
+            );
+            const texts = result.ids.map((ids) => stripSuffix(task, codec.decode(ids)));
+            const nll = await sequenceNll(model, texts.map((t) => codec.encode(t)), codec.padId);
+            const records = texts.map((text, i): SynthRecord => ({
+              text,
+              label: c,
+              label_word: task.labelWords[c],
+              round: r,
+              rho,
+              match_loss: result.matchLoss,
+              match_loss_init: result.matchLossInit,
+              nll: nll[i],
+            }));
+            await onEvent({ kind: "round", key, records, timings: result.timings });
+          }
+        }
+      } finally {
+        onehot.dispose();
+        disposeTarget(target);
+      }
+    }
+  } finally {
+    disposeProjector(projector);
+  }
+}

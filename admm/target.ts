@@ -1,0 +1,139 @@
+/**
+ * The target gradient of one class (gradmm-spec.md §4): the mean output-layer gradient of the
+ * real examples at the last position, kept in factored form (residuals R* and hidden states H*,
+ * see admm/matching.ts), optionally clipped per example and noised for differential privacy.
+ */
+import { mul, sub } from "../autograd/ops/elementwise.ts";
+import { sum } from "../autograd/ops/reduce.ts";
+import { concat, reshape, slice } from "../autograd/ops/shape.ts";
+import { softmax } from "../autograd/ops/softmax.ts";
+import { scope, Tensor } from "../autograd/tensor.ts";
+import type { CausalLM } from "../models/model.ts";
+import { clipFactors, drawNoise, type DpOptions, gaussianSigma } from "./dp.ts";
+import { makeTarget, oneHot, type TargetGradient } from "./matching.ts";
+
+/** Left-padded ids, attention mask and positions (counted from the first real token). */
+export function leftPad(rows: number[][], padId: number): { ids: Float32Array; mask: Float32Array; positions: Float32Array; length: number } {
+  const length = Math.max(...rows.map((r) => r.length));
+  const n = rows.length;
+  const ids = new Float32Array(n * length).fill(padId);
+  const mask = new Float32Array(n * length);
+  const positions = new Float32Array(n * length);
+  rows.forEach((r, i) => {
+    const off = length - r.length;
+    for (let j = 0; j < r.length; j++) {
+      ids[i * length + off + j] = r[j];
+      mask[i * length + off + j] = 1;
+      positions[i * length + off + j] = j;
+    }
+  });
+  return { ids, mask, positions, length };
+}
+
+/** Residuals p − y [N, V] and last hidden states [N, d] of tokenised examples, in chunks of `chunk`. */
+export async function lastLayerFactors(
+  model: CausalLM,
+  rows: number[][],
+  labelIds: number[],
+  padId: number,
+  chunk = 16,
+): Promise<{ residuals: Tensor; hidden: Tensor }> {
+  const ctx = model.ctx;
+  const vocab = model.headWeight.shape[0];
+  return await ctx.noGrad(() =>
+    scope(ctx, () => {
+      const rs: Tensor[] = [];
+      const hs: Tensor[] = [];
+      for (let start = 0; start < rows.length; start += chunk) {
+        const part = rows.slice(start, start + chunk);
+        const { ids, mask, positions, length } = leftPad(part, padId);
+        const n = part.length;
+        const out = model.forward({
+          ids: Tensor.from(ctx, ids, [n, length]),
+          attentionMask: Tensor.from(ctx, mask, [n, length]),
+          positionIds: Tensor.from(ctx, positions, [n, length]),
+          logits: "last",
+        });
+        const d = out.lastHidden.shape[2];
+        hs.push(reshape(slice(out.lastHidden, 1, length - 1, length), [n, d]));
+        const logits = reshape(out.logits!, [n, vocab]);
+        rs.push(sub(softmax(logits), oneHot(ctx, labelIds.slice(start, start + chunk), vocab)));
+      }
+      const residuals = rs.length === 1 ? rs[0] : concat(rs, 0);
+      const hidden = hs.length === 1 ? hs[0] : concat(hs, 0);
+      return { residuals, hidden };
+    })
+  );
+}
+
+/** What a user should see about a target: size, and for DP the noise it bought. */
+export interface TargetReport {
+  examples: number;
+  /** ‖T_W‖ of the clean (clipped) mean gradient. */
+  signalNorm: number;
+  /** σ per element (DP only). */
+  sigma?: number;
+  /** Expected norm of the weight noise, σ·sqrt(V·d) (DP only). */
+  noiseNorm?: number;
+  /** How many examples the clipping scaled down (DP only). */
+  clipped?: number;
+}
+
+/**
+ * Builds the class target from tokenised real examples (text + suffix) whose label token is
+ * `labelId`. With `dp`, each example's gradient is clipped to norm `dp.clip` and Gaussian noise of
+ * scale σ(ε, δ, C/N) is added to the mean (dense, drawn on the GPU from `dp.seed`).
+ */
+export async function computeTarget(
+  model: CausalLM,
+  rows: number[][],
+  labelId: number,
+  padId: number,
+  dp?: DpOptions,
+): Promise<{ target: TargetGradient; report: TargetReport }> {
+  const ctx = model.ctx;
+  if (rows.length === 0) throw new RangeError("a class target needs at least one real example");
+  const withBias = model.headBias !== null;
+  let { residuals, hidden } = await lastLayerFactors(model, rows, rows.map(() => labelId), padId);
+  const n = rows.length;
+  const report: TargetReport = { examples: n, signalNorm: 0 };
+  if (dp) {
+    // Per-example norms are tiny to read back (2N numbers) and make the clipping exact.
+    const [rn, hn] = await ctx.noGrad(() =>
+      scope(ctx, async () => [
+        await sum(mul(residuals, residuals), 1).read(),
+        await sum(mul(hidden, hidden), 1).read(),
+      ])
+    );
+    const factors = clipFactors(Float64Array.from(rn, Math.sqrt), Float64Array.from(hn, Math.sqrt), dp.clip, withBias);
+    report.clipped = factors.filter((f) => f < 1).length;
+    const scaled = ctx.noGrad(() => mul(residuals, Tensor.from(ctx, Float32Array.from(factors), [n, 1])));
+    residuals.dispose();
+    residuals = scaled;
+  }
+  residuals.keep();
+  hidden.keep();
+  const clean = makeTarget(residuals, hidden, withBias, null);
+  report.signalNorm = Math.sqrt(await clean.normW2.read().then((v) => v[0]));
+  if (!dp) return { target: clean, report };
+  clean.normW2.dispose();
+  clean.normB2?.dispose();
+  const [rowsV, dim] = model.headWeight.shape;
+  const sigma = gaussianSigma(dp.epsilon, dp.delta, dp.clip / n);
+  const noise = drawNoise(ctx, rowsV, dim, withBias, sigma, dp.seed);
+  noise.weight.keep();
+  noise.bias?.keep();
+  report.sigma = sigma;
+  report.noiseNorm = sigma * Math.sqrt(rowsV * dim);
+  return { target: makeTarget(residuals, hidden, withBias, noise), report };
+}
+
+/** Frees a target's tensors. */
+export function disposeTarget(t: TargetGradient): void {
+  t.residuals.dispose();
+  t.hidden.dispose();
+  t.normW2.dispose();
+  t.normB2?.dispose();
+  t.noise?.weight.dispose();
+  t.noise?.bias?.dispose();
+}

@@ -1,0 +1,321 @@
+/**
+ * `synth`: turn a few dozen labelled examples into a synthetic set whose output-layer gradient
+ * matches theirs (GRADMM). Reads flags and files, prints progress, writes the JSONL and its
+ * manifest atomically after every round, and resumes after the last completed round.
+ */
+import { fromFileUrl } from "node:url";
+import { dirname, join, resolve } from "node:path";
+import { type AdmmSettings, PAPER_SETTINGS } from "../admm/admm.ts";
+import { parseJsonl } from "../admm/data.ts";
+import { type RoundKey, runSynth, type SynthEvent, type SynthOptions, type SynthRecord } from "../admm/synth.ts";
+import { customTask, getTask, type TaskSpec } from "../admm/tasks.ts";
+import { createContext } from "../kernels/device.ts";
+import { loadModel } from "../models/model.ts";
+import { resolveModel } from "../models/hub.ts";
+import { loadTokenizer } from "../models/tokenizer.ts";
+import { type Command, numberFlag, parseFlags, UsageError } from "./args.ts";
+import { exists, formatDuration, readText, sha256File, writeFileAtomic } from "./io.ts";
+
+const ROOT = resolve(dirname(fromFileUrl(import.meta.url)), "..");
+/** The built-in default model and data: shipped in the repository so synth works offline. */
+export const DEFAULT_MODEL = join(ROOT, "assets", "gpt2-d128");
+export const DEFAULT_DATA = join(ROOT, "assets", "sst2-validation.jsonl");
+const VERSION = "0.1.0";
+
+/** CPU-sized settings: a run of minutes on a software adapter instead of hours. */
+const CPU_DEFAULTS = { perClass: 10, outerSteps: 6, innerSteps: 10, initCandidates: 16 };
+
+const HELP = `Usage: cli.ts synth [flags]
+
+Generates synthetic labelled texts by gradient matching (GRADMM). With no flags it runs the
+built-in default: 50 SST-2 validation sentences and the bundled gpt2-d128 model, writing
+synthetic.jsonl (+ synthetic.manifest.json) in the current directory. On a CPU adapter the
+defaults are scaled down (printed at start); --paper restores the paper's settings.
+
+Data and task
+  --data F.jsonl          real labelled examples (default: bundled SST-2 validation split)
+  --text-field NAME       text field (default text)
+  --label-field NAME      integer label field (default label)
+  --task NAME             sst2 | rotten_tomatoes | imdb | emotion (default sst2)
+  --template T            custom task: "{text}<suffix>", e.g. "{text} It was "
+  --label-words W0,W1     custom task: label word per class
+  --prefix TEXT           custom task: decoder prefix ({label} = label word; default "The")
+  --real-pool N           stratified pool size (default 100)
+  --real N                pool examples used for the target (default 50)
+
+Model and output
+  --model DIR|ORG/NAME[@REV]  Hugging Face model (default: bundled gpt2-d128)
+  --out F.jsonl           output (default synthetic.jsonl); manifest beside it
+  --overwrite             start over even if --out holds a run with other settings
+
+GRADMM (defaults: the paper's; CPU adapters use smaller ones unless --paper)
+  --per-class N           texts per class (paper 100, CPU 10); a multiple of --batch
+  --batch N               texts optimised jointly per round (10)
+  --rho R[,R...]          ADMM penalty; a list runs a sweep (0.7)
+  --outer-steps N         ADMM iterations per round (paper 30, CPU 6)
+  --inner-steps N         Adam steps per x-update (paper 50, CPU 10)
+  --lr X                  Adam learning rate for x (0.008)
+  --topk K                cosine candidates per position (200)
+  --init-candidates N     random initial batches to pick from (paper 500, CPU 16)
+  --length N              tokens per sequence incl. suffix (default: mean real length per class)
+  --loss cos|l2           matching loss (cos)
+  --select total|discrete which iterate to decode: official 'total' or the best projected tokens
+  --seed N                seed for the real pool, initialisation and DP noise (42)
+  --paper                 use the paper's settings even on a CPU adapter
+
+Differential privacy (all three enable it)
+  --dp-epsilon E          privacy budget ε
+  --dp-delta D            δ (default 1e-4)
+  --dp-clip C             per-example clipping norm (default 1.0)`;
+
+interface Manifest {
+  tool: string;
+  version: string;
+  settings: Record<string, unknown>;
+  model: { spec: string; dir: string; files: Record<string, string> };
+  data: { path: string; sha256: string };
+  adapter: string;
+  completed: RoundKey[];
+  targets: Record<string, unknown>;
+  timings: Record<string, number>;
+  wallSeconds: number;
+  allowedTokens?: number;
+}
+
+function parseList(s: string, what: string): number[] {
+  const out = s.split(",").map((x) => Number(x.trim()));
+  if (out.length === 0 || out.some((x) => !Number.isFinite(x) || x <= 0)) {
+    throw new UsageError(`synth: --${what} must be a comma-separated list of positive numbers, got '${s}'`);
+  }
+  return out;
+}
+
+export const synthCommand: Command = {
+  name: "synth",
+  summary: "generate synthetic labelled texts by gradient matching (GRADMM)",
+  help: HELP,
+  async run(args) {
+    const { values: v } = parseFlags("synth", args, {
+      data: { type: "string" },
+      "text-field": { type: "string" },
+      "label-field": { type: "string" },
+      task: { type: "string" },
+      template: { type: "string" },
+      "label-words": { type: "string" },
+      prefix: { type: "string" },
+      "real-pool": { type: "string" },
+      real: { type: "string" },
+      model: { type: "string" },
+      out: { type: "string" },
+      overwrite: { type: "boolean" },
+      "per-class": { type: "string" },
+      batch: { type: "string" },
+      rho: { type: "string" },
+      "outer-steps": { type: "string" },
+      "inner-steps": { type: "string" },
+      lr: { type: "string" },
+      topk: { type: "string" },
+      "init-candidates": { type: "string" },
+      length: { type: "string" },
+      loss: { type: "string" },
+      select: { type: "string" },
+      seed: { type: "string" },
+      paper: { type: "boolean" },
+      "dp-epsilon": { type: "string" },
+      "dp-delta": { type: "string" },
+      "dp-clip": { type: "string" },
+    });
+    if (v.help) {
+      console.log(HELP);
+      return 0;
+    }
+    const num = (name: string, fallback: number, opts?: Parameters<typeof numberFlag>[4]) =>
+      numberFlag("synth", name, (v as Record<string, unknown>)[name], fallback, opts);
+
+    // ---- everything that can be checked before touching the GPU
+    let task: TaskSpec;
+    if (v.template || v["label-words"]) {
+      if (!v.template || !v["label-words"]) throw new UsageError("synth: a custom task needs both --template and --label-words");
+      task = customTask({ template: v.template, labelWords: v["label-words"].split(",").map((w) => w.trim()), prefix: v.prefix });
+    } else {
+      task = getTask(v.task ?? "sst2");
+    }
+    const loss = v.loss ?? "cos";
+    if (loss !== "cos" && loss !== "l2") throw new UsageError(`synth: --loss must be cos or l2, got '${loss}'`);
+    const select = v.select ?? "total";
+    if (select !== "total" && select !== "discrete") throw new UsageError(`synth: --select must be total or discrete, got '${select}'`);
+    const dpRequested = v["dp-epsilon"] !== undefined;
+    if (!dpRequested && (v["dp-delta"] !== undefined || v["dp-clip"] !== undefined)) {
+      throw new UsageError("synth: --dp-delta and --dp-clip need --dp-epsilon");
+    }
+    const dataPath = v.data ?? DEFAULT_DATA;
+    const data = parseJsonl(await readText(dataPath, "data file"), {
+      textField: v["text-field"] ?? "text",
+      labelField: v["label-field"] ?? "label",
+      source: dataPath,
+    });
+    const out = v.out ?? "synthetic.jsonl";
+    const manifestPath = out.replace(/\.jsonl$/, "") + ".manifest.json";
+
+    const ctx = await createContext();
+    const cpu = ctx.isCpuAdapter && !v.paper;
+    const pick = (paper: number, small: number) => (cpu ? small : paper);
+    const perClass = num("per-class", pick(100, CPU_DEFAULTS.perClass), { min: 1, integer: true });
+    const batch = num("batch", Math.min(10, perClass), { min: 1, max: 256, integer: true });
+    const admm: Omit<AdmmSettings, "rho"> = {
+      ...PAPER_SETTINGS,
+      outerSteps: num("outer-steps", pick(PAPER_SETTINGS.outerSteps, CPU_DEFAULTS.outerSteps), { min: 1, integer: true }),
+      innerSteps: num("inner-steps", pick(PAPER_SETTINGS.innerSteps, CPU_DEFAULTS.innerSteps), { min: 0, integer: true }),
+      lr: num("lr", PAPER_SETTINGS.lr, { min: 0 }),
+      initCandidates: num("init-candidates", pick(PAPER_SETTINGS.initCandidates, CPU_DEFAULTS.initCandidates), { min: 1, integer: true }),
+      matching: loss,
+      select,
+      freezeSuffixGradient: task.freezeSuffixGradient,
+    };
+    const options: SynthOptions = {
+      task,
+      realPool: num("real-pool", 100, { min: 1, integer: true }),
+      real: num("real", 50, { min: 1, integer: true }),
+      perClass,
+      batch,
+      rhos: parseList(v.rho ?? "0.7", "rho"),
+      topk: num("topk", 200, { min: 1, integer: true }),
+      length: num("length", 0, { min: 0, max: 1024, integer: true }),
+      seed: num("seed", 42, { min: 0, integer: true }),
+      admm,
+      dp: dpRequested
+        ? {
+          epsilon: num("dp-epsilon", 1, { min: 1e-9 }),
+          delta: num("dp-delta", 1e-4, { min: 1e-300, max: 0.999999 }),
+          clip: num("dp-clip", 1.0, { min: 1e-12 }),
+        }
+        : undefined,
+    };
+    if (cpu) {
+      console.error(
+        `note: '${ctx.adapterName}' is a CPU adapter: using CPU-sized defaults (per-class ${perClass}, outer ${admm.outerSteps}, ` +
+          `inner ${admm.innerSteps}, init candidates ${admm.initCandidates}); --paper for the paper's settings`,
+      );
+    }
+
+    // ---- model
+    const modelSpec = v.model ?? DEFAULT_MODEL;
+    const modelDir = await resolveModel(modelSpec, {
+      onProgress: (p: { file: string; received: number; total?: number }) =>
+        console.error(`download ${p.file}: ${(p.received / 1e6).toFixed(1)} MB${p.total ? ` / ${(p.total / 1e6).toFixed(1)} MB` : ""}`),
+    });
+    const tokenizer = await loadTokenizer(modelDir);
+    const model = await loadModel(ctx, modelDir);
+    const codec = {
+      encode: (t: string) => tokenizer.encode(t),
+      decode: (ids: number[]) => tokenizer.decode(ids),
+      vocabSize: tokenizer.vocabSize,
+      padId: tokenizer.padId,
+    };
+
+    // ---- resume
+    const settingsRecord = {
+      ...options,
+      task: task.name,
+      template: task.suffix,
+      labelWords: task.labelWords,
+      prefix: task.labelWords.map((_, c) => task.decodePrefix(c)),
+      admm,
+    };
+    const files: Record<string, string> = {};
+    for await (const e of Deno.readDir(modelDir)) {
+      if (e.isFile && /\.(json|safetensors)$/.test(e.name)) files[e.name] = await sha256File(join(modelDir, e.name));
+    }
+    const dataHash = await sha256File(dataPath);
+    let records: SynthRecord[] = [];
+    let completed: RoundKey[] = [];
+    const started = performance.now();
+    let previousWall = 0;
+    const timings: Record<string, number> = { init: 0, zstep: 0, xstep: 0, final: 0 };
+    if (!v.overwrite && (await exists(manifestPath)) && (await exists(out))) {
+      const old = JSON.parse(await readText(manifestPath, "manifest")) as Manifest;
+      const same = JSON.stringify(old.settings) === JSON.stringify(JSON.parse(JSON.stringify(settingsRecord))) &&
+        JSON.stringify(old.model.files) === JSON.stringify(files) && old.data.sha256 === dataHash;
+      if (!same) {
+        throw new UsageError(
+          `synth: ${out} holds a run with other settings, model or data; pass --overwrite to replace it or choose another --out`,
+        );
+      }
+      records = (await readText(out)).split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l) as SynthRecord);
+      completed = old.completed;
+      // The JSONL is written before the manifest: drop records of a round the manifest missed.
+      records = records.filter((r) =>
+        completed.some((c) => c.rho === r.rho && c.classIndex === r.label && c.round === r.round)
+      );
+      previousWall = old.wallSeconds;
+      Object.assign(timings, old.timings);
+      console.error(`resuming: ${completed.length} completed round(s) in ${out}`);
+    }
+    const isDone = (k: RoundKey) =>
+      completed.some((c) => c.rho === k.rho && c.classIndex === k.classIndex && c.round === k.round);
+    const manifest = (): Manifest => ({
+      tool: "gradmm-ts synth",
+      version: VERSION,
+      settings: JSON.parse(JSON.stringify(settingsRecord)),
+      model: { spec: modelSpec, dir: modelDir, files },
+      data: { path: dataPath, sha256: dataHash },
+      adapter: ctx.adapterName,
+      completed,
+      targets,
+      timings,
+      wallSeconds: previousWall + (performance.now() - started) / 1000,
+      allowedTokens,
+    });
+    const targets: Record<string, unknown> = {};
+    let allowedTokens: number | undefined;
+    let totalRounds = 1;
+    let roundsDone = completed.length;
+    const runStart = performance.now();
+    let roundsThisRun = 0;
+
+    const onEvent = async (e: SynthEvent) => {
+      if (e.kind === "plan") {
+        allowedTokens = e.allowedTokens;
+        totalRounds = e.classes * e.roundsPerClass * e.rhos.length;
+        console.error(
+          `plan: ${e.classes} classes × ${e.roundsPerClass} round(s) × ${e.rhos.length} ρ; sequence length ${e.length.join("/")} tokens; ` +
+            `${e.allowedTokens} token ids allowed by the filter`,
+        );
+      } else if (e.kind === "target") {
+        targets[task.labelWords[e.classIndex]] = e.report;
+        const r = e.report;
+        console.error(
+          `target '${task.labelWords[e.classIndex]}': ${r.examples} real examples, ‖signal‖ = ${r.signalNorm.toExponential(3)}` +
+            (r.sigma !== undefined
+              ? `; DP noise σ = ${r.sigma.toExponential(3)} per element, expected ‖noise‖ = ${r.noiseNorm!.toExponential(3)} ` +
+                `(${(r.noiseNorm! / r.signalNorm).toExponential(2)}× the signal), ${r.clipped} example(s) clipped`
+              : ""),
+        );
+      } else if (e.kind === "step") {
+        const elapsed = (performance.now() - runStart) / 1000;
+        const frac = (roundsThisRun + e.progress.outerStep / e.progress.outerSteps) /
+          Math.max(1e-9, totalRounds - (roundsDone - roundsThisRun));
+        const eta = frac > 0 ? elapsed / frac - elapsed : NaN;
+        console.error(
+          `class ${task.labelWords[e.key.classIndex]} ρ=${e.key.rho} round ${e.key.round + 1}: step ${e.progress.outerStep}/${e.progress.outerSteps} ` +
+            `total ${e.progress.totalLoss.toFixed(4)} match(z) ${e.progress.discreteLoss.toFixed(4)} ` +
+            `elapsed ${formatDuration(elapsed)} eta ${formatDuration(eta)}`,
+        );
+      } else {
+        records.push(...e.records);
+        completed.push(e.key);
+        roundsDone++;
+        roundsThisRun++;
+        for (const [k, ms] of Object.entries(e.timings)) timings[k] = (timings[k] ?? 0) + ms / 1000;
+        await writeFileAtomic(out, records.map((r) => JSON.stringify(r)).join("\n") + "\n");
+        await writeFileAtomic(manifestPath, JSON.stringify(manifest(), null, 2) + "\n");
+        console.error(`round done (${roundsDone}/${totalRounds}): match loss ${e.records[0].match_loss.toFixed(4)}; e.g. "${e.records[0].text}"`);
+      }
+    };
+    await runSynth(model, codec, data, options, isDone, onEvent);
+    await writeFileAtomic(manifestPath, JSON.stringify(manifest(), null, 2) + "\n");
+    if (records.length === 0) await writeFileAtomic(out, "");
+    console.error(`wrote ${records.length} texts to ${out} (manifest: ${manifestPath})`);
+    return 0;
+  },
+};

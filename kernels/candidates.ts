@@ -1,0 +1,68 @@
+/**
+ * The step of GRADMM's constrained greedy decoding that runs on the GPU: for every row, the
+ * candidate (from that position's top-k cosine set) with the highest language-model score.
+ * Keeping it on the GPU means a whole decode reads nothing back until the end.
+ */
+import type { GpuContext } from "./device.ts";
+import { packParams } from "./launch.ts";
+
+const WG = 128;
+
+const PICK_WGSL = /* wgsl */ `
+struct P { vocab: u32, k: u32, positions: u32, t: u32 }
+@group(0) @binding(0) var<storage, read> logits: array<f32>;      // [B, V]
+@group(0) @binding(1) var<storage, read> candidates: array<f32>;  // [B, positions, k] token ids
+@group(0) @binding(2) var<storage, read_write> chosen: array<f32>; // [B, positions]: column t written
+@group(0) @binding(3) var<storage, read_write> next: array<f32>;   // [B]: the ids to feed next
+@group(0) @binding(4) var<uniform> p: P;
+var<workgroup> bestScore: array<f32, ${WG}>;
+var<workgroup> bestId: array<u32, ${WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let b = wid.x;
+  let cbase = (b * p.positions + p.t) * p.k;
+  var score = -3.0e38;
+  var id = 0xffffffffu;
+  for (var j = lid; j < p.k; j += ${WG}u) {
+    let c = u32(candidates[cbase + j]);
+    if (c >= p.vocab) { continue; }
+    let s = logits[b * p.vocab + c];
+    // Highest score; on ties the lower token id (deterministic).
+    if (s > score || (s == score && c < id)) { score = s; id = c; }
+  }
+  bestScore[lid] = score;
+  bestId[lid] = id;
+  workgroupBarrier();
+  for (var stride = ${WG / 2}u; stride > 0u; stride = stride / 2u) {
+    if (lid < stride) {
+      let s = bestScore[lid + stride];
+      let c = bestId[lid + stride];
+      if (s > bestScore[lid] || (s == bestScore[lid] && c < bestId[lid])) {
+        bestScore[lid] = s;
+        bestId[lid] = c;
+      }
+    }
+    workgroupBarrier();
+  }
+  if (lid == 0u) {
+    let c = select(0u, bestId[0], bestId[0] != 0xffffffffu);
+    chosen[b * p.positions + p.t] = f32(c);
+    next[b] = f32(c);
+  }
+}`;
+
+/**
+ * For each of `batch` rows: among `candidates[b, t, :]` pick the id with the highest
+ * `logits[b, id]`, write it to `chosen[b, t]` and `next[b]`.
+ */
+export function pickCandidateKernel(
+  ctx: GpuContext,
+  logits: GPUBuffer,
+  candidates: GPUBuffer,
+  chosen: GPUBuffer,
+  next: GPUBuffer,
+  dims: { batch: number; vocab: number; k: number; positions: number; t: number },
+): void {
+  const params = packParams([dims.vocab, dims.k, dims.positions, dims.t]);
+  ctx.dispatch(ctx.pipeline(PICK_WGSL), [logits, candidates, chosen, next], params, [dims.batch]);
+}
