@@ -3,20 +3,18 @@
  * matches theirs (GRADMM). Reads flags and files, prints progress, writes the JSONL and its
  * manifest atomically after every round, and resumes after the last completed round.
  */
-import { fromFileUrl } from "node:url";
+import { fileURLToPath } from "node:url";
 import { dirname, join, resolve } from "node:path";
 import { type AdmmSettings, PAPER_SETTINGS } from "../admm/admm.ts";
 import { parseJsonl } from "../admm/data.ts";
 import { type RoundKey, runSynth, type SynthEvent, type SynthOptions, type SynthRecord } from "../admm/synth.ts";
 import { customTask, getTask, type TaskSpec } from "../admm/tasks.ts";
 import { createContext } from "../kernels/device.ts";
-import { loadModel } from "../models/model.ts";
-import { resolveModel } from "../models/hub.ts";
-import { loadTokenizer } from "../models/tokenizer.ts";
+import { openModel } from "./model.ts";
 import { type Command, numberFlag, parseFlags, UsageError } from "./args.ts";
 import { exists, formatDuration, readText, sha256File, writeFileAtomic } from "./io.ts";
 
-const ROOT = resolve(dirname(fromFileUrl(import.meta.url)), "..");
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 /** The built-in default model and data: shipped in the repository so synth works offline. */
 export const DEFAULT_MODEL = join(ROOT, "assets", "gpt2-d128");
 export const DEFAULT_DATA = join(ROOT, "assets", "sst2-validation.jsonl");
@@ -47,6 +45,7 @@ Model and output
   --model DIR|ORG/NAME[@REV]  Hugging Face model (default: bundled gpt2-d128)
   --out F.jsonl           output (default synthetic.jsonl); manifest beside it
   --overwrite             start over even if --out holds a run with other settings
+  --max-rounds N          stop after N rounds in this invocation (rerun the command to continue)
 
 GRADMM (defaults: the paper's; CPU adapters use smaller ones unless --paper)
   --per-class N           texts per class (paper 100, CPU 10); a multiple of --batch
@@ -108,6 +107,7 @@ export const synthCommand: Command = {
       model: { type: "string" },
       out: { type: "string" },
       overwrite: { type: "boolean" },
+      "max-rounds": { type: "string" },
       "per-class": { type: "string" },
       batch: { type: "string" },
       rho: { type: "string" },
@@ -200,18 +200,7 @@ export const synthCommand: Command = {
 
     // ---- model
     const modelSpec = v.model ?? DEFAULT_MODEL;
-    const modelDir = await resolveModel(modelSpec, {
-      onProgress: (p: { file: string; received: number; total?: number }) =>
-        console.error(`download ${p.file}: ${(p.received / 1e6).toFixed(1)} MB${p.total ? ` / ${(p.total / 1e6).toFixed(1)} MB` : ""}`),
-    });
-    const tokenizer = await loadTokenizer(modelDir);
-    const model = await loadModel(ctx, modelDir);
-    const codec = {
-      encode: (t: string) => tokenizer.encode(t),
-      decode: (ids: number[]) => tokenizer.decode(ids),
-      vocabSize: tokenizer.vocabSize,
-      padId: tokenizer.padId,
-    };
+    const { model, tokenizer: codec, dir: modelDir } = await openModel(ctx, modelSpec);
 
     // ---- resume
     const settingsRecord = {
@@ -251,7 +240,10 @@ export const synthCommand: Command = {
       Object.assign(timings, old.timings);
       console.error(`resuming: ${completed.length} completed round(s) in ${out}`);
     }
+    const maxRounds = num("max-rounds", Infinity, { min: 1 });
+    // A round counts as done when it is in the manifest, or when this invocation reached --max-rounds.
     const isDone = (k: RoundKey) =>
+      roundsThisRun >= maxRounds ||
       completed.some((c) => c.rho === k.rho && c.classIndex === k.classIndex && c.round === k.round);
     const manifest = (): Manifest => ({
       tool: "gradmm-ts synth",
@@ -315,7 +307,11 @@ export const synthCommand: Command = {
     await runSynth(model, codec, data, options, isDone, onEvent);
     await writeFileAtomic(manifestPath, JSON.stringify(manifest(), null, 2) + "\n");
     if (records.length === 0) await writeFileAtomic(out, "");
-    console.error(`wrote ${records.length} texts to ${out} (manifest: ${manifestPath})`);
+    const left = totalRounds - completed.length;
+    console.error(
+      `wrote ${records.length} texts to ${out} (manifest: ${manifestPath})` +
+        (left > 0 ? `; ${left} round(s) left: rerun the same command to continue` : ""),
+    );
     return 0;
   },
 };

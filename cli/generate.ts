@@ -1,0 +1,90 @@
+/** `generate`: continue a prompt with a model (greedy or sampled), printing the continuation. */
+import { createContext } from "../kernels/device.ts";
+import { generateText } from "../models/generate.ts";
+import { type Command, numberFlag, parseFlags, UsageError } from "./args.ts";
+import { openModelForCommand } from "./ppl.ts";
+
+const HELP = `Usage: cli.ts generate --model M --prompt TEXT [flags]
+
+Continues TEXT and prints the continuation (the prompt excluded) on stdout. Greedy unless
+--temperature is given. Decoding uses a KV cache and stops at the model's end-of-sequence token
+or after --max-new-tokens.
+
+  --model DIR|ORG/NAME[@REV]  model folder or Hugging Face id
+  --prompt TEXT           the text to continue
+  --max-new-tokens N      new tokens at most (default 50)
+  --greedy                always take the most likely token (the default)
+  --temperature T         sample with temperature T > 0
+  --top-k K               sample only among the K most likely tokens (0 = all; default 0)
+  --top-p P               sample only from the smallest set of tokens with probability ≥ P (default 1)
+  --seed S                random seed for sampling (default 0)
+  --no-cache              recompute the whole sequence every step (slow; for checking)
+  --ids                   also print the generated token ids on stderr`;
+
+export const generateCommand: Command = {
+  name: "generate",
+  summary: "continue a prompt with a model (greedy or top-k/top-p sampling)",
+  help: HELP,
+  async run(args) {
+    const { values: v, positionals } = parseFlags("generate", args, {
+      model: { type: "string" },
+      prompt: { type: "string" },
+      "max-new-tokens": { type: "string" },
+      greedy: { type: "boolean" },
+      temperature: { type: "string" },
+      "top-k": { type: "string" },
+      "top-p": { type: "string" },
+      seed: { type: "string" },
+      "no-cache": { type: "boolean" },
+      ids: { type: "boolean" },
+    });
+    if (v.help) {
+      console.log(HELP);
+      return 0;
+    }
+    if (positionals.length) throw new UsageError(`generate: unexpected argument '${positionals[0]}' (see 'generate --help')`);
+    if (!v.model) throw new UsageError("generate: --model is required (see 'generate --help')");
+    if (v.prompt === undefined) throw new UsageError("generate: --prompt is required (see 'generate --help')");
+    const maxNewTokens = numberFlag("generate", "max-new-tokens", v["max-new-tokens"], 50, {
+      min: 0,
+      max: 1 << 20,
+      integer: true,
+    });
+    const sampled = v.temperature !== undefined;
+    if (v.greedy && (sampled || v["top-k"] !== undefined || v["top-p"] !== undefined)) {
+      throw new UsageError("generate: --greedy cannot be combined with --temperature, --top-k or --top-p");
+    }
+    if (!sampled && (v["top-k"] !== undefined || v["top-p"] !== undefined)) {
+      throw new UsageError("generate: --top-k and --top-p need --temperature (sampling); without it decoding is greedy");
+    }
+    const temperature = numberFlag("generate", "temperature", v.temperature, 1, { min: 1e-6, max: 1e6 });
+    const topK = numberFlag("generate", "top-k", v["top-k"], 0, { min: 0, integer: true });
+    const topP = numberFlag("generate", "top-p", v["top-p"], 1, { min: 1e-6, max: 1 });
+    const seed = numberFlag("generate", "seed", v.seed, 0, { min: 0, max: 2 ** 32 - 1, integer: true });
+
+    const ctx = await createContext();
+    const { model, tokenizer } = await openModelForCommand(ctx, v.model);
+    try {
+      const prompt = tokenizer.tokenizer.encode(v.prompt);
+      if (prompt.length === 0) {
+        throw new UsageError(
+          "generate: the prompt has no tokens and this tokenizer adds no BOS; give a non-empty --prompt",
+        );
+      }
+      const result = await generateText(model, tokenizer.tokenizer, [v.prompt], {
+        maxNewTokens,
+        greedy: !sampled,
+        temperature: sampled ? temperature : undefined,
+        topK,
+        topP,
+        seed,
+        useCache: !v["no-cache"],
+      });
+      console.log(result.texts[0]);
+      if (v.ids) console.error(`ids: ${JSON.stringify(result.tokens[0])} (${result.finishReasons[0]})`);
+    } finally {
+      model.dispose();
+    }
+    return 0;
+  },
+};

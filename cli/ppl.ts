@@ -1,0 +1,131 @@
+/** `ppl`: perplexity of a model on the lines of a JSONL file, each line scored on its own. */
+import type { GpuContext } from "../kernels/device.ts";
+import { createContext } from "../kernels/device.ts";
+import { CheckpointError, ConfigError, HubError, SafetensorsError, TokenizerError } from "../models/errors.ts";
+import { sequenceNll } from "../models/perplexity.ts";
+import { type Command, numberFlag, parseFlags, UsageError } from "./args.ts";
+import { CliFileError, exists, readText } from "./io.ts";
+import { openModel, type OpenedModel } from "./model.ts";
+
+/**
+ * Opens `--model` for a command with user-facing errors: a path that does not exist, or a model
+ * that cannot be read (bad config, missing tensors, hub failure), is reported in one line.
+ */
+export async function openModelForCommand(ctx: GpuContext, spec: string): Promise<OpenedModel> {
+  const looksLikePath = /^(\.|\/|~)/.test(spec) || spec.split("/").length > 2 || spec.includes("\\");
+  if (looksLikePath && !(await exists(spec))) {
+    throw new CliFileError(`model folder '${spec}' does not exist`);
+  }
+  try {
+    return await openModel(ctx, spec);
+  } catch (e) {
+    const known = [HubError, ConfigError, CheckpointError, SafetensorsError, TokenizerError];
+    if (known.some((k) => e instanceof k)) throw new CliFileError(`cannot load model '${spec}': ${(e as Error).message}`);
+    throw e;
+  }
+}
+
+/** Texts of a JSONL file's `field`, with errors that name the line. Blank lines are skipped. */
+export function readJsonlField(text: string, field: string, source: string): string[] {
+  const out: string[] = [];
+  const lines = text.split("\n");
+  lines.forEach((raw, i) => {
+    const line = raw.trim();
+    if (line === "") return;
+    let row: unknown;
+    try {
+      row = JSON.parse(line);
+    } catch (e) {
+      throw new CliFileError(`${source}:${i + 1}: not valid JSON (${(e as Error).message.split("\n")[0]})`);
+    }
+    if (typeof row !== "object" || row === null || Array.isArray(row)) {
+      throw new CliFileError(`${source}:${i + 1}: each line must be a JSON object`);
+    }
+    const value = (row as Record<string, unknown>)[field];
+    if (typeof value !== "string") {
+      throw new CliFileError(
+        `${source}:${i + 1}: ${value === undefined ? `no "${field}" field` : `"${field}" is not a string`}` +
+          ` (choose the field with --field)`,
+      );
+    }
+    out.push(value);
+  });
+  return out;
+}
+
+const HELP = `Usage: cli.ts ppl --model M --file F.jsonl [flags]
+
+Perplexity of a model on a JSONL file. Each line's text is tokenized on its own (as the
+tokenizer gives it: no BOS is added unless the tokenizer adds one) and every token from the
+second on is predicted from the ones before it. Progress goes to stderr; the last two lines
+on stdout are 'nll_nats_per_token: X' (mean over all predicted tokens of the file) and
+'perplexity: Y' (= exp X).
+
+  --model DIR|ORG/NAME[@REV]  model folder or Hugging Face id
+  --file F.jsonl          one JSON object per line
+  --field NAME            the text field (default "text")
+  --max-length N          keep at most the first N tokens of each line (default: the model's context)
+  --batch N               lines per forward pass (default 8)`;
+
+export const pplCommand: Command = {
+  name: "ppl",
+  summary: "perplexity of a model on a JSONL file (each line scored on its own)",
+  help: HELP,
+  async run(args) {
+    const { values: v, positionals } = parseFlags("ppl", args, {
+      model: { type: "string" },
+      file: { type: "string" },
+      field: { type: "string" },
+      "max-length": { type: "string" },
+      batch: { type: "string" },
+    });
+    if (v.help) {
+      console.log(HELP);
+      return 0;
+    }
+    if (positionals.length) throw new UsageError(`ppl: unexpected argument '${positionals[0]}' (see 'ppl --help')`);
+    if (!v.model) throw new UsageError("ppl: --model is required (see 'ppl --help')");
+    if (!v.file) throw new UsageError("ppl: --file is required (see 'ppl --help')");
+    const field = v.field ?? "text";
+    const batch = numberFlag("ppl", "batch", v.batch, 8, { min: 1, max: 4096, integer: true });
+    const texts = readJsonlField(await readText(v.file, "input file"), field, v.file);
+    if (texts.length === 0) throw new CliFileError(`${v.file}: no lines to score`);
+
+    const ctx = await createContext();
+    const { model, tokenizer } = await openModelForCommand(ctx, v.model);
+    try {
+      const context = model.config.maxPositions;
+      const maxLength = numberFlag("ppl", "max-length", v["max-length"], context, { min: 2, integer: true });
+      if (model.config.positionEmbedding === "learned" && maxLength > context) {
+        throw new UsageError(`ppl: --max-length ${maxLength} exceeds the model's ${context} positions`);
+      }
+      const seqs = texts.map((t) => tokenizer.tokenizer.encode(t).slice(0, maxLength));
+      const t0 = performance.now();
+      let lastReport = 0;
+      const scores = await sequenceNll(model, seqs, {
+        batchSize: batch,
+        onBatch: (done, total) => {
+          const now = performance.now();
+          if (now - lastReport < 1000 && done < total) return;
+          lastReport = now;
+          console.error(`ppl: ${done}/${total} lines (${((now - t0) / 1000).toFixed(1)} s)`);
+        },
+      });
+      const nll = scores.reduce((s, x) => s + x.nll, 0);
+      const count = scores.reduce((s, x) => s + x.tokens, 0);
+      if (count === 0) {
+        throw new CliFileError(`${v.file}: no line has two or more tokens, so nothing can be predicted`);
+      }
+      const skipped = scores.filter((s) => s.tokens === 0).length;
+      if (skipped) console.error(`ppl: ${skipped} line(s) with fewer than two tokens predict nothing`);
+      const mean = nll / count;
+      console.log(`lines: ${texts.length}`);
+      console.log(`predicted_tokens: ${count}`);
+      console.log(`nll_nats_per_token: ${mean.toFixed(6)}`);
+      console.log(`perplexity: ${Math.exp(mean).toFixed(4)}`);
+    } finally {
+      model.dispose();
+    }
+    return 0;
+  },
+};
