@@ -1,0 +1,503 @@
+/**
+ * Resolves a model spec to a local folder: a directory is used as is; a Hugging Face repo id
+ * (`org/name` or `org/name@revision`) is downloaded once into a cache and reused after.
+ *
+ * Downloads go to `{file}.partial` and are renamed only once complete and verified (size against
+ * Content-Length / X-Linked-Size, sha256 against the LFS ETag when the hub gives one), so a file
+ * with its final name is always whole. An interrupted download resumes with a Range request.
+ * Once every file of a revision is in place a marker is written, and later calls do not touch the
+ * network at all (delete the folder, or pin a commit, to get a newer `main`).
+ *
+ * Environment: `HF_TOKEN` (sent as `Authorization: Bearer`), `HF_ENDPOINT` (default
+ * https://huggingface.co), `GRADMM_CACHE` (default `~/.cache/gradmm-ts`), `HF_HUB_OFFLINE=1`.
+ *
+ * This is a Deno I/O module (files and fetch), like `files.ts`.
+ *
+ * @module
+ */
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import { HubError, SafetensorsError } from "./errors.ts";
+import { parseShardIndex } from "./safetensors.ts";
+import { WEIGHTS_FILE, WEIGHTS_INDEX_FILE } from "./files.ts";
+
+/** Progress of one file's download. */
+export interface DownloadProgress {
+  /** File name within the repository. */
+  readonly file: string;
+  /** Bytes on disk so far (a resumed download starts above 0). */
+  readonly loaded: number;
+  /** Total size when the server announced it. */
+  readonly total: number | null;
+}
+
+/** Options for {@link resolveModel}. */
+export interface ResolveOptions {
+  /** Cache root; default `GRADMM_CACHE`, else `~/.cache/gradmm-ts`. */
+  readonly cacheDir?: string;
+  /** Hub base URL; default `HF_ENDPOINT`, else https://huggingface.co. */
+  readonly endpoint?: string;
+  /** Access token for private or gated repos; default `HF_TOKEN` (or `HUGGING_FACE_HUB_TOKEN`). */
+  readonly token?: string;
+  /** fetch to use (tests, proxies); default the global one. */
+  readonly fetch?: typeof fetch;
+  /** Called as bytes arrive. */
+  readonly onProgress?: (progress: DownloadProgress) => void;
+  /** Use only the cache, never the network; default `HF_HUB_OFFLINE=1`. */
+  readonly offline?: boolean;
+}
+
+/** Where a resolved model lives. */
+export interface ResolvedModel {
+  /** The folder holding config.json, tokenizer files and weights. */
+  readonly dir: string;
+  /** "local" for a directory spec, "hub" for a repo id. */
+  readonly origin: "local" | "hub";
+  /** `org/name` (hub only). */
+  readonly repo?: string;
+  /** The revision asked for (hub only). */
+  readonly revision?: string;
+  /** Files of the model present in `dir` (hub only: those this module manages). */
+  readonly files: readonly string[];
+  /** Files fetched (fully or in part) by this call. */
+  readonly downloaded: readonly string[];
+}
+
+/** A parsed hub model id. */
+export interface RepoSpec {
+  /** Owner (user or organisation). */
+  readonly org: string;
+  /** Repository name. */
+  readonly name: string;
+  /** Branch, tag or commit; "main" by default. */
+  readonly revision: string;
+}
+
+const REQUIRED_FILES = ["config.json", "tokenizer.json"];
+const OPTIONAL_FILES = ["tokenizer_config.json", "special_tokens_map.json", "generation_config.json"];
+const COMPLETE_MARKER = ".gradmm-complete.json";
+const REPO_PART = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+const REVISION = /^[A-Za-z0-9._\/-]+$/;
+
+/** First line of an error's message: runtime messages can carry a nested stack trace. */
+function firstLine(e: unknown): string {
+  return String((e as Error)?.message ?? e).split("\n")[0];
+}
+
+function env(name: string): string | undefined {
+  try {
+    return Deno.env.get(name) || undefined;
+  } catch {
+    return undefined; // no --allow-env: behave as if unset
+  }
+}
+
+/**
+ * Parses `org/name` or `org/name@revision`; returns undefined when `spec` is not a repo id.
+ * Parts with `..` or `--` are refused (the cache folder is `org--name`).
+ */
+export function parseRepoSpec(spec: string): RepoSpec | undefined {
+  const at = spec.indexOf("@");
+  const id = at < 0 ? spec : spec.slice(0, at);
+  const revision = at < 0 ? "main" : spec.slice(at + 1);
+  const parts = id.split("/");
+  if (parts.length !== 2) return undefined;
+  const [org, name] = parts;
+  const valid = (part: string) => REPO_PART.test(part) && !part.includes("..") && !part.includes("--");
+  if (!valid(org) || !valid(name)) return undefined;
+  if (!REVISION.test(revision) || revision.split("/").some((s) => s === "" || s === "." || s === "..")) {
+    return undefined;
+  }
+  return { org, name, revision };
+}
+
+/** The default cache root: `GRADMM_CACHE`, else `~/.cache/gradmm-ts`. */
+export function defaultCacheDir(): string {
+  const explicit = env("GRADMM_CACHE");
+  if (explicit) return explicit;
+  const xdg = env("XDG_CACHE_HOME");
+  if (xdg) return join(xdg, "gradmm-ts");
+  const home = env("HOME") ?? env("USERPROFILE");
+  if (!home) {
+    throw new HubError("spec", "no cache folder: set GRADMM_CACHE (or HOME) or pass { cacheDir }");
+  }
+  return join(home, ".cache", "gradmm-ts");
+}
+
+/** The folder a repo revision is cached in: `{cacheDir}/{org}--{name}/{revision}`. */
+export function repoCacheDir(cacheDir: string, repo: RepoSpec): string {
+  return join(cacheDir, `${repo.org}--${repo.name}`, repo.revision.replaceAll("/", "--"));
+}
+
+async function statOrNull(path: string): Promise<Deno.FileInfo | null> {
+  try {
+    return await Deno.stat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  }
+}
+
+/** Everything one resolution needs, computed once. */
+interface Session {
+  readonly repo: RepoSpec;
+  readonly repoId: string;
+  readonly dir: string;
+  readonly endpoint: string;
+  readonly token?: string;
+  readonly fetch: typeof fetch;
+  readonly onProgress?: (progress: DownloadProgress) => void;
+  readonly downloaded: string[];
+}
+
+/** Headers the hub puts on the first (pre-redirect) response of an LFS file. */
+interface LinkedHeaders {
+  etag?: string;
+  size?: number;
+}
+
+function fileUrl(s: Session, file: string): string {
+  return `${s.endpoint}/${s.repo.org}/${s.repo.name}/resolve/${encodeURIComponent(s.repo.revision)}/${file}`;
+}
+
+/**
+ * GET with redirects followed by hand, so that the hub's X-Linked-* headers (only on the
+ * redirect) are seen, and the token is never sent to another origin (the CDN needs none).
+ */
+async function get(
+  s: Session,
+  url: string,
+  range?: number,
+): Promise<{ response: Response; linked: LinkedHeaders }> {
+  const origin = new URL(url).origin;
+  const linked: LinkedHeaders = {};
+  let current = url;
+  for (let hop = 0; hop < 10; hop++) {
+    const headers = new Headers({ "accept-encoding": "identity" });
+    if (s.token && new URL(current).origin === origin) headers.set("authorization", `Bearer ${s.token}`);
+    if (range) headers.set("range", `bytes=${range}-`);
+    let response: Response;
+    try {
+      response = await s.fetch(current, { headers, redirect: "manual" });
+    } catch (e) {
+      throw new HubError(
+        "network",
+        `cannot reach ${new URL(current).origin} for ${s.repoId}: ${firstLine(e)}. ` +
+          `Check the connection or HF_ENDPOINT; a partial download resumes on the next run.`,
+      );
+    }
+    const etag = response.headers.get("x-linked-etag");
+    const size = Number(response.headers.get("x-linked-size") ?? NaN);
+    if (etag && !linked.etag) linked.etag = etag;
+    if (Number.isSafeInteger(size) && linked.size === undefined) linked.size = size;
+    const location = response.headers.get("location");
+    if (response.status >= 300 && response.status < 400 && location) {
+      await response.body?.cancel();
+      current = new URL(location, current).href;
+      continue;
+    }
+    return { response, linked };
+  }
+  throw new HubError("http", `too many redirects for ${url}`);
+}
+
+/** Turns an error status into a {@link HubError} that says what to do. */
+function statusError(s: Session, file: string, response: Response): HubError {
+  const code = response.headers.get("x-error-code") ?? "";
+  const status = response.status;
+  const at = `${s.repoId}@${s.repo.revision}`;
+  if (code === "RepoNotFound") {
+    return new HubError(
+      "not-found",
+      `repository ${s.repoId} not found at ${s.endpoint}` +
+        (s.token ? "" : " (if it is private, set HF_TOKEN to a token that can read it)"),
+      status,
+    );
+  }
+  if (code === "RevisionNotFound") {
+    return new HubError("not-found", `revision "${s.repo.revision}" not found in ${s.repoId}`, status);
+  }
+  if (code === "GatedRepo") {
+    return new HubError(
+      "auth",
+      `${s.repoId} is gated: accept its terms at ${s.endpoint}/${s.repoId} and set HF_TOKEN to a token of that account`,
+      status,
+    );
+  }
+  if (status === 401) {
+    return new HubError(
+      "auth",
+      s.token
+        ? `the hub rejected the token for ${at} (HTTP 401): check HF_TOKEN`
+        : `${at} needs authentication (HTTP 401): set HF_TOKEN to an access token`,
+      status,
+    );
+  }
+  if (status === 403) {
+    return new HubError(
+      "auth",
+      `access to ${at} denied (HTTP 403): the token lacks permission, or the repo is gated or private`,
+      status,
+    );
+  }
+  if (status === 404) {
+    return new HubError(
+      "not-found",
+      `${file} not found in ${at} (HTTP 404): check the repo id and revision`,
+      status,
+    );
+  }
+  return new HubError("http", `HTTP ${status} ${response.statusText} for ${file} of ${at}`, status);
+}
+
+function sha256FromEtag(etag: string | null | undefined): string | undefined {
+  const value = etag?.replace(/^W\//, "").replaceAll('"', "").toLowerCase();
+  return value && /^[0-9a-f]{64}$/.test(value) ? value : undefined;
+}
+
+async function sha256OfFile(path: string): Promise<string> {
+  const hash = createHash("sha256");
+  using file = await Deno.open(path, { read: true });
+  const buffer = new Uint8Array(1 << 20);
+  for (;;) {
+    const n = await file.read(buffer);
+    if (n === null) break;
+    hash.update(buffer.subarray(0, n));
+  }
+  return hash.digest("hex");
+}
+
+function contentRangeStart(header: string | null): { start: number; total: number | null } | undefined {
+  const match = header?.match(/^bytes (\d+)-\d+\/(\d+|\*)$/);
+  if (!match) return undefined;
+  return { start: Number(match[1]), total: match[2] === "*" ? null : Number(match[2]) };
+}
+
+/**
+ * Makes `file` present and complete in the session folder. Returns false when an optional file
+ * does not exist on the hub.
+ */
+async function ensureFile(s: Session, file: string, optional: boolean): Promise<boolean> {
+  const target = join(s.dir, file);
+  if (await statOrNull(target)) return true;
+  const partial = `${target}.partial`;
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const have = (await statOrNull(partial))?.size ?? 0;
+    const { response, linked } = await get(s, fileUrl(s, file), have);
+    if (
+      response.status === 404 && optional && !response.headers.get("x-error-code")?.match(/Repo|Revision/)
+    ) {
+      await response.body?.cancel();
+      return false;
+    }
+    if (response.status === 416) {
+      // The partial is not a prefix the server can extend: start over.
+      await response.body?.cancel();
+      await Deno.remove(partial).catch(() => {});
+      continue;
+    }
+    if (response.status !== 200 && response.status !== 206) {
+      await response.body?.cancel();
+      throw statusError(s, file, response);
+    }
+    let start = 0;
+    let total: number | null = null;
+    if (response.status === 206) {
+      const range = contentRangeStart(response.headers.get("content-range"));
+      if (!range || range.start !== have) {
+        await response.body?.cancel();
+        await Deno.remove(partial).catch(() => {});
+        continue;
+      }
+      start = have;
+      total = range.total;
+    } else if (!response.headers.get("content-encoding")) {
+      const length = Number(response.headers.get("content-length") ?? NaN);
+      if (Number.isSafeInteger(length)) total = length;
+    }
+    if (linked.size !== undefined) {
+      if (total !== null && total !== linked.size) {
+        await response.body?.cancel();
+        throw new HubError(
+          "integrity",
+          `${file} of ${s.repoId}: the hub announced ${linked.size} bytes but the download server ${total}; ` +
+            `try again later`,
+        );
+      }
+      total = linked.size;
+    }
+    await streamToFile(s, file, response, partial, start, total);
+    const size = (await Deno.stat(partial)).size;
+    if (total !== null && size !== total) {
+      if (size > total) await Deno.remove(partial);
+      throw new HubError(
+        "integrity",
+        `${file} of ${s.repoId}: received ${size} bytes but ${total} were announced` +
+          (size < total ? "; run again to resume the download" : "; the partial file was deleted, run again"),
+      );
+    }
+    const expectedSha = sha256FromEtag(linked.etag ?? response.headers.get("etag"));
+    if (expectedSha) {
+      const actual = await sha256OfFile(partial);
+      if (actual !== expectedSha) {
+        await Deno.remove(partial);
+        throw new HubError(
+          "integrity",
+          `${file} of ${s.repoId}: sha256 ${actual} does not match the hub's ${expectedSha}; ` +
+            `the download was corrupted and has been deleted: run again`,
+        );
+      }
+    }
+    await Deno.rename(partial, target);
+    return true;
+  }
+  throw new HubError(
+    "http",
+    `${file} of ${s.repoId}: the server did not honour resumption; delete ${partial}`,
+  );
+}
+
+async function streamToFile(
+  s: Session,
+  file: string,
+  response: Response,
+  partial: string,
+  start: number,
+  total: number | null,
+): Promise<void> {
+  s.downloaded.push(file);
+  using out = await Deno.open(
+    partial,
+    start > 0 ? { append: true } : { write: true, create: true, truncate: true },
+  );
+  let loaded = start;
+  s.onProgress?.({ file, loaded, total });
+  if (!response.body) return;
+  try {
+    for await (const chunk of response.body) {
+      let written = 0;
+      while (written < chunk.length) written += await out.write(chunk.subarray(written));
+      loaded += chunk.length;
+      s.onProgress?.({ file, loaded, total });
+    }
+  } catch (e) {
+    throw new HubError(
+      "network",
+      `download of ${file} from ${s.repoId} interrupted at ${loaded}${
+        total === null ? "" : ` of ${total}`
+      } bytes ` +
+        `(${firstLine(e)}): run again to resume`,
+    );
+  }
+}
+
+interface CompleteMarker {
+  repo: string;
+  revision: string;
+  files: { name: string; size: number }[];
+}
+
+/** Files listed by a completion marker, if the marker is there and every file still matches. */
+async function completeFiles(dir: string, repoId: string, revision: string): Promise<string[] | undefined> {
+  let marker: CompleteMarker;
+  try {
+    marker = JSON.parse(await Deno.readTextFile(join(dir, COMPLETE_MARKER)));
+  } catch {
+    return undefined;
+  }
+  if (marker.repo !== repoId || marker.revision !== revision || !Array.isArray(marker.files)) {
+    return undefined;
+  }
+  for (const { name, size } of marker.files) {
+    if ((await statOrNull(join(dir, name)))?.size !== size) return undefined;
+  }
+  return marker.files.map((f) => f.name);
+}
+
+async function downloadRepo(s: Session): Promise<string[]> {
+  const files: string[] = [];
+  for (const file of REQUIRED_FILES) {
+    await ensureFile(s, file, false);
+    files.push(file);
+  }
+  for (const file of OPTIONAL_FILES) if (await ensureFile(s, file, true)) files.push(file);
+  if (await ensureFile(s, WEIGHTS_FILE, true)) {
+    files.push(WEIGHTS_FILE);
+  } else if (await ensureFile(s, WEIGHTS_INDEX_FILE, true)) {
+    files.push(WEIGHTS_INDEX_FILE);
+    const indexPath = join(s.dir, WEIGHTS_INDEX_FILE);
+    let index;
+    try {
+      index = parseShardIndex(JSON.parse(await Deno.readTextFile(indexPath)), indexPath);
+    } catch (e) {
+      await Deno.remove(indexPath).catch(() => {});
+      if (e instanceof SafetensorsError) throw e;
+      throw new SafetensorsError(indexPath, `not valid JSON (${(e as Error).message}); deleted, run again`);
+    }
+    for (const shard of index.shards) {
+      await ensureFile(s, shard, false);
+      files.push(shard);
+    }
+  } else {
+    throw new HubError(
+      "not-found",
+      `${s.repoId}@${s.repo.revision} has no ${WEIGHTS_FILE} or ${WEIGHTS_INDEX_FILE}; ` +
+        `only safetensors weights are supported (convert pytorch_model.bin with transformers' save_pretrained)`,
+    );
+  }
+  const sizes = await Promise.all(
+    files.map(async (name) => ({ name, size: (await Deno.stat(join(s.dir, name))).size })),
+  );
+  const marker: CompleteMarker = { repo: s.repoId, revision: s.repo.revision, files: sizes };
+  await Deno.writeTextFile(join(s.dir, COMPLETE_MARKER), JSON.stringify(marker, null, 2));
+  return files;
+}
+
+/**
+ * Resolves `spec` to a folder holding config.json, the tokenizer files and safetensors weights.
+ * A directory is returned as is. A repo id `org/name[@revision]` is downloaded from
+ * `{endpoint}/{org}/{name}/resolve/{revision}/{file}` into `{cacheDir}/{org}--{name}/{revision}/`,
+ * reusing complete files and resuming partial ones. Throws {@link HubError} (auth, not-found,
+ * network, integrity) with a message that says what to do.
+ */
+export async function resolveModel(spec: string, options: ResolveOptions = {}): Promise<ResolvedModel> {
+  const local = await statOrNull(spec).catch(() => null);
+  if (local?.isDirectory) {
+    const files: string[] = [];
+    for await (const entry of Deno.readDir(spec)) if (entry.isFile) files.push(entry.name);
+    return { dir: spec, origin: "local", files: files.sort(), downloaded: [] };
+  }
+  const repo = /^(\.|\/|~|[A-Za-z]:)/.test(spec) ? undefined : parseRepoSpec(spec);
+  if (!repo) {
+    throw new HubError(
+      "spec",
+      `"${spec}" is neither a model folder nor a Hugging Face repo id (org/name or org/name@revision)`,
+    );
+  }
+  const repoId = `${repo.org}/${repo.name}`;
+  const dir = repoCacheDir(options.cacheDir ?? defaultCacheDir(), repo);
+  const cached = await completeFiles(dir, repoId, repo.revision);
+  if (cached) {
+    return { dir, origin: "hub", repo: repoId, revision: repo.revision, files: cached, downloaded: [] };
+  }
+  const offline = options.offline ?? env("HF_HUB_OFFLINE") === "1";
+  if (offline) {
+    throw new HubError(
+      "offline",
+      `${repoId}@${repo.revision} is not fully in the cache (${dir}) and offline mode is on (HF_HUB_OFFLINE)`,
+    );
+  }
+  await Deno.mkdir(dir, { recursive: true });
+  const session: Session = {
+    repo,
+    repoId,
+    dir,
+    endpoint: (options.endpoint ?? env("HF_ENDPOINT") ?? "https://huggingface.co").replace(/\/+$/, ""),
+    token: options.token ?? env("HF_TOKEN") ?? env("HUGGING_FACE_HUB_TOKEN"),
+    fetch: options.fetch ?? fetch,
+    onProgress: options.onProgress,
+    downloaded: [],
+  };
+  const files = await downloadRepo(session);
+  return { dir, origin: "hub", repo: repoId, revision: repo.revision, files, downloaded: session.downloaded };
+}
