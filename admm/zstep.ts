@@ -107,7 +107,7 @@ export async function constrainedDecode(
         });
         if (t + 1 < free) logits = model.forward({ ids: next, cache, logits: "last" }).logits!;
       }
-      cache.dispose?.();
+      cache.dispose();
     })
   );
   const flat = await chosen.read();
