@@ -4,9 +4,16 @@
  */
 import { type Command, UsageError } from "./cli/args.ts";
 import { infoCommand } from "./cli/info.ts";
+import { synthCommand } from "./cli/synth.ts";
+import { evalCommand } from "./cli/eval.ts";
+import { generateCommand } from "./cli/generate.ts";
+import { pplCommand } from "./cli/ppl.ts";
+import { finetuneCommand } from "./cli/finetune.ts";
+import { filterCommand } from "./cli/filter.ts";
+import { experimentCommand } from "./cli/experiment.ts";
 import { GpuDeviceLostError, GpuLimitError, GpuUnavailableError } from "./kernels/device.ts";
 
-const COMMANDS: Command[] = [infoCommand];
+const COMMANDS: Command[] = [synthCommand, evalCommand, generateCommand, pplCommand, finetuneCommand, filterCommand, experimentCommand, infoCommand];
 
 /** The version printed by --version and written into manifests. */
 export const VERSION = "0.1.0";

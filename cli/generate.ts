@@ -42,9 +42,13 @@ export const generateCommand: Command = {
       console.log(HELP);
       return 0;
     }
-    if (positionals.length) throw new UsageError(`generate: unexpected argument '${positionals[0]}' (see 'generate --help')`);
+    if (positionals.length) {
+      throw new UsageError(`generate: unexpected argument '${positionals[0]}' (see 'generate --help')`);
+    }
     if (!v.model) throw new UsageError("generate: --model is required (see 'generate --help')");
-    if (v.prompt === undefined) throw new UsageError("generate: --prompt is required (see 'generate --help')");
+    if (v.prompt === undefined) {
+      throw new UsageError("generate: --prompt is required (see 'generate --help')");
+    }
     const maxNewTokens = numberFlag("generate", "max-new-tokens", v["max-new-tokens"], 50, {
       min: 0,
       max: 1 << 20,
@@ -55,7 +59,9 @@ export const generateCommand: Command = {
       throw new UsageError("generate: --greedy cannot be combined with --temperature, --top-k or --top-p");
     }
     if (!sampled && (v["top-k"] !== undefined || v["top-p"] !== undefined)) {
-      throw new UsageError("generate: --top-k and --top-p need --temperature (sampling); without it decoding is greedy");
+      throw new UsageError(
+        "generate: --top-k and --top-p need --temperature (sampling); without it decoding is greedy",
+      );
     }
     const temperature = numberFlag("generate", "temperature", v.temperature, 1, { min: 1e-6, max: 1e6 });
     const topK = numberFlag("generate", "top-k", v["top-k"], 0, { min: 0, integer: true });

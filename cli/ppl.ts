@@ -1,27 +1,40 @@
 /** `ppl`: perplexity of a model on the lines of a JSONL file, each line scored on its own. */
 import type { GpuContext } from "../kernels/device.ts";
 import { createContext } from "../kernels/device.ts";
-import { CheckpointError, ConfigError, HubError, SafetensorsError, TokenizerError } from "../models/errors.ts";
+import {
+  CheckpointError,
+  ConfigError,
+  HubError,
+  SafetensorsError,
+  TokenizerError,
+} from "../models/errors.ts";
 import { sequenceNll } from "../models/perplexity.ts";
 import { type Command, numberFlag, parseFlags, UsageError } from "./args.ts";
 import { CliFileError, exists, readText } from "./io.ts";
-import { openModel, type OpenedModel } from "./model.ts";
+import { type OpenedModel, openModel } from "./model.ts";
 
 /**
  * Opens `--model` for a command with user-facing errors: a path that does not exist, or a model
  * that cannot be read (bad config, missing tensors, hub failure), is reported in one line.
  */
 export async function openModelForCommand(ctx: GpuContext, spec: string): Promise<OpenedModel> {
-  const looksLikePath = /^(\.|\/|~)/.test(spec) || spec.split("/").length > 2 || spec.includes("\\");
-  if (looksLikePath && !(await exists(spec))) {
-    throw new CliFileError(`model folder '${spec}' does not exist`);
-  }
+  await checkModelPath(spec);
   try {
     return await openModel(ctx, spec);
   } catch (e) {
     const known = [HubError, ConfigError, CheckpointError, SafetensorsError, TokenizerError];
-    if (known.some((k) => e instanceof k)) throw new CliFileError(`cannot load model '${spec}': ${(e as Error).message}`);
+    if (known.some((k) => e instanceof k)) {
+      throw new CliFileError(`cannot load model '${spec}': ${(e as Error).message}`);
+    }
     throw e;
+  }
+}
+
+/** Fails early (before any other work) when `spec` is a path that does not exist. */
+export async function checkModelPath(spec: string): Promise<void> {
+  const looksLikePath = /^(\.|\/|~)/.test(spec) || spec.split("/").length > 2 || spec.includes("\\");
+  if (looksLikePath && !(await exists(spec))) {
+    throw new CliFileError(`model folder '${spec}' does not exist`);
   }
 }
 
@@ -83,11 +96,14 @@ export const pplCommand: Command = {
       console.log(HELP);
       return 0;
     }
-    if (positionals.length) throw new UsageError(`ppl: unexpected argument '${positionals[0]}' (see 'ppl --help')`);
+    if (positionals.length) {
+      throw new UsageError(`ppl: unexpected argument '${positionals[0]}' (see 'ppl --help')`);
+    }
     if (!v.model) throw new UsageError("ppl: --model is required (see 'ppl --help')");
     if (!v.file) throw new UsageError("ppl: --file is required (see 'ppl --help')");
     const field = v.field ?? "text";
     const batch = numberFlag("ppl", "batch", v.batch, 8, { min: 1, max: 4096, integer: true });
+    await checkModelPath(v.model);
     const texts = readJsonlField(await readText(v.file, "input file"), field, v.file);
     if (texts.length === 0) throw new CliFileError(`${v.file}: no lines to score`);
 

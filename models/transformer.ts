@@ -1,0 +1,345 @@
+/**
+ * What the three families share: loading the weights, the forward skeleton (embeddings →
+ * blocks → final norm → output layer), masks and positions, the KV cache, parameters and saving.
+ * Each family file (gpt2.ts, llama.ts, phi.ts) supplies only its input positions and its block.
+ *
+ * @module
+ */
+import { mkdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { GpuContext } from "../kernels/device.ts";
+import { GpuLimitError } from "../kernels/device.ts";
+import { formatBytes } from "../kernels/pool.ts";
+import { fmtShape, ShapeError, Tensor } from "../autograd/tensor.ts";
+import { gelu, relu, silu } from "../autograd/ops/elementwise.ts";
+import { embedding } from "../autograd/ops/embedding.ts";
+import { linear } from "../autograd/ops/matmul.ts";
+import { layerNorm, rmsNorm } from "../autograd/ops/norm.ts";
+import { reshape, select, transpose } from "../autograd/ops/shape.ts";
+import { causalAttention } from "../autograd/ops/attention.ts";
+import type { ModelConfig, ModelFamily } from "./config.ts";
+import { ConfigError } from "./errors.ts";
+import { loadModelConfig, openCheckpoint, writeFileAtomic, writeSafetensors } from "./files.ts";
+import type { TensorToWrite } from "./safetensors.ts";
+import { checkWeights } from "./weight_names.ts";
+import { KVCache, positionIdsFromMask } from "./kvcache.ts";
+import type { CausalLM, ForwardInput, ForwardOutput } from "./model.ts";
+
+/** Options for loading a model. */
+export interface LoadOptions {
+  /** Mark every parameter `requiresGrad` (for fine-tuning). Default false. */
+  requiresGrad?: boolean;
+}
+
+/** Per-call state a block needs besides its input. */
+export interface BlockState {
+  /** Position ids [B, T]. */
+  positions: Tensor;
+  /** Key mask [B, Tk] (1 real, 0 padding) or undefined for none. */
+  keyMask: Tensor | undefined;
+  /** Cache to append to, if any. */
+  cache: KVCache | null;
+  /** Tokens already cached (the queries' offset). */
+  pastLength: number;
+}
+
+/** A family's part of the model. */
+export interface FamilyBlock {
+  /** Canonical name of the input embedding matrix. */
+  readonly embedName: string;
+  /** Canonical prefix of the final norm ("transformer.ln_f"). */
+  readonly finalNorm: string;
+  /** Projection weights are stored [in, out] (GPT-2 Conv1D) or [out, in] (nn.Linear). */
+  readonly weightLayout: "in_out" | "out_in";
+  /** Embeddings [B, T, d] → the first block's input (GPT-2 adds learned positions). */
+  inputHidden(m: TransformerLM, x: Tensor, positions: Tensor): Tensor;
+  /** One transformer block. */
+  block(m: TransformerLM, layer: number, x: Tensor, s: BlockState): Tensor;
+}
+
+/** A decoder-only transformer made of a family's blocks. */
+export class TransformerLM implements CausalLM {
+  readonly config: ModelConfig;
+  readonly ctx: GpuContext;
+  readonly inputEmbedding: Tensor;
+  readonly headWeight: Tensor;
+  readonly headBias: Tensor | null;
+  /** config.json as read (written back by `save`). */
+  readonly rawConfig: Record<string, unknown>;
+  /** generation_config.json as read, if there was one. */
+  readonly rawGenerationConfig: Record<string, unknown> | null;
+  private readonly weights: Map<string, Tensor>;
+  private readonly family: FamilyBlock;
+  private disposed = false;
+
+  constructor(
+    ctx: GpuContext,
+    config: ModelConfig,
+    weights: Map<string, Tensor>,
+    family: FamilyBlock,
+    raw: { config: Record<string, unknown>; generation: Record<string, unknown> | null },
+  ) {
+    this.ctx = ctx;
+    this.config = config;
+    this.weights = weights;
+    this.family = family;
+    this.rawConfig = raw.config;
+    this.rawGenerationConfig = raw.generation;
+    this.inputEmbedding = this.w(family.embedName);
+    this.headWeight = config.tieWordEmbeddings ? this.inputEmbedding : this.w("lm_head.weight");
+    this.headBias = config.lmHeadBias ? this.w("lm_head.bias") : null;
+  }
+
+  /** The parameter `name` (canonical HF name); throws if absent. */
+  w(name: string): Tensor {
+    const t = this.weights.get(name);
+    if (!t) throw new Error(`model has no parameter '${name}'`);
+    if (this.disposed) throw new Error("model used after dispose()");
+    return t;
+  }
+
+  /** The parameter `name`, or null when the checkpoint has none (optional biases). */
+  maybe(name: string): Tensor | null {
+    return this.weights.get(name) ?? null;
+  }
+
+  /** `x · Wᵀ + b` for the projection `prefix` (its `.weight` and optional `.bias`). */
+  proj(prefix: string, x: Tensor): Tensor {
+    return linear(x, this.w(`${prefix}.weight`), this.maybe(`${prefix}.bias`) ?? undefined, {
+      weightLayout: this.family.weightLayout,
+    });
+  }
+
+  /** The config's norm (LayerNorm or RMSNorm) with parameters `prefix.weight` (+ `.bias`). */
+  norm(prefix: string, x: Tensor): Tensor {
+    const eps = this.config.normEps;
+    if (this.config.normType === "rmsnorm") return rmsNorm(x, this.w(`${prefix}.weight`), eps);
+    return layerNorm(x, this.w(`${prefix}.weight`), this.w(`${prefix}.bias`), eps);
+  }
+
+  /** The MLP activation. */
+  act(x: Tensor): Tensor {
+    switch (this.config.activation) {
+      case "gelu_new":
+        return gelu(x);
+      case "silu":
+        return silu(x);
+      case "relu":
+        return relu(x);
+      default:
+        throw new ConfigError(`activation ${this.config.activation} is not implemented`);
+    }
+  }
+
+  /** [B, T, heads·Dh] → [B, heads, T, Dh]. */
+  splitHeads(x: Tensor, heads: number): Tensor {
+    const [B, T] = x.shape;
+    return transpose(reshape(x, [B, T, heads, this.config.headDim]), 1, 2);
+  }
+
+  /**
+   * Attention of layer `layer` for q [B, H, T, Dh] and the new k, v [B, Hkv, T, Dh] (appended to
+   * the cache when there is one). Returns [B, T, H·Dh] with heads merged.
+   */
+  attend(layer: number, q: Tensor, k: Tensor, v: Tensor, s: BlockState): Tensor {
+    let keys = k, values = v;
+    if (s.cache) ({ keys, values } = s.cache.update(layer, k, v));
+    const o = causalAttention(q, keys, values, {
+      keyMask: s.keyMask,
+      scale: this.config.attentionScale,
+      queryOffset: s.pastLength,
+    });
+    const [B, H, T, Dh] = o.shape;
+    return reshape(transpose(o, 1, 2), [B, T, H * Dh]);
+  }
+
+  embed(ids: Tensor): Tensor {
+    return embedding(this.inputEmbedding, ids);
+  }
+
+  forward(inp: ForwardInput): ForwardOutput {
+    const c = this.config;
+    if ((inp.ids === undefined) === (inp.embeds === undefined)) {
+      throw new Error("forward: give exactly one of `ids` and `embeds`");
+    }
+    let x: Tensor;
+    if (inp.embeds) {
+      x = inp.embeds;
+      if (x.rank !== 3 || x.shape[2] !== c.hiddenSize) {
+        throw new ShapeError(
+          `forward: embeds must be [batch, seq, ${c.hiddenSize}], got ${fmtShape(x.shape)}`,
+        );
+      }
+    } else {
+      const ids = inp.ids!;
+      if (ids.rank !== 2) {
+        throw new ShapeError(`forward: ids must be [batch, seq], got ${fmtShape(ids.shape)}`);
+      }
+      x = this.embed(ids);
+    }
+    const [B, T] = x.shape;
+    if (T === 0) throw new ShapeError("forward: the sequence is empty");
+    const mask = inp.attentionMask;
+    if (mask && (mask.rank !== 2 || mask.shape[0] !== B || mask.shape[1] !== T)) {
+      throw new ShapeError(`forward: attentionMask must be [${B}, ${T}], got ${fmtShape(mask.shape)}`);
+    }
+    if (
+      inp.positionIds &&
+      (inp.positionIds.rank !== 2 || inp.positionIds.shape[0] !== B || inp.positionIds.shape[1] !== T)
+    ) {
+      throw new ShapeError(
+        `forward: positionIds must be [${B}, ${T}], got ${fmtShape(inp.positionIds.shape)}`,
+      );
+    }
+    const cache = inp.cache ?? null;
+    if (cache && cache.batch !== B) {
+      throw new ShapeError(`forward: the cache holds ${cache.batch} sequences, the input has ${B}`);
+    }
+    const past = cache?.length ?? 0;
+    if (c.positionEmbedding === "learned" && past + T > c.maxPositions) {
+      throw new RangeError(
+        `forward: ${past + T} tokens exceed this model's ${c.maxPositions} positions (n_positions)`,
+      );
+    }
+
+    let state: BlockState;
+    if (cache) {
+      const step = cache.begin(T, mask ?? null, inp.positionIds ?? null);
+      state = { positions: step.positions, keyMask: step.keyMask, cache, pastLength: step.pastLength };
+    } else {
+      let positions = inp.positionIds;
+      if (!positions) {
+        const m = mask ?? Tensor.full(this.ctx, [B, T], 1);
+        positions = positionIdsFromMask(m);
+        if (!mask) m.dispose();
+      }
+      state = { positions, keyMask: mask, cache: null, pastLength: 0 };
+    }
+
+    x = this.family.inputHidden(this, x, state.positions);
+    for (let l = 0; l < c.numLayers; l++) x = this.family.block(this, l, x, state);
+    const lastHidden = this.norm(this.family.finalNorm, x);
+    cache?.commit();
+
+    const mode = inp.logits ?? "all";
+    let logits: Tensor | null = null;
+    if (mode === "all") logits = this.head(lastHidden);
+    else if (mode === "last") logits = this.head(select(lastHidden, 1, T - 1));
+    else if (mode !== "none") {
+      throw new Error(`forward: logits must be "all", "last" or "none", got "${mode}"`);
+    }
+    return { lastHidden, logits };
+  }
+
+  /** The output layer: [..., d] → [..., V]. */
+  head(h: Tensor): Tensor {
+    return linear(h, this.headWeight, this.headBias ?? undefined, { weightLayout: "out_in" });
+  }
+
+  newCache(batch: number, maxLength: number): KVCache {
+    const c = this.config;
+    if (!Number.isInteger(batch) || batch < 1 || !Number.isInteger(maxLength) || maxLength < 1) {
+      throw new RangeError(`newCache: batch ${batch} and maxLength ${maxLength} must be positive integers`);
+    }
+    return new KVCache(this.ctx, {
+      batch,
+      capacity: maxLength,
+      numLayers: c.numLayers,
+      kvHeads: c.numKvHeads,
+      headDim: c.headDim,
+    });
+  }
+
+  parameters(): Map<string, Tensor> {
+    return new Map(this.weights);
+  }
+
+  async save(dir: string): Promise<void> {
+    await mkdir(dir, { recursive: true });
+    const tensors = new Map<string, TensorToWrite>();
+    for (const [name, t] of this.weights) tensors.set(name, { data: await t.read(), shape: [...t.shape] });
+    await writeSafetensors(join(dir, "model.safetensors"), tensors);
+    const config = { ...this.rawConfig, torch_dtype: "float32" };
+    if ("dtype" in config) config.dtype = "float32";
+    const enc = new TextEncoder();
+    await writeFileAtomic(join(dir, "config.json"), [enc.encode(JSON.stringify(config, null, 2) + "\n")]);
+    if (this.rawGenerationConfig) {
+      await writeFileAtomic(join(dir, "generation_config.json"), [
+        enc.encode(JSON.stringify(this.rawGenerationConfig, null, 2) + "\n"),
+      ]);
+    }
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    for (const t of this.weights.values()) t.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+async function readJsonObject(path: string, optional: boolean): Promise<Record<string, unknown> | null> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (e) {
+    if (optional) return null;
+    throw new ConfigError(`${path}: ${(e as Error).message}`);
+  }
+  const json = JSON.parse(text);
+  return typeof json === "object" && json !== null ? json : null;
+}
+
+/** Loads a model folder with the block of its family (see `loadModel` in model.ts). */
+export async function loadTransformer(
+  ctx: GpuContext,
+  dir: string,
+  opts: LoadOptions,
+  families: Record<ModelFamily, FamilyBlock>,
+): Promise<TransformerLM> {
+  const config = await loadModelConfig(dir);
+  const family = families[config.family];
+  if (config.activation === "gelu") {
+    throw new ConfigError(
+      `${join(dir, "config.json")}: activation "gelu" (exact erf form) is not implemented; ` +
+        `gelu_new / gelu_pytorch_tanh, silu and relu are`,
+    );
+  }
+  const rawConfig = (await readJsonObject(join(dir, "config.json"), false))!;
+  const rawGeneration = await readJsonObject(join(dir, "generation_config.json"), true);
+  using file = await openCheckpoint(dir);
+  const names = checkWeights(config, file, file.source);
+  // Tied output layer: transformers uses the embedding matrix whatever lm_head holds.
+  if (config.tieWordEmbeddings) names.delete("lm_head.weight");
+  const limit = ctx.limits.maxStorageBufferBindingSize;
+  for (const [canonical, stored] of names) {
+    const info = file.info(stored);
+    const bytes = info.numel * 4;
+    if (bytes > limit) {
+      throw new GpuLimitError(
+        `tensor '${canonical}' ${fmtShape(info.shape)} needs ${formatBytes(bytes)} as f32, more than this ` +
+          `adapter's ${formatBytes(limit)} storage binding limit; models whose tensors exceed it are not ` +
+          `supported yet (use an adapter with a larger limit)`,
+      );
+    }
+  }
+  const weights = new Map<string, Tensor>();
+  try {
+    for (const [canonical, stored] of names) {
+      const info = file.info(stored);
+      const data = await file.read(stored);
+      const t = Tensor.from(ctx, data, info.shape, {
+        name: canonical,
+        requiresGrad: opts.requiresGrad ?? false,
+      });
+      weights.set(canonical, t.keep());
+    }
+  } catch (e) {
+    for (const t of weights.values()) t.dispose();
+    throw e;
+  }
+  return new TransformerLM(ctx, config, weights, family, { config: rawConfig, generation: rawGeneration });
+}

@@ -1,0 +1,106 @@
+/**
+ * Each family against transformers' float64 reference (../shared/golden/{gpt2,llama,phi}):
+ * logits and last hidden states on real (non-padded) positions, the last-position cross-entropy,
+ * and its gradients with respect to the output layer and the input embeddings. Inputs enter as
+ * embeddings E[ids] with the golden attention mask and position ids (left padding).
+ *
+ * Measure: max|a − b| / max|b| over the compared elements of each tensor, at most 1e-4.
+ */
+import { join } from "node:path";
+import { scope, Tensor } from "../../autograd/tensor.ts";
+import { backward } from "../../autograd/tape.ts";
+import { select } from "../../autograd/ops/shape.ts";
+import { crossEntropy } from "../../autograd/ops/loss.ts";
+import { openSafetensors } from "../../models/files.ts";
+import { loadModel } from "../../models/model.ts";
+import { ctx, gpuTest } from "../helpers.ts";
+import { shared } from "../shared.ts";
+
+const TOL = 1e-4;
+
+/** max|a − b| / max|b| over the indices where `keep(i)` holds. */
+function relErr(
+  a: ArrayLike<number>,
+  b: ArrayLike<number>,
+  keep: (i: number) => boolean = () => true,
+): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
+  let num = 0, den = 0;
+  for (let i = 0; i < a.length; i++) {
+    if (!keep(i)) continue;
+    if (!Number.isFinite(a[i])) return Infinity;
+    num = Math.max(num, Math.abs(a[i] - b[i]));
+    den = Math.max(den, Math.abs(b[i]));
+  }
+  return num / den;
+}
+
+/** Achieved figures, printed at the end of each family's test. */
+export const FIGURES: Record<string, Record<string, number>> = {};
+
+for (const family of ["gpt2", "llama", "phi"]) {
+  Deno.test({
+    name: `golden ${family}: logits, last hidden, CE and its gradients match transformers float64 (rel 1e-4)`,
+    ...gpuTest,
+    fn: async () => {
+      const dir = shared("golden", family);
+      const c = await ctx();
+      const model = await loadModel(c, dir);
+      using g = await openSafetensors(join(dir, "golden.safetensors"));
+      const ids = await g.read("ids");
+      const mask = await g.read("attention_mask");
+      const pos = await g.read("position_ids");
+      const labels = Array.from(await g.read("labels"));
+      const [B, T] = g.info("ids").shape;
+      const d = model.config.hiddenSize, V = model.config.vocabSize;
+      const figures: Record<string, number> = {};
+      const check = (name: string, got: Float32Array, want: Float32Array, keep?: (i: number) => boolean) => {
+        figures[name] = relErr(got, want, keep);
+      };
+      await scope(c, async () => {
+        const idsT = Tensor.from(c, ids, [B, T]);
+        const maskT = Tensor.from(c, mask, [B, T]);
+        const posT = Tensor.from(c, pos, [B, T]);
+        const embeds = c.noGrad(() => model.embed(idsT));
+        embeds.requiresGrad = true;
+        model.headWeight.requiresGrad = true;
+        if (model.headBias) model.headBias.requiresGrad = true;
+        const out = model.forward({ embeds, attentionMask: maskT, positionIds: posT, logits: "all" });
+        const last = select(out.logits!, 1, T - 1);
+        const ce = crossEntropy(last, labels);
+        backward(ce);
+        const real = (width: number) => (i: number) => mask[Math.floor(i / width)] > 0.5;
+        check("logits", await out.logits!.read(), await g.read("logits"), real(V));
+        check("last_hidden", await out.lastHidden.read(), await g.read("last_hidden"), real(d));
+        check("ce_last", await ce.read(), await g.read("ce_last"));
+        check("grad_head_weight", await model.headWeight.grad!.read(), await g.read("grad_head_weight"));
+        if (family === "phi") {
+          check("grad_head_bias", await model.headBias!.grad!.read(), await g.read("grad_head_bias"));
+        }
+        check("grad_inputs_embeds", await embeds.grad!.read(), await g.read("grad_inputs_embeds"));
+
+        // logits: "last" computes the same last-position logits.
+        const lastOnly = c.noGrad(() =>
+          model.forward({ embeds, attentionMask: maskT, positionIds: posT, logits: "last" }).logits!
+        );
+        check("logits_last_mode", await lastOnly.read(), await last.read());
+        // Default positions from the mask are the golden ones.
+        const byMask = c.noGrad(() =>
+          model.forward({ embeds, attentionMask: maskT, logits: "last" }).logits!
+        );
+        check("default_positions", await byMask.read(), await last.read());
+      });
+      model.headWeight.zeroGrad();
+      model.headBias?.zeroGrad();
+      model.dispose();
+      FIGURES[family] = figures;
+      console.log(
+        `golden ${family}: ` +
+          Object.entries(figures).map(([k, v]) => `${k} ${v.toExponential(2)}`).join(", "),
+      );
+      for (const [k, v] of Object.entries(figures)) {
+        if (!(v <= TOL)) throw new Error(`golden ${family}: ${k} relative error ${v} exceeds ${TOL}`);
+      }
+    },
+  });
+}
