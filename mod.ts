@@ -2,19 +2,32 @@
  * gradmm-ts: synthetic training text by gradient matching (GRADMM, ICML 2025), on WebGPU.
  *
  * The module exposes the layers from the bottom up: the device ({@link createContext}),
- * tensors and autograd ({@link Tensor}, {@link backward}), the ops, the models and GRADMM.
+ * tensors and autograd ({@link Tensor}, {@link backward}), the ops, the optimisers, the models
+ * (GPT-2, Llama, Phi from Hugging Face checkpoints) and GRADMM itself ({@link runSynth},
+ * {@link matchingLoss}).
  *
- * @example
+ * @example Autograd on the GPU
  * ```ts
- * import { createContext, Tensor, mul, backward } from "./mod.ts";
+ * import { backward, createContext, mul, Tensor } from "./mod.ts";
  * const ctx = await createContext();
  * const x = Tensor.from(ctx, [1, 2, 3], [3], { requiresGrad: true });
- * const y = mul(x, x);
- * backward(y);
+ * backward(mul(x, x));
  * console.log(await x.grad!.read()); // 2, 4, 6
+ * ```
+ *
+ * @example Generate text with a Hugging Face model folder
+ * ```ts
+ * import { createContext, generateText, loadModel, loadTokenizer } from "./mod.ts";
+ * const ctx = await createContext();
+ * const model = await loadModel(ctx, "assets/gpt2-d128");
+ * const tok = await loadTokenizer("assets/gpt2-d128");
+ * const out = await generateText(model, tok, ["This movie is"], { maxNewTokens: 10, greedy: true });
+ * console.log(out.texts[0]);
  * ```
  * @module
  */
+
+// Device and memory
 export {
   type AdapterDescription,
   type ContextOptions,
@@ -25,11 +38,55 @@ export {
   GpuDeviceLostError,
   GpuLimitError,
   GpuUnavailableError,
+  GpuValidationError,
 } from "./kernels/device.ts";
 export { type PoolStats } from "./kernels/pool.ts";
+
+// Tensors and autograd
 export { type GradNode, scope, ShapeError, Tensor, type TensorOptions } from "./autograd/tensor.ts";
 export { backward, type BackwardOptions, record } from "./autograd/tape.ts";
 export { Rng } from "./autograd/random.ts";
 export { type HostTensor } from "./autograd/reference.ts";
-export * from "./autograd/ops/elementwise.ts";
 export { addInto } from "./autograd/ops/accumulate.ts";
+export * from "./autograd/ops/elementwise.ts";
+export * from "./autograd/ops/matmul.ts";
+export * from "./autograd/ops/reduce.ts";
+export * from "./autograd/ops/softmax.ts";
+export * from "./autograd/ops/loss.ts";
+export * from "./autograd/ops/norm.ts";
+export * from "./autograd/ops/shape.ts";
+export * from "./autograd/ops/embedding.ts";
+export * from "./autograd/ops/rope.ts";
+export * from "./autograd/ops/attention.ts";
+export * from "./autograd/ops/topk.ts";
+export {
+  Adam,
+  type AdamOptions,
+  type AdamState,
+  AdamW,
+  clipGradNorm,
+  linearWarmupDecay,
+  OptimizerError,
+} from "./autograd/optim.ts";
+
+// Models
+export { type CausalLM, type ForwardInput, type ForwardOutput, loadModel, positionIdsFromMask } from "./models/model.ts";
+export { type ModelConfig, parseModelConfig, SUPPORTED_ARCHITECTURES } from "./models/config.ts";
+export { Tokenizer } from "./models/tokenizer.ts";
+export { loadModelConfig, loadTokenizer, openCheckpoint, openSafetensors, writeSafetensors } from "./models/files.ts";
+export { encodeSafetensors, openSafetensorsBytes, type SafetensorsFile } from "./models/safetensors.ts";
+export { resolveModel, type ResolveOptions } from "./models/hub.ts";
+export { generate, type GenerateOptions, generateText } from "./models/generate.ts";
+export { sequenceNll as sequenceNllTotals } from "./models/perplexity.ts";
+export { CheckpointError, ConfigError, HubError, SafetensorsError, TokenizerError } from "./models/errors.ts";
+
+// GRADMM
+export { type AdmmSettings, PAPER_SETTINGS, runRound } from "./admm/admm.ts";
+export { makeTarget, matchingLoss, type MatchingKind, oneHot, type TargetGradient } from "./admm/matching.ts";
+export { computeTarget, lastLayerFactors } from "./admm/target.ts";
+export { constrainedDecode, makeProjector, topkCosine } from "./admm/zstep.ts";
+export { bannedTokenMask, tokenAllowed } from "./admm/tokenFilter.ts";
+export { type DpOptions, gaussianSigma } from "./admm/dp.ts";
+export { customTask, getTask, TASK_PRESETS, type TaskSpec } from "./admm/tasks.ts";
+export { type Example, parseJsonl, stratifiedSample } from "./admm/data.ts";
+export { runSynth, type SynthOptions, type SynthRecord } from "./admm/synth.ts";

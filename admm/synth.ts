@@ -5,15 +5,13 @@
  * Every round's randomness is derived from (seed, ρ, class, round), so a run that resumes after
  * its last completed round produces the same records as one that was never interrupted.
  */
-import { crossEntropy } from "../autograd/ops/loss.ts";
-import { reshape, slice } from "../autograd/ops/shape.ts";
-import { scope, Tensor } from "../autograd/tensor.ts";
 import type { CausalLM } from "../models/model.ts";
+import { sequenceNll as sequenceNllTotals } from "../models/perplexity.ts";
 import { type AdmmSettings, type RoundProgress, runRound } from "./admm.ts";
 import { type Example, stratifiedSample } from "./data.ts";
 import type { DpOptions } from "./dp.ts";
 import { oneHot } from "./matching.ts";
-import { computeTarget, disposeTarget, leftPad, type TargetReport } from "./target.ts";
+import { computeTarget, disposeTarget, type TargetReport } from "./target.ts";
 import { classOf, stripSuffix, type TaskSpec } from "./tasks.ts";
 import { bannedTokenMask } from "./tokenFilter.ts";
 import { disposeProjector, makeProjector } from "./zstep.ts";
@@ -121,45 +119,13 @@ export function deriveSeed(...parts: (number | string)[]): number {
   return h;
 }
 
-/** Mean NLL per row of token sequences (each token from the second on, predicted from the ones before). */
-export async function sequenceNll(model: CausalLM, rows: number[][], padId: number): Promise<number[]> {
-  const ctx = model.ctx;
-  const nonEmpty = rows.map((r) => (r.length >= 2 ? r : [padId, padId]));
-  const { ids, mask, positions, length } = leftPad(nonEmpty, padId);
-  const n = rows.length;
-  const vocab = model.headWeight.shape[0];
-  const targets = new Float32Array(n * (length - 1));
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j + 1 < length; j++) {
-      // Padded positions (and the first real token, which nothing predicts) are ignored.
-      targets[i * (length - 1) + j] = mask[i * length + j] && mask[i * length + j + 1] ? ids[i * length + j + 1] : -1;
-    }
-  }
-  const losses = await ctx.noGrad(() =>
-    scope(ctx, () => {
-      const out = model.forward({
-        ids: Tensor.from(ctx, ids, [n, length]),
-        attentionMask: Tensor.from(ctx, mask, [n, length]),
-        positionIds: Tensor.from(ctx, positions, [n, length]),
-        logits: "all",
-      });
-      const logits = reshape(slice(out.logits!, 1, 0, length - 1), [n * (length - 1), vocab]);
-      return crossEntropy(logits, Tensor.from(ctx, targets, [n * (length - 1)]), { reduction: "none", ignoreIndex: -1 })
-        .read();
-    })
-  );
-  return rows.map((r, i) => {
-    if (r.length < 2) return NaN;
-    let s = 0;
-    let c = 0;
-    for (let j = 0; j + 1 < length; j++) {
-      if (targets[i * (length - 1) + j] >= 0) {
-        s += losses[i * (length - 1) + j];
-        c++;
-      }
-    }
-    return c ? s / c : NaN;
-  });
+/**
+ * Mean NLL per token of each sequence (nats; NaN for sequences of fewer than two tokens), each
+ * token from the second on predicted from the ones before it. `_padId` is unused (kept for callers).
+ */
+export async function sequenceNll(model: CausalLM, rows: number[][], _padId?: number): Promise<number[]> {
+  const scored = await sequenceNllTotals(model, rows);
+  return scored.map((x) => (x.tokens > 0 ? x.nll / x.tokens : NaN));
 }
 
 /**
@@ -235,7 +201,7 @@ export async function runSynth(
               (progress) => onEvent({ kind: "step", key, progress }),
             );
             const texts = result.ids.map((ids) => stripSuffix(task, codec.decode(ids)));
-            const nll = await sequenceNll(model, texts.map((t) => codec.encode(t)), codec.padId);
+            const nll = await sequenceNll(model, texts.map((t) => codec.encode(t)));
             const records = texts.map((text, i): SynthRecord => ({
               text,
               label: c,

@@ -9,23 +9,16 @@ import { concat, reshape, slice } from "../autograd/ops/shape.ts";
 import { softmax } from "../autograd/ops/softmax.ts";
 import { scope, Tensor } from "../autograd/tensor.ts";
 import type { CausalLM } from "../models/model.ts";
+import { leftPad as leftPadIds } from "../models/generate.ts";
 import { clipFactors, drawNoise, type DpOptions, gaussianSigma } from "./dp.ts";
 import { makeTarget, oneHot, type TargetGradient } from "./matching.ts";
 
-/** Left-padded ids, attention mask and positions (counted from the first real token). */
+/** Left-padded ids, attention mask and positions (counted from each row's first real token). */
 export function leftPad(rows: number[][], padId: number): { ids: Float32Array; mask: Float32Array; positions: Float32Array; length: number } {
-  const length = Math.max(...rows.map((r) => r.length));
-  const n = rows.length;
-  const ids = new Float32Array(n * length).fill(padId);
-  const mask = new Float32Array(n * length);
-  const positions = new Float32Array(n * length);
+  const { ids, mask, length } = leftPadIds(rows, padId);
+  const positions = new Float32Array(ids.length);
   rows.forEach((r, i) => {
-    const off = length - r.length;
-    for (let j = 0; j < r.length; j++) {
-      ids[i * length + off + j] = r[j];
-      mask[i * length + off + j] = 1;
-      positions[i * length + off + j] = j;
-    }
+    for (let j = 0; j < r.length; j++) positions[i * length + length - r.length + j] = j;
   });
   return { ids, mask, positions, length };
 }

@@ -156,6 +156,8 @@ export const synthCommand: Command = {
     });
     const out = v.out ?? "synthetic.jsonl";
     const manifestPath = out.replace(/\.jsonl$/, "") + ".manifest.json";
+    // Create the output folder now rather than failing after the first round.
+    await Deno.mkdir(dirname(resolve(out)), { recursive: true });
 
     const ctx = await createContext();
     const cpu = ctx.isCpuAdapter && !v.paper;

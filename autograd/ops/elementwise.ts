@@ -140,7 +140,7 @@ const UNARY: Record<string, UnarySpec> = {
 };
 
 /** Names of the unary ops, for tests and docs. */
-export const UNARY_OPS = Object.keys(UNARY);
+export const UNARY_OPS: string[] = Object.keys(UNARY);
 
 function unary(name: string, x: Tensor, s0 = 0, s1 = 0): Tensor {
   const spec = UNARY[name];

@@ -1,0 +1,565 @@
+/**
+ * Matmul kernels: `C[b] = op(A[b]) · op(B[b]) (+ bias)` with `op` = identity or transpose for each
+ * operand independently, row-major storage, a batch stride per operand (0 = one matrix shared by
+ * every batch entry, e.g. a weight) and any M, N, K.
+ *
+ * A ladder of variants, from the simplest to the fastest, kept side by side so the bench can show
+ * what each step buys (llm.c's `dev/cuda` style):
+ *
+ * - `naive`: one thread per output, every operand read straight from global memory.
+ * - `tiled`: 16×16 output tiles; the workgroup stages 16×16 tiles of A and B in shared memory.
+ * - `vec4`: register blocking without shared memory: each thread computes a TM×TN tile of C, k is
+ *   unrolled by 4, and each operand is read as vec4 along its contiguous axis when that axis is a
+ *   multiple of 4.
+ * - `blocked`: register blocking with shared memory, the classic GPU kernel: BK-deep slices of A
+ *   and B are copied to shared memory as vec4 in the operands' own layout, and each thread computes
+ *   a TM×TN tile of C from vec4 reads of those slices.
+ *
+ * {@link defaultMatmulVariant} picks `vec4` on CPU adapters and `blocked` on GPUs.
+ *
+ * What makes a kernel fast differs between GPUs and the CPU adapters (Mesa llvmpipe/lavapipe,
+ * 8-wide SIMD over invocations). On Mesa 22.3 every storage-buffer load whose address is not a
+ * compile-time constant becomes a loop over the 8 SIMD lanes with a bounds check per lane (about
+ * 30 ns of CPU per 8 lanes for a vec4, vs 0.1–0.2 ns for an 8-wide FMA), whether or not the
+ * address is the same for all lanes; a load from workgroup memory is the same loop without the
+ * bounds check (about 2.4× cheaper), and a vec4 costs little more than a scalar. So on CPU the
+ * speed is set by the number of load *instructions* per FMA: large register tiles (8×8 per thread),
+ * vec4 loads, and reads from shared memory. See docs/bench-cpu.md for the measurements.
+ *
+ * Every kernel decodes its tile from a linear workgroup index (`wid.x + wid.y·nwg.x`), so the
+ * grid splits over two dimensions whatever the batch and matrix sizes (see `splitGrid`).
+ */
+import { type GpuContext, GpuLimitError, splitGrid } from "./device.ts";
+import { packParams } from "./launch.ts";
+
+/** The matmul variants, from the simplest to the most optimised. */
+export const MATMUL_VARIANTS = ["naive", "tiled", "vec4", "blocked"] as const;
+/** One of {@link MATMUL_VARIANTS}. */
+export type MatmulVariant = (typeof MATMUL_VARIANTS)[number];
+
+/** Shapes and layout of one (batched) matmul launch. */
+export interface MatmulDims {
+  /** Number of independent products (≥ 1). */
+  batch: number;
+  /** Rows of op(A) and C. */
+  m: number;
+  /** Columns of op(B) and C. */
+  n: number;
+  /** Columns of op(A) = rows of op(B). */
+  k: number;
+  /** A is stored as [K, M] (row-major) and used transposed. */
+  transA?: boolean;
+  /** B is stored as [N, K] (row-major) and used transposed. */
+  transB?: boolean;
+  /** Elements between consecutive A matrices (default M·K; 0 = shared by every batch entry). */
+  strideA?: number;
+  /** Elements between consecutive B matrices (default K·N; 0 = shared). */
+  strideB?: number;
+}
+
+/** Tunable sizes of the register-blocked variants (`vec4`, `blocked`). */
+export interface MatmulTuning {
+  /** Rows of C per thread. */
+  tm: number;
+  /** Columns of C per thread. */
+  tn: number;
+  /** Threads per workgroup along N and along M. */
+  wgx: number;
+  wgy: number;
+  /** `blocked`: depth of the k slices staged in shared memory (a multiple of 4). */
+  bk: number;
+}
+
+/** Tuning of `blocked`: 8×8 outputs per thread, 8×8 threads (64×64 tiles), 16-deep k slices (8 KiB). */
+export const BLOCKED_TUNING: MatmulTuning = { tm: 8, tn: 8, wgx: 8, wgy: 8, bk: 16 };
+/** Tuning of `vec4`: 12×12 outputs per thread, 2×4 threads. */
+export const VEC4_TUNING: MatmulTuning = { tm: 12, tn: 12, wgx: 2, wgy: 4, bk: 4 };
+
+function defaultTuning(variant: MatmulVariant): MatmulTuning {
+  return variant === "vec4" ? VEC4_TUNING : BLOCKED_TUNING;
+}
+
+/** Options for {@link matmulKernel}. */
+export interface MatmulKernelOptions {
+  /** Which kernel (default: {@link defaultMatmulVariant} for the context's adapter). */
+  variant?: MatmulVariant;
+  /** A bias of N elements added to every row of C (fused into the store). */
+  bias?: GPUBuffer;
+  /** Override the variant's default tile sizes (bench sweeps). */
+  tuning?: Partial<MatmulTuning>;
+}
+
+/**
+ * The fastest variant for the context's adapter: `vec4` on CPU adapters, where shared memory does
+ * not pay (a barrier is a coroutine switch per 8 lanes), `blocked` on GPUs (see docs/bench-cpu.md).
+ */
+export function defaultMatmulVariant(ctx: GpuContext): MatmulVariant {
+  return ctx.isCpuAdapter ? "vec4" : "blocked";
+}
+
+interface Layout {
+  transA: boolean;
+  transB: boolean;
+  bias: boolean;
+}
+
+const PARAMS_STRUCT = /* wgsl */ `
+struct P { m: u32, n: u32, k: u32, batch: u32, sA: u32, sB: u32, sC: u32, tilesN: u32, tilesM: u32 }`;
+
+function bindings(l: Layout): string {
+  return /* wgsl */ `${PARAMS_STRUCT}
+@group(0) @binding(0) var<storage, read> A: array<f32>;
+@group(0) @binding(1) var<storage, read> B: array<f32>;
+@group(0) @binding(2) var<storage, read_write> C: array<f32>;
+${l.bias ? "@group(0) @binding(3) var<storage, read> bias: array<f32>;\n" : ""}@group(0) @binding(${
+    l.bias ? 4 : 3
+  }) var<uniform> p: P;`;
+}
+
+/**
+ * Entry point prologue shared by all variants: the linear tile index, its (tn, tm, batch)
+ * coordinates, and the base offsets of the three matrices. The early return depends only on the
+ * workgroup, so it keeps the rest of the shader in uniform control flow.
+ */
+function prologue(wgSize: string): string {
+  return /* wgsl */ `
+@compute @workgroup_size(${wgSize})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let tile = wid.x + wid.y * nwg.x;
+  if (tile >= p.tilesN * p.tilesM * p.batch) { return; }
+  let tn = tile % p.tilesN;
+  let tm = (tile / p.tilesN) % p.tilesM;
+  let bt = tile / (p.tilesN * p.tilesM);
+  let aBase = bt * p.sA;
+  let bBase = bt * p.sB;
+  let cBase = bt * p.sC;`;
+}
+
+/** WGSL index of op(A)[m][k] and op(B)[k][n] (relative to the matrix base). */
+const aAt = (l: Layout, m: string, k: string) => (l.transA ? `(${k}) * p.m + (${m})` : `(${m}) * p.k + (${k})`);
+const bAt = (l: Layout, k: string, n: string) => (l.transB ? `(${n}) * p.k + (${k})` : `(${k}) * p.n + (${n})`);
+
+/** The store of one output, with the bias when fused. */
+const storeC = (l: Layout, m: string, n: string, v: string) =>
+  `C[cBase + (${m}) * p.n + (${n})] = ${v}${l.bias ? ` + bias[${n}]` : ""};`;
+
+// ---------------------------------------------------------------------------------------------
+// naive: one thread per output.
+
+const NAIVE_T = 16;
+
+function naiveWgsl(l: Layout): string {
+  return /* wgsl */ `${bindings(l)}
+${prologue(`${NAIVE_T * NAIVE_T}`)}
+  let row = tm * ${NAIVE_T}u + lid / ${NAIVE_T}u;
+  let col = tn * ${NAIVE_T}u + lid % ${NAIVE_T}u;
+  if (row >= p.m || col >= p.n) { return; }
+  var acc = 0.0;
+  for (var k = 0u; k < p.k; k++) {
+    acc = fma(A[aBase + ${aAt(l, "row", "k")}], B[bBase + ${bAt(l, "k", "col")}], acc);
+  }
+  ${storeC(l, "row", "col", "acc")}
+}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// tiled: 16×16 tiles of A and B in shared memory, one output per thread.
+
+const TILE = 16;
+
+function tiledWgsl(l: Layout): string {
+  return /* wgsl */ `${bindings(l)}
+var<workgroup> As: array<f32, ${TILE * TILE}>;
+var<workgroup> Bs: array<f32, ${TILE * TILE}>;
+${prologue(`${TILE * TILE}`)}
+  let ty = lid / ${TILE}u;
+  let tx = lid % ${TILE}u;
+  let row = tm * ${TILE}u + ty;
+  let col = tn * ${TILE}u + tx;
+  var acc = 0.0;
+  for (var k0 = 0u; k0 < p.k; k0 += ${TILE}u) {
+    // Out-of-range elements load as 0 so partial tiles need no special inner loop.
+    let ka = k0 + tx;
+    let kb = k0 + ty;
+    As[ty * ${TILE}u + tx] = select(0.0, A[aBase + ${aAt(l, "min(row, p.m - 1u)", "min(ka, p.k - 1u)")}],
+                                    row < p.m && ka < p.k);
+    Bs[ty * ${TILE}u + tx] = select(0.0, B[bBase + ${bAt(l, "min(kb, p.k - 1u)", "min(col, p.n - 1u)")}],
+                                    col < p.n && kb < p.k);
+    workgroupBarrier();
+    for (var kk = 0u; kk < ${TILE}u; kk++) {
+      acc = fma(As[ty * ${TILE}u + kk], Bs[kk * ${TILE}u + tx], acc);
+    }
+    workgroupBarrier();
+  }
+  if (row < p.m && col < p.n) { ${storeC(l, "row", "col", "acc")} }
+}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// blocked: BM×BN output tiles per workgroup, a TM×TN register tile per thread, BK-deep slices of
+// A and B staged in shared memory as vec4 in the operands' own memory layout (so a global vec4
+// is copied as is, never transposed).
+
+/**
+ * One operand as stored: `rows × cols` row-major per batch entry, where exactly one of the two
+ * axes is the contraction axis k. `kAxis` says which.
+ */
+interface Stored {
+  name: "A" | "B";
+  /** Stored rows and contiguous columns (WGSL expressions). */
+  rows: string;
+  cols: string;
+  kAxis: "rows" | "cols";
+  base: string;
+  /** Bound as `array<vec4<f32>>` (contiguous axis and batch stride are multiples of 4). */
+  vec: boolean;
+}
+
+function storedA(l: Layout, vec: boolean): Stored {
+  return l.transA
+    ? { name: "A", rows: "p.k", cols: "p.m", kAxis: "rows", base: "aBase", vec }
+    : { name: "A", rows: "p.m", cols: "p.k", kAxis: "cols", base: "aBase", vec };
+}
+function storedB(l: Layout, vec: boolean): Stored {
+  return l.transB
+    ? { name: "B", rows: "p.n", cols: "p.k", kAxis: "cols", base: "bBase", vec }
+    : { name: "B", rows: "p.k", cols: "p.n", kAxis: "rows", base: "bBase", vec };
+}
+
+/**
+ * WGSL expression of the 4 consecutive stored elements at (row `r`, columns `c..c+3`), `c` a
+ * multiple of 4. Elements past K along the contraction axis read as 0 (they meet the other
+ * operand's values in the dot product); rows/columns past M or N are clamped into range: they only
+ * feed outputs that the guarded store discards.
+ */
+function fetch4(o: Stored, r: string, c: string): string {
+  if (o.vec) {
+    if (o.kAxis === "cols") {
+      // K % 4 == 0: the whole vec4 is either inside K or past it.
+      return `select(vec4<f32>(0.0), ${o.name}[(${o.base} + min(${r}, ${o.rows} - 1u) * ${o.cols} + min(${c}, ${o.cols} - 4u)) / 4u], ${c} < ${o.cols})`;
+    }
+    return `select(vec4<f32>(0.0), ${o.name}[(${o.base} + min(${r}, ${o.rows} - 1u) * ${o.cols} + min(${c}, ${o.cols} - 4u)) / 4u], ${r} < ${o.rows})`;
+  }
+  const comps = [0, 1, 2, 3].map((q) => {
+    const idx = `${o.base} + min(${r}, ${o.rows} - 1u) * ${o.cols} + min(${c} + ${q}u, ${o.cols} - 1u)`;
+    const valid = o.kAxis === "cols" ? `${c} + ${q}u < ${o.cols}` : `${r} < ${o.rows}`;
+    return `select(0.0, ${o.name}[${idx}], ${valid})`;
+  });
+  return `vec4<f32>(${comps.join(", ")})`;
+}
+
+/** Row stride, in vec4, of a shared tile with `cols` floats per row (see {@link blockedWgsl}). */
+function sharedStride(cols: number, kContiguous: boolean): number {
+  return cols / 4 + (kContiguous ? 1 : 0);
+}
+
+function blockedWgsl(l: Layout, t: MatmulTuning, vecA: boolean, vecB: boolean): string {
+  const { tm, tn, wgx, wgy, bk } = t;
+  const bm = tm * wgy;
+  const bn = tn * wgx;
+  const threads = wgx * wgy;
+  const A = storedA(l, vecA);
+  const B = storedB(l, vecB);
+  // Shared tiles keep the stored layout: [tile rows][tile cols / 4] vec4. Where the tile's rows
+  // run along M or N (k contiguous), threads of one warp read different rows at the same k: the
+  // row stride gets one vec4 of padding so those reads fall in different banks on a GPU.
+  const aTile = l.transA
+    ? { r: bk, c: bm, r0: "k0", c0: "m0", stride: sharedStride(bm, false) }
+    : { r: bm, c: bk, r0: "m0", c0: "k0", stride: sharedStride(bk, true) };
+  const bTile = l.transB
+    ? { r: bn, c: bk, r0: "n0", c0: "k0", stride: sharedStride(bk, true) }
+    : { r: bk, c: bn, r0: "k0", c0: "n0", stride: sharedStride(bn, false) };
+  const copy = (o: Stored, tile: typeof aTile, dst: string) => {
+    const count = (tile.r * tile.c) / 4;
+    const out: string[] = [];
+    for (let e = 0; e < Math.ceil(count / threads); e++) {
+      const idx = `lid + ${e * threads}u`;
+      const stmt = `{ let e = ${idx}; let r = e / ${tile.c / 4}u; let c = e % ${tile.c / 4}u;
+      ${dst}[r * ${tile.stride}u + c] = ${fetch4(o, `${tile.r0} + r`, `${tile.c0} + c * 4u`)}; }`;
+      out.push((e + 1) * threads > count ? `if (${idx} < ${count}u) ${stmt}` : stmt);
+    }
+    return out.join("\n    ");
+  };
+  // A thread's rows and columns of C are strided across the tile (row ty + wgy·i, column
+  // tx + wgx·j, or groups of 4 where an operand is read as vec4 along M or N), so neighbouring
+  // threads read neighbouring rows of the shared tiles.
+  const rowOf = (i: number) => (l.transA ? `4u * (ty + ${wgy * (i >> 2)}u) + ${i & 3}u` : `ty + ${wgy * i}u`);
+  const colOf = (j: number) => (l.transB ? `tx + ${wgx * j}u` : `4u * (tx + ${wgx * (j >> 2)}u) + ${j & 3}u`);
+  const inner: string[] = [];
+  let a: (i: number, kk: number) => string;
+  if (l.transA) {
+    for (let g = 0; g < tm / 4; g++) {
+      for (let kk = 0; kk < 4; kk++) {
+        inner.push(`let a${g}_${kk} = As[(kq + ${kk}u) * ${aTile.stride}u + ty + ${wgy * g}u];`);
+      }
+    }
+    a = (i, kk) => `a${i >> 2}_${kk}[${i & 3}]`;
+  } else {
+    for (let i = 0; i < tm; i++) inner.push(`let a${i} = As[(${rowOf(i)}) * ${aTile.stride}u + kq / 4u];`);
+    a = (i, kk) => `a${i}[${kk}]`;
+  }
+  let b: (kk: number, j: number) => string;
+  if (l.transB) {
+    for (let j = 0; j < tn; j++) inner.push(`let b${j} = Bs[(${colOf(j)}) * ${bTile.stride}u + kq / 4u];`);
+    b = (kk, j) => `b${j}[${kk}]`;
+  } else {
+    for (let h = 0; h < tn / 4; h++) {
+      for (let kk = 0; kk < 4; kk++) {
+        inner.push(`let b${h}_${kk} = Bs[(kq + ${kk}u) * ${bTile.stride}u + tx + ${wgx * h}u];`);
+      }
+    }
+    b = (kk, j) => `b${j >> 2}_${kk}[${j & 3}]`;
+  }
+  for (let kk = 0; kk < 4; kk++) {
+    for (let i = 0; i < tm; i++) for (let j = 0; j < tn; j++) inner.push(`c${i}_${j} = fma(${a(i, kk)}, ${b(kk, j)}, c${i}_${j});`);
+  }
+  const accs: string[] = [];
+  const store: string[] = [];
+  for (let i = 0; i < tm; i++) {
+    for (let j = 0; j < tn; j++) {
+      accs.push(`var c${i}_${j} = 0.0;`);
+      const m = `m0 + ${rowOf(i)}`;
+      const n = `n0 + ${colOf(j)}`;
+      store.push(`if (${m} < p.m && ${n} < p.n) { ${storeC(l, m, n, `c${i}_${j}`)} }`);
+    }
+  }
+  const elem = (v: boolean) => (v ? "vec4<f32>" : "f32");
+  return /* wgsl */ `${
+    bindings(l).replace("A: array<f32>", `A: array<${elem(vecA)}>`).replace("B: array<f32>", `B: array<${elem(vecB)}>`)
+  }
+var<workgroup> As: array<vec4<f32>, ${aTile.r * aTile.stride}>;
+var<workgroup> Bs: array<vec4<f32>, ${bTile.r * bTile.stride}>;
+${prologue(`${threads}`)}
+  let tx = lid % ${wgx}u;
+  let ty = lid / ${wgx}u;
+  let m0 = tm * ${bm}u;
+  let n0 = tn * ${bn}u;
+  ${accs.join(" ")}
+  for (var k0 = 0u; k0 < p.k; k0 += ${bk}u) {
+    ${copy(A, aTile, "As")}
+    ${copy(B, bTile, "Bs")}
+    workgroupBarrier();
+    for (var kq = 0u; kq < ${bk}u; kq += 4u) {
+      ${inner.join("\n      ")}
+    }
+    workgroupBarrier();
+  }
+  ${store.join("\n  ")}
+}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// vec4: a TM×TN register tile per thread, k unrolled by 4, operands read as vec4 along their
+// contiguous axis when it is a multiple of 4, no shared memory (the fastest on CPU adapters).
+
+/** Whether an operand can be bound as `array<vec4<f32>>`: its contiguous axis and batch stride are multiples of 4. */
+export function vec4Operands(dims: MatmulDims): { vecA: boolean; vecB: boolean } {
+  const { m, n, k } = dims;
+  const sA = dims.strideA ?? m * k;
+  const sB = dims.strideB ?? k * n;
+  return {
+    vecA: (dims.transA ? m : k) % 4 === 0 && sA % 4 === 0,
+    vecB: (dims.transB ? k : n) % 4 === 0 && sB % 4 === 0,
+  };
+}
+
+function vec4Wgsl(l: Layout, t: MatmulTuning, vecA: boolean, vecB: boolean): string {
+  const { tm, tn, wgx, wgy } = t;
+  const bm = tm * wgy;
+  const bn = tn * wgx;
+  const decl: string[] = [];
+  const body: string[] = [];
+  const tail: string[] = [];
+  const store: string[] = [];
+  // Rows and columns are clamped so every load stays in bounds without a branch; the clamped
+  // duplicates compute values that the guarded store discards.
+  for (let i = 0; i < tm; i++) decl.push(`let r${i} = min(m0 + ${i}u, p.m - 1u);`);
+  for (let j = 0; j < tn; j++) decl.push(`let q${j} = min(n0 + ${j}u, p.n - 1u);`);
+  for (let i = 0; i < tm; i++) for (let j = 0; j < tn; j++) decl.push(`var c${i}_${j} = 0.0;`);
+  // a(i, kk): WGSL expression of op(A)[row i][k + kk] after the loads of one unrolled step.
+  let a: (i: number, kk: number) => string;
+  if (vecA && !l.transA) {
+    // Row-major A, K % 4 == 0: one vec4 holds 4 consecutive k of one row.
+    decl.push(...Array.from({ length: tm }, (_, i) => `let ra${i} = (aBase + r${i} * p.k) / 4u;`));
+    for (let i = 0; i < tm; i++) body.push(`let a${i} = A[ra${i} + k / 4u];`);
+    a = (i, kk) => `a${i}[${kk}]`;
+  } else if (vecA) {
+    // A stored [K, M], M % 4 == 0: one vec4 holds 4 consecutive rows at one k. Groups start at a
+    // multiple of 4 and are clamped to the last aligned group.
+    decl.push(...Array.from({ length: tm / 4 }, (_, g) => `let ga${g} = min(m0 + ${4 * g}u, p.m - 4u);`));
+    for (let g = 0; g < tm / 4; g++) {
+      for (let kk = 0; kk < 4; kk++) body.push(`let a${g}_${kk} = A[(aBase + (k + ${kk}u) * p.m + ga${g}) / 4u];`);
+    }
+    a = (i, kk) => `a${i >> 2}_${kk}[${i & 3}]`;
+  } else {
+    for (let i = 0; i < tm; i++) {
+      for (let kk = 0; kk < 4; kk++) body.push(`let a${i}_${kk} = A[aBase + ${aAt(l, `r${i}`, `k + ${kk}u`)}];`);
+    }
+    a = (i, kk) => `a${i}_${kk}`;
+  }
+  let b: (kk: number, j: number) => string;
+  if (vecB && !l.transB) {
+    // Row-major B, N % 4 == 0: one vec4 holds 4 consecutive columns at one k.
+    decl.push(...Array.from({ length: tn / 4 }, (_, h) => `let gb${h} = min(n0 + ${4 * h}u, p.n - 4u);`));
+    for (let h = 0; h < tn / 4; h++) {
+      for (let kk = 0; kk < 4; kk++) body.push(`let b${h}_${kk} = B[(bBase + (k + ${kk}u) * p.n + gb${h}) / 4u];`);
+    }
+    b = (kk, j) => `b${j >> 2}_${kk}[${j & 3}]`;
+  } else if (vecB) {
+    // B stored [N, K], K % 4 == 0: one vec4 holds 4 consecutive k of one column.
+    decl.push(...Array.from({ length: tn }, (_, j) => `let cb${j} = (bBase + q${j} * p.k) / 4u;`));
+    for (let j = 0; j < tn; j++) body.push(`let b${j} = B[cb${j} + k / 4u];`);
+    b = (kk, j) => `b${j}[${kk}]`;
+  } else {
+    for (let j = 0; j < tn; j++) {
+      for (let kk = 0; kk < 4; kk++) body.push(`let b${kk}_${j} = B[bBase + ${bAt(l, `k + ${kk}u`, `q${j}`)}];`);
+    }
+    b = (kk, j) => `b${kk}_${j}`;
+  }
+  for (let kk = 0; kk < 4; kk++) {
+    for (let i = 0; i < tm; i++) for (let j = 0; j < tn; j++) body.push(`c${i}_${j} = fma(${a(i, kk)}, ${b(kk, j)}, c${i}_${j});`);
+  }
+  // The last K % 4 steps (only when neither operand is vectorised along k), one k at a time.
+  const scalarA = (i: number) => {
+    const idx = `aBase + ${aAt(l, `r${i}`, "k")}`;
+    return vecA ? `A[(${idx}) / 4u][(${idx}) % 4u]` : `A[${idx}]`;
+  };
+  const scalarB = (j: number) => {
+    const idx = `bBase + ${bAt(l, "k", `q${j}`)}`;
+    return vecB ? `B[(${idx}) / 4u][(${idx}) % 4u]` : `B[${idx}]`;
+  };
+  for (let i = 0; i < tm; i++) tail.push(`let a${i} = ${scalarA(i)};`);
+  for (let j = 0; j < tn; j++) tail.push(`let b${j} = ${scalarB(j)};`);
+  for (let i = 0; i < tm; i++) for (let j = 0; j < tn; j++) tail.push(`c${i}_${j} = fma(a${i}, b${j}, c${i}_${j});`);
+  for (let i = 0; i < tm; i++) {
+    for (let j = 0; j < tn; j++) {
+      store.push(`if (m0 + ${i}u < p.m && n0 + ${j}u < p.n) { ${storeC(l, `m0 + ${i}u`, `n0 + ${j}u`, `c${i}_${j}`)} }`);
+    }
+  }
+  const elem = (v: boolean) => (v ? "vec4<f32>" : "f32");
+  return /* wgsl */ `${bindings(l).replace("A: array<f32>", `A: array<${elem(vecA)}>`).replace("B: array<f32>", `B: array<${elem(vecB)}>`)}
+${prologue(`${wgx * wgy}`)}
+  let m0 = tm * ${bm}u + (lid / ${wgx}u) * ${tm}u;
+  let n0 = tn * ${bn}u + (lid % ${wgx}u) * ${tn}u;
+  ${decl.join("\n  ")}
+  let k4 = p.k & ~3u;
+  var k = 0u;
+  for (; k < k4; k += 4u) {
+    ${body.join("\n    ")}
+  }
+  for (; k < p.k; k++) {
+    ${tail.join("\n    ")}
+  }
+  ${store.join("\n  ")}
+}`;
+}
+
+/** Output tile (rows × columns of C per workgroup) and threads per workgroup of a variant. */
+function tileOf(variant: MatmulVariant, t: MatmulTuning): { bm: number; bn: number; threads: number } {
+  switch (variant) {
+    case "naive":
+      return { bm: NAIVE_T, bn: NAIVE_T, threads: NAIVE_T * NAIVE_T };
+    case "tiled":
+      return { bm: TILE, bn: TILE, threads: TILE * TILE };
+    case "blocked":
+      return { bm: t.tm * t.wgy, bn: t.tn * t.wgx, threads: t.wgx * t.wgy };
+    case "vec4":
+      return { bm: t.tm * t.wgy, bn: t.tn * t.wgx, threads: t.wgx * t.wgy };
+  }
+}
+
+/** The WGSL source of one variant for one layout (exported for tests and the bench). */
+export function matmulWgsl(
+  variant: MatmulVariant,
+  layout: { transA?: boolean; transB?: boolean; bias?: boolean; vecA?: boolean; vecB?: boolean },
+  tuning: MatmulTuning = defaultTuning(variant),
+): string {
+  const l: Layout = { transA: !!layout.transA, transB: !!layout.transB, bias: !!layout.bias };
+  switch (variant) {
+    case "naive":
+      return naiveWgsl(l);
+    case "tiled":
+      return tiledWgsl(l);
+    case "blocked":
+      return blockedWgsl(l, tuning, !!layout.vecA, !!layout.vecB);
+    case "vec4":
+      return vec4Wgsl(l, tuning, !!layout.vecA, !!layout.vecB);
+  }
+}
+
+function checkTuning(ctx: GpuContext, variant: MatmulVariant, t: MatmulTuning): void {
+  const { threads } = tileOf(variant, t);
+  if (threads > ctx.limits.maxComputeInvocationsPerWorkgroup) {
+    throw new GpuLimitError(
+      `matmul ${variant}: ${threads} threads per workgroup exceed the adapter's ${ctx.limits.maxComputeInvocationsPerWorkgroup}`,
+    );
+  }
+  if (variant === "blocked") {
+    if (t.tm % 4 || t.tn % 4 || t.bk % 4) throw new RangeError(`matmul blocked: tm, tn and bk must be multiples of 4`);
+    // Upper bound: both tiles with their padded row stride.
+    const shared = 16 * (t.tm * t.wgy + t.tn * t.wgx) * (t.bk / 4 + 1);
+    if (shared > ctx.limits.maxComputeWorkgroupStorageSize) {
+      throw new GpuLimitError(
+        `matmul blocked: ${shared} bytes of shared tiles exceed the adapter's ${ctx.limits.maxComputeWorkgroupStorageSize}`,
+      );
+    }
+  }
+}
+
+/**
+ * Encodes `C[b] = op(A[b]) · op(B[b]) (+ bias)` for `b < batch` into the context's open batch.
+ * `c` receives `batch × M × N` contiguous values.
+ */
+export function matmulKernel(
+  ctx: GpuContext,
+  a: GPUBuffer,
+  b: GPUBuffer,
+  c: GPUBuffer,
+  dims: MatmulDims,
+  options: MatmulKernelOptions = {},
+): void {
+  const { batch, m, n, k } = dims;
+  for (const [name, v] of [["batch", batch], ["M", m], ["N", n], ["K", k]] as const) {
+    if (!Number.isInteger(v) || v < 0) throw new RangeError(`matmul: ${name} must be a non-negative integer, got ${v}`);
+  }
+  if (batch === 0 || m === 0 || n === 0) return;
+  const variant = options.variant ?? defaultMatmulVariant(ctx);
+  const tuning = { ...defaultTuning(variant), ...options.tuning };
+  checkTuning(ctx, variant, tuning);
+  const vec = vec4Operands(dims);
+  const layout = {
+    transA: !!dims.transA,
+    transB: !!dims.transB,
+    bias: !!options.bias,
+    // A vec4 that spans rows (A transposed) or columns (B as stored) needs whole groups of 4.
+    vecA: vec.vecA && (!dims.transA || (tuning.tm % 4 === 0 && m >= 4)),
+    vecB: vec.vecB && (dims.transB || (tuning.tn % 4 === 0 && n >= 4)),
+  };
+  // K = 0 is an empty sum (C = 0, + bias): the naive kernel's loop is then empty and reads nothing.
+  const v: MatmulVariant = k === 0 ? "naive" : variant;
+  const { bm, bn } = tileOf(v, tuning);
+  const tilesM = Math.ceil(m / bm);
+  const tilesN = Math.ceil(n / bn);
+  const groups = tilesM * tilesN * batch;
+  const max = ctx.limits.maxComputeWorkgroupsPerDimension;
+  if (groups > max * max) throw new GpuLimitError(`matmul: ${groups} workgroups exceed ${max}² per dispatch`);
+  const params = packParams([
+    m,
+    n,
+    k,
+    batch,
+    dims.strideA ?? m * k,
+    dims.strideB ?? k * n,
+    m * n,
+    tilesN,
+    tilesM,
+  ]);
+  const buffers = options.bias ? [a, b, c, options.bias] : [a, b, c];
+  ctx.dispatch(ctx.pipeline(matmulWgsl(v, layout, tuning)), buffers, params, splitGrid(groups, max));
+}
+
+/** Floating-point operations of a matmul (one multiply and one add per term). */
+export function matmulFlops(batch: number, m: number, n: number, k: number): number {
+  return 2 * batch * m * n * k;
+}
