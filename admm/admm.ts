@@ -177,6 +177,37 @@ async function initialise(problem: RoundProblem, s: AdmmSettings, suffixEmbeds: 
   );
 }
 
+/**
+ * One inner x-step: matching loss + ρ/2 ‖x + shift‖² (shift = λ/ρ − z), one backward pass, the
+ * suffix gradient masked if asked, global-norm clipping and an Adam step. Nothing is read back;
+ * returns the total loss (before the update) as a one-element tensor the caller owns.
+ */
+export function xStep(
+  problem: RoundProblem,
+  x: Tensor,
+  shift: Tensor,
+  opt: Adam,
+  s: Pick<AdmmSettings, "rho" | "matching" | "gradClip">,
+  freeMask: Tensor | null,
+): Tensor {
+  const ctx = x.ctx;
+  return scope(ctx, () => {
+    x.zeroGrad();
+    const match = matchingLoss(problem.target, lastHidden(problem.model, x), problem.head, problem.onehot, s.matching);
+    const penalty = sumAll(square(add(x, shift)));
+    const loss = add(match, scale(penalty, s.rho / 2));
+    backward(loss);
+    if (freeMask) {
+      const masked = ctx.noGrad(() => mul(x.grad!, freeMask)).keep();
+      x.grad!.dispose();
+      x.grad = masked;
+    }
+    clipGradNorm([x], s.gradClip).dispose();
+    opt.step();
+    return ctx.noGrad(() => loss.detach()).keep();
+  });
+}
+
 /** Runs one round. `onProgress` is called after every outer step. */
 export async function runRound(
   problem: RoundProblem,
@@ -230,21 +261,7 @@ export async function runRound(
     const shift = ctx.noGrad(() => sub(scale(lambda, 1 / s.rho), z)).keep(); // λ/ρ − z
     let lastTotal: Tensor | null = null;
     for (let inner = 0; inner < s.innerSteps; inner++) {
-      const total = scope(ctx, () => {
-        x.zeroGrad();
-        const match = matchingLoss(problem.target, lastHidden(model, x), problem.head, problem.onehot, s.matching);
-        const penalty = sumAll(square(add(x, shift)));
-        const loss = add(match, scale(penalty, s.rho / 2));
-        backward(loss);
-        if (freeMask) {
-          const masked = ctx.noGrad(() => mul(x.grad!, freeMask)).keep();
-          x.grad!.dispose();
-          x.grad = masked;
-        }
-        clipGradNorm([x], s.gradClip).dispose();
-        opt.step();
-        return ctx.noGrad(() => loss.detach()).keep();
-      });
+      const total = xStep(problem, x, shift, opt, s, freeMask);
       lastTotal?.dispose();
       lastTotal = total;
     }

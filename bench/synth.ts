@@ -1,0 +1,142 @@
+/**
+ * The synth bench: GRADMM's x-step (matching loss + penalty, one backward pass, clip, Adam) and
+ * z-step (top-k cosine + constrained greedy decoding) on GPT-2 shapes with random weights
+ * (gpt2-d128: 4 layers × 128; gpt2-d256: 6 layers × 256; vocabulary 50,257), batch 10, 30 free
+ * tokens + 3 suffix tokens: the setting of the PyTorch baseline in bench/torch_ref.py.
+ */
+import { join } from "node:path";
+import { tmpdir } from "node:os";
+import { type AdmmSettings, type RoundProblem, xStep } from "../admm/admm.ts";
+import { makeTarget, oneHot } from "../admm/matching.ts";
+import { constrainedDecode, disposeProjector, makeProjector, topkCosine } from "../admm/zstep.ts";
+import { Rng } from "../autograd/random.ts";
+import { Adam } from "../autograd/optim.ts";
+import { scope, Tensor } from "../autograd/tensor.ts";
+import type { GpuContext } from "../kernels/device.ts";
+import { writeSafetensors } from "../models/files.ts";
+import { loadModel } from "../models/model.ts";
+import type { BenchSuite } from "./harness.ts";
+import { timeGpu } from "./harness.ts";
+
+const VOCAB = 50257;
+
+/** Writes a random-weight GPT-2 of the given shape into a temporary folder. */
+export async function randomGpt2(layers: number, d: number, heads: number): Promise<string> {
+  const dir = await Deno.makeTempDir({ dir: tmpdir(), prefix: `gpt2-${d}-` });
+  const rng = new Rng(d * 31 + layers);
+  const t = (shape: number[], std: number, mean = 0) => ({
+    data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => mean + std * rng.normal()),
+    shape,
+  });
+  const tensors: Record<string, { data: Float32Array; shape: number[] }> = {
+    "transformer.wte.weight": t([VOCAB, d], 0.02),
+    "transformer.wpe.weight": t([256, d], 0.01),
+    "transformer.ln_f.weight": t([d], 0, 1),
+    "transformer.ln_f.bias": t([d], 0),
+  };
+  for (let i = 0; i < layers; i++) {
+    const p = `transformer.h.${i}.`;
+    Object.assign(tensors, {
+      [p + "ln_1.weight"]: t([d], 0, 1),
+      [p + "ln_1.bias"]: t([d], 0),
+      [p + "attn.c_attn.weight"]: t([d, 3 * d], 0.02),
+      [p + "attn.c_attn.bias"]: t([3 * d], 0),
+      [p + "attn.c_proj.weight"]: t([d, d], 0.02),
+      [p + "attn.c_proj.bias"]: t([d], 0),
+      [p + "ln_2.weight"]: t([d], 0, 1),
+      [p + "ln_2.bias"]: t([d], 0),
+      [p + "mlp.c_fc.weight"]: t([d, 4 * d], 0.02),
+      [p + "mlp.c_fc.bias"]: t([4 * d], 0),
+      [p + "mlp.c_proj.weight"]: t([4 * d, d], 0.02),
+      [p + "mlp.c_proj.bias"]: t([d], 0),
+    });
+  }
+  await writeSafetensors(join(dir, "model.safetensors"), tensors);
+  await Deno.writeTextFile(
+    join(dir, "config.json"),
+    JSON.stringify({
+      architectures: ["GPT2LMHeadModel"],
+      model_type: "gpt2",
+      n_layer: layers,
+      n_embd: d,
+      n_head: heads,
+      n_positions: 256,
+      vocab_size: VOCAB,
+      activation_function: "gelu_new",
+      layer_norm_epsilon: 1e-5,
+      tie_word_embeddings: true,
+      bos_token_id: 50256,
+      eos_token_id: 50256,
+    }),
+  );
+  return dir;
+}
+
+const SHAPES = [
+  { name: "gpt2-d128", layers: 4, d: 128, heads: 4 },
+  { name: "gpt2-d256", layers: 6, d: 256, heads: 8 },
+];
+
+/** x-step and z-step timings for the GPT-2 shapes. */
+export const synthSuite: BenchSuite = {
+  name: "synth",
+  async run(ctx: GpuContext, options, report) {
+    for (const shape of SHAPES) {
+      if (options.filter && !`xstep zstep ${shape.name}`.toLowerCase().includes(options.filter.toLowerCase())) continue;
+      const dir = await randomGpt2(shape.layers, shape.d, shape.heads);
+      const model = await loadModel(ctx, dir);
+      const batch = 10, free = 30, suffix = [632, 373, 220]; // " It was " in GPT-2 ids
+      const length = free + suffix.length;
+      const rng = new Rng(5);
+      const target = makeTarget(
+        Tensor.from(ctx, rng.normals(25 * VOCAB, 1e-3), [25, VOCAB]).keep(),
+        Tensor.from(ctx, rng.normals(25 * shape.d), [25, shape.d]).keep(),
+        false,
+        null,
+      );
+      const banned = new Uint8Array(VOCAB);
+      for (let i = 0; i < VOCAB; i += 7) banned[i] = 1; // some banned ids, as the token filter would
+      const projector = makeProjector(model, banned, 200);
+      const problem: RoundProblem = {
+        model,
+        projector,
+        target,
+        head: { weight: model.headWeight, bias: model.headBias },
+        onehot: oneHot(ctx, new Array(batch).fill(1049), VOCAB).keep(),
+        length,
+        suffixIds: suffix,
+        prefixIds: [464],
+        batch,
+        seed: 1,
+      };
+      const x = Tensor.from(ctx, rng.normals(batch * length * shape.d, 0.05), [batch, length, shape.d], {
+        requiresGrad: true,
+      }).keep();
+      const shift = Tensor.from(ctx, rng.normals(batch * length * shape.d, 0.05), [batch, length, shape.d]).keep();
+      const opt = new Adam([x], { lr: 0.008 });
+      const settings: Pick<AdmmSettings, "rho" | "matching" | "gradClip"> = { rho: 0.7, matching: "cos", gradClip: 1 };
+      const tx = await timeGpu(ctx, () => xStep(problem, x, shift, opt, settings, null).dispose(), {
+        repeats: options.repeats,
+        batchMs: 500,
+        maxIterations: 256,
+      });
+      report({ name: `xstep ${shape.name}`, shape: `B=${batch} T=${length}`, ms: tx.ms, adapter: ctx.adapterName });
+      // The z-step reads its ids back once per decode, so it is timed as a whole.
+      const zTimes: number[] = [];
+      for (let r = 0; r < Math.max(2, Math.min(options.repeats, 5)); r++) {
+        const t0 = performance.now();
+        await scope(ctx, () => constrainedDecode(model, topkCosine(projector, x), problem.prefixIds, suffix));
+        zTimes.push(performance.now() - t0);
+      }
+      zTimes.sort((a, b) => a - b);
+      report({ name: `zstep ${shape.name}`, shape: `B=${batch} T=${length} k=200`, ms: zTimes[zTimes.length >> 1], adapter: ctx.adapterName });
+      opt.dispose();
+      x.dispose();
+      shift.dispose();
+      disposeProjector(projector);
+      problem.onehot.dispose();
+      model.dispose();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+};
