@@ -49,7 +49,8 @@ accuracy is saved (use a validation file that is not the one you report on).
   --overwrite             replace a previous run in --out`;
 
 /** Files of a model folder that belong to its tokenizer (copied next to a fine-tuned checkpoint). */
-const TOKENIZER_FILE = /^(tokenizer(_config)?\.json|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt|.*\.model)$/;
+const TOKENIZER_FILE =
+  /^(tokenizer(_config)?\.json|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt|.*\.model)$/;
 
 /**
  * Reads a labelled JSONL file and keeps the examples whose label is one of the task's classes
@@ -146,8 +147,13 @@ export const finetuneCommand: Command = {
     }
     const validExamples = valid ? valid.examples.slice(0, validLimit) : null;
     const outDir = v.out;
-    if (!v.overwrite && ((await exists(join(outDir, "finetune.json"))) || (await exists(join(outDir, "model.safetensors"))))) {
-      throw new UsageError(`finetune: ${outDir} already holds a model; pass --overwrite or choose another --out`);
+    if (
+      !v.overwrite &&
+      ((await exists(join(outDir, "finetune.json"))) || (await exists(join(outDir, "model.safetensors"))))
+    ) {
+      throw new UsageError(
+        `finetune: ${outDir} already holds a model; pass --overwrite or choose another --out`,
+      );
     }
 
     const ctx = await createContext();
@@ -157,11 +163,15 @@ export const finetuneCommand: Command = {
     }
     const trainSet = tokenizeExamples(tokenizer, task, train.examples);
     const validSet = validExamples ? tokenizeExamples(tokenizer, task, validExamples) : null;
-    const counts = task.labelWords.map((w, c) => `${w} ${train.examples.filter((e) => e.label === c).length}`);
+    const counts = task.labelWords.map((w, c) =>
+      `${w} ${train.examples.filter((e) => e.label === c).length}`
+    );
     console.error(
       `finetune: ${train.examples.length} training examples (${counts.join(", ")})` +
         (train.dropped ? `, ${train.dropped} with other labels skipped` : "") +
-        (validSet ? `; ${validSet.length} validation examples` : "; no validation set: the last step is saved") +
+        (validSet
+          ? `; ${validSet.length} validation examples`
+          : "; no validation set: the last step is saved") +
         `; ${options.steps} steps × batch ${options.batchSize}, lr ${options.lr}, adapter ${ctx.adapterName}`,
     );
 
@@ -174,7 +184,11 @@ export const finetuneCommand: Command = {
             `elapsed ${formatDuration(e.seconds)} eta ${formatDuration(eta)}`,
         );
       } else {
-        console.error(`eval at step ${e.step}: validation accuracy ${(e.accuracy * 100).toFixed(2)}%${e.best ? " (best so far)" : ""}`);
+        console.error(
+          `eval at step ${e.step}: validation accuracy ${(e.accuracy * 100).toFixed(2)}%${
+            e.best ? " (best so far)" : ""
+          }`,
+        );
       }
     };
     const result = await finetune(model, trainSet, validSet, tokenizer.padId, options, onEvent);
@@ -204,10 +218,14 @@ export const finetuneCommand: Command = {
     };
     await writeFileAtomic(join(outDir, "finetune.json"), JSON.stringify(record, null, 2) + "\n");
     model.dispose();
-    console.error(`saved the step-${result.bestStep} weights to ${outDir} (${formatDuration(result.seconds)})`);
+    console.error(
+      `saved the step-${result.bestStep} weights to ${outDir} (${formatDuration(result.seconds)})`,
+    );
     console.log(
       finalValid === null
-        ? `saved: ${outDir} (step ${result.bestStep}, final training loss ${result.history.at(-1)!.loss.toFixed(4)})`
+        ? `saved: ${outDir} (step ${result.bestStep}, final training loss ${
+          result.history.at(-1)!.loss.toFixed(4)
+        })`
         : `saved: ${outDir} (step ${result.bestStep}, validation accuracy ${finalValid.toFixed(4)})`,
     );
     return 0;
