@@ -5,7 +5,8 @@
 import { parseJsonl, stratifiedSample } from "../admm/data.ts";
 import { classOf, getTask, type TaskSpec } from "../admm/tasks.ts";
 import { createContext } from "../kernels/device.ts";
-import { accuracyWithInterval, argmaxScore, optionLogLikelihoods } from "../train/classify.ts";
+import { accuracyWithInterval, argmaxScore } from "../train/classify.ts";
+import { scoreExamples } from "../train/finetune.ts";
 import { buildPrompt, type Demonstration } from "../train/prompts.ts";
 import { type Command, numberFlag, parseFlags, UsageError } from "./args.ts";
 import { readText } from "./io.ts";
@@ -86,9 +87,10 @@ export const evalCommand: Command = {
     const queries = scored.map((e) => ({
       prompt: tokenizer.encode(buildPrompt(task, e.text, demos)),
       options,
+      label: e.label,
     }));
     const t0 = performance.now();
-    const scores = await optionLogLikelihoods(model, queries, tokenizer.padId, batch, model.config.maxPositions);
+    const scores = await scoreExamples(model, queries, tokenizer.padId, { batchSize: batch });
     const predictions = scores.map(argmaxScore);
     const correct = predictions.filter((p, i) => p === scored[i].label).length;
     const { accuracy, low, high } = accuracyWithInterval(correct, scored.length);

@@ -22,8 +22,10 @@ export interface OptionQuery {
 }
 
 /**
- * Mean log-probability of each option's tokens after its prompt, [query][option]. Sequences are
- * scored in left-padded batches of `batchSize` (prompt + option per row), one forward per batch.
+ * Mean log-probability of each option's tokens after its prompt, [query][option], computed the
+ * plain way: full logits for every position of left-padded batches of `batchSize`. Simple but
+ * memory-hungry ([batch, length, V] logits); `scoreExamples` (train/finetune.ts) projects only the
+ * positions that predict option tokens and is what `eval` uses. This one serves as its reference.
  */
 export async function optionLogLikelihoods(
   model: CausalLM,
