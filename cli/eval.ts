@@ -4,7 +4,7 @@
  */
 import { parseJsonl, stratifiedSample } from "../admm/data.ts";
 import { classOf, getTask, type TaskSpec } from "../admm/tasks.ts";
-import { createContext } from "../kernels/device.ts";
+import { defaultContext } from "../kernels/device.ts";
 import { accuracyWithInterval, argmaxScore } from "../train/classify.ts";
 import { scoreExamples } from "../train/finetune.ts";
 import { buildPrompt, type Demonstration } from "../train/prompts.ts";
@@ -81,7 +81,7 @@ export const evalCommand: Command = {
     scored = scored.slice(0, Math.min(scored.length, limit));
     if (scored.length === 0) throw new UsageError(`eval: no examples of task ${task.name}'s labels in ${v.file}`);
 
-    const ctx = await createContext();
+    const ctx = await defaultContext();
     const { model, tokenizer } = await openModel(ctx, v.model);
     const options = task.evalOptions.map((o) => tokenizer.encode(o));
     const queries = scored.map((e) => ({

@@ -14,7 +14,7 @@ import { stratifiedSample } from "../admm/data.ts";
 import { deriveSeed } from "../admm/synth.ts";
 import { getTask, type TaskSpec } from "../admm/tasks.ts";
 import type { Tensor } from "../autograd/tensor.ts";
-import { createContext } from "../kernels/device.ts";
+import { defaultContext } from "../kernels/device.ts";
 import {
   type Condition,
   CONDITION_NAMES,
@@ -545,7 +545,7 @@ export const experimentCommand: Command = {
         `test ${splits.test.length}, validation ${splits.valid.length}, real used ${splits.used.length}`,
     );
 
-    const ctx = await createContext();
+    const ctx = await defaultContext();
     const synthCommands: string[] = [];
     const report: Report = {
       tool: "gradmm-ts experiment",

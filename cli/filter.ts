@@ -4,7 +4,7 @@
  * class targets, per-label dedupe + top-n by score + α·nll, and optional class balancing.
  */
 import { classOf, getTask } from "../admm/tasks.ts";
-import { createContext } from "../kernels/device.ts";
+import { defaultContext } from "../kernels/device.ts";
 import {
   FILTER_DEFAULTS,
   type FilterInput,
@@ -168,7 +168,7 @@ export const filterCommand: Command = {
     const skipped = raw.length - inputs.length;
     if (skipped) console.error(`filter: ${skipped} record(s) with labels outside task ${task.name} skipped`);
 
-    const ctx = await createContext();
+    const ctx = await defaultContext();
     const { model, tokenizer } = await openModel(ctx, v.model!);
     let result;
     try {

@@ -7,7 +7,7 @@ import { copyFile, readdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { type Example, parseJsonl } from "../admm/data.ts";
 import { classOf, getTask, type TaskSpec } from "../admm/tasks.ts";
-import { createContext } from "../kernels/device.ts";
+import { defaultContext } from "../kernels/device.ts";
 import {
   evaluateAccuracy,
   finetune,
@@ -156,7 +156,7 @@ export const finetuneCommand: Command = {
       );
     }
 
-    const ctx = await createContext();
+    const ctx = await defaultContext();
     const { model, tokenizer, dir: modelDir } = await openModel(ctx, v.model);
     if (resolve(modelDir) === resolve(outDir)) {
       throw new UsageError("finetune: --out must not be the model's own folder");

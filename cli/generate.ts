@@ -1,5 +1,5 @@
 /** `generate`: continue a prompt with a model (greedy or sampled), printing the continuation. */
-import { createContext } from "../kernels/device.ts";
+import { defaultContext } from "../kernels/device.ts";
 import { generateText } from "../models/generate.ts";
 import { type Command, numberFlag, parseFlags, UsageError } from "./args.ts";
 import { openModelForCommand } from "./ppl.ts";
@@ -68,7 +68,7 @@ export const generateCommand: Command = {
     const topP = numberFlag("generate", "top-p", v["top-p"], 1, { min: 1e-6, max: 1 });
     const seed = numberFlag("generate", "seed", v.seed, 0, { min: 0, max: 2 ** 32 - 1, integer: true });
 
-    const ctx = await createContext();
+    const ctx = await defaultContext();
     const { model, tokenizer } = await openModelForCommand(ctx, v.model);
     try {
       const prompt = tokenizer.tokenizer.encode(v.prompt);

@@ -1,6 +1,6 @@
 /** `ppl`: perplexity of a model on the lines of a JSONL file, each line scored on its own. */
 import type { GpuContext } from "../kernels/device.ts";
-import { createContext } from "../kernels/device.ts";
+import { defaultContext } from "../kernels/device.ts";
 import {
   CheckpointError,
   ConfigError,
@@ -107,7 +107,7 @@ export const pplCommand: Command = {
     const texts = readJsonlField(await readText(v.file, "input file"), field, v.file);
     if (texts.length === 0) throw new CliFileError(`${v.file}: no lines to score`);
 
-    const ctx = await createContext();
+    const ctx = await defaultContext();
     const { model, tokenizer } = await openModelForCommand(ctx, v.model);
     try {
       const context = model.config.maxPositions;

@@ -9,7 +9,7 @@ import { type AdmmSettings, PAPER_SETTINGS } from "../admm/admm.ts";
 import { parseJsonl } from "../admm/data.ts";
 import { type RoundKey, runSynth, type SynthEvent, type SynthOptions, type SynthRecord } from "../admm/synth.ts";
 import { customTask, getTask, type TaskSpec } from "../admm/tasks.ts";
-import { createContext } from "../kernels/device.ts";
+import { defaultContext } from "../kernels/device.ts";
 import { openModel } from "./model.ts";
 import { type Command, numberFlag, parseFlags, UsageError } from "./args.ts";
 import { exists, formatDuration, readText, sha256File, writeFileAtomic } from "./io.ts";
@@ -159,7 +159,7 @@ export const synthCommand: Command = {
     // Create the output folder now rather than failing after the first round.
     await Deno.mkdir(dirname(resolve(out)), { recursive: true });
 
-    const ctx = await createContext();
+    const ctx = await defaultContext();
     const cpu = ctx.isCpuAdapter && !v.paper;
     const pick = (paper: number, small: number) => (cpu ? small : paper);
     const perClass = num("per-class", pick(100, CPU_DEFAULTS.perClass), { min: 1, integer: true });
@@ -306,7 +306,12 @@ export const synthCommand: Command = {
         console.error(`round done (${roundsDone}/${totalRounds}): match loss ${e.records[0].match_loss.toFixed(4)}; e.g. "${e.records[0].text}"`);
       }
     };
-    await runSynth(model, codec, data, options, isDone, onEvent);
+    try {
+      await runSynth(model, codec, data, options, isDone, onEvent);
+    } finally {
+      // Commands share the process's GPU context (experiment runs synth several times).
+      model.dispose();
+    }
     await writeFileAtomic(manifestPath, JSON.stringify(manifest(), null, 2) + "\n");
     if (records.length === 0) await writeFileAtomic(out, "");
     const left = totalRounds - completed.length;
