@@ -140,3 +140,13 @@ export const synthSuite: BenchSuite = {
     }
   },
 };
+
+if (import.meta.main) {
+  // Standalone: `deno run -A bench/synth.ts [--json] [--filter=d128]`.
+  const { createContext } = await import("../kernels/device.ts");
+  const json = Deno.args.includes("--json");
+  const filter = Deno.args.find((a) => a.startsWith("--filter="))?.slice(9) ?? "";
+  const ctx = await createContext();
+  await synthSuite.run(ctx, { filter, sizes: [], maxSeconds: 60, repeats: 3 }, (r) =>
+    console.log(json ? JSON.stringify(r) : `${r.name.padEnd(20)} ${r.shape.padEnd(20)} ${r.ms?.toFixed(2)} ms  ${r.adapter}`));
+}
