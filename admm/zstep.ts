@@ -5,11 +5,11 @@
  * task's prefix, then picks at each free position the highest-scoring candidate. Everything runs
  * on the GPU; the chosen ids are read back once per decode.
  */
-import { pickCandidateKernel } from "../kernels/candidates.ts";
+import { pickCandidateByDotKernel } from "../kernels/candidates.ts";
 import { add, div, mul, sqrt } from "../autograd/ops/elementwise.ts";
 import { matmul } from "../autograd/ops/matmul.ts";
 import { sum } from "../autograd/ops/reduce.ts";
-import { reshape } from "../autograd/ops/shape.ts";
+import { reshape, transpose } from "../autograd/ops/shape.ts";
 import { topk } from "../autograd/ops/topk.ts";
 import { scope, Tensor } from "../autograd/tensor.ts";
 import type { CausalLM } from "../models/model.ts";
@@ -17,8 +17,11 @@ import type { CausalLM } from "../models/model.ts";
 /** What the z-step needs that does not change during a run. */
 export interface Projector {
   model: CausalLM;
-  /** Input-embedding rows scaled to unit norm, [V, d]. */
-  unitEmbeddings: Tensor;
+  /**
+   * Input-embedding rows scaled to unit norm, stored transposed as [d, V] so that the scores are a
+   * plain (non-transposed) matmul, the layout our matmul kernels run fastest.
+   */
+  unitEmbeddingsT: Tensor;
   /** 0 for allowed ids, a large negative for banned ones, [V]. */
   banPenalty: Tensor;
   /** Candidate-set size (official: 200). */
@@ -41,17 +44,17 @@ export function makeProjector(model: CausalLM, banned: Uint8Array, topkSize: num
   return ctx.noGrad(() =>
     scope(ctx, () => {
       const norms = sqrt(add(sum(mul(e, e), -1, true), Tensor.full(ctx, [1], 1e-12)));
-      const unit = div(e, norms).keep();
+      const unit = transpose(div(e, norms), 0, 1).keep();
       const penalty = Tensor.from(ctx, Float32Array.from(banned, (b) => (b ? BANNED_SCORE : 0)), [banned.length])
         .keep();
-      return { model, unitEmbeddings: unit, banPenalty: penalty, topk: topkSize };
+      return { model, unitEmbeddingsT: unit, banPenalty: penalty, topk: topkSize };
     })
   );
 }
 
 /** Frees the projector's tensors. */
 export function disposeProjector(p: Projector): void {
-  p.unitEmbeddings.dispose();
+  p.unitEmbeddingsT.dispose();
   p.banPenalty.dispose();
 }
 
@@ -64,7 +67,7 @@ export function topkCosine(p: Projector, u: Tensor): Tensor {
   const [b, t, d] = u.shape;
   return p.model.ctx.noGrad(() =>
     scope(p.model.ctx, () => {
-      const scores = matmul(reshape(u, [b * t, d]), p.unitEmbeddings, { transB: true }); // [BT, V]
+      const scores = matmul(reshape(u, [b * t, d]), p.unitEmbeddingsT); // [BT, V]
       const { indices } = topk(add(scores, p.banPenalty), p.topk);
       return reshape(indices, [b, t, p.topk]);
     })
@@ -88,6 +91,8 @@ export async function constrainedDecode(
   if (free < 1) throw new RangeError(`sequence of ${positions} tokens has no room before a ${suffixIds.length}-token suffix`);
   if (prefixIds.length === 0) throw new RangeError("the decoder needs a non-empty prefix");
   const vocab = model.headWeight.shape[0];
+  const bad = prefixIds.find((id) => !(Number.isInteger(id) && id >= 0 && id < vocab));
+  if (bad !== undefined) throw new RangeError(`decoder prefix id ${bad} is outside the vocabulary [0, ${vocab})`);
   const chosen = Tensor.zeros(ctx, [batch, positions]);
   await ctx.noGrad(() =>
     scope(ctx, () => {
@@ -95,17 +100,22 @@ export async function constrainedDecode(
       const cache = model.newCache(batch, prefixIds.length + free);
       const prefix = Tensor.from(ctx, Float32Array.from({ length: batch * prefixIds.length }, (_, i) =>
         prefixIds[i % prefixIds.length]), [batch, prefixIds.length]);
-      let logits = model.forward({ ids: prefix, cache, logits: "last" }).logits!;
+      // Only the k candidates' logits are needed: the decode runs the model without its
+      // vocabulary projection and scores the candidates against the last hidden state.
+      let hidden = model.forward({ ids: prefix, cache, logits: "none" }).lastHidden;
       for (let t = 0; t < free; t++) {
         const next = Tensor.empty(ctx, [batch, 1]);
-        pickCandidateKernel(ctx, logits.buffer, candidates.buffer, chosen.buffer, next.buffer, {
-          batch,
-          vocab,
-          k,
-          positions,
-          t,
-        });
-        if (t + 1 < free) logits = model.forward({ ids: next, cache, logits: "last" }).logits!;
+        pickCandidateByDotKernel(
+          ctx,
+          hidden.buffer,
+          model.headWeight.buffer,
+          model.headBias?.buffer ?? null,
+          candidates.buffer,
+          chosen.buffer,
+          next.buffer,
+          { batch, vocab, k, positions, t, dim: hidden.shape[2], steps: hidden.shape[1] },
+        );
+        if (t + 1 < free) hidden = model.forward({ ids: next, cache, logits: "none" }).lastHidden;
       }
       cache.dispose();
     })

@@ -66,3 +66,76 @@ export function pickCandidateKernel(
   const params = packParams([dims.vocab, dims.k, dims.positions, dims.t]);
   ctx.dispatch(ctx.pipeline(PICK_WGSL), [logits, candidates, chosen, next], params, [dims.batch]);
 }
+
+const PICK_BY_DOT_WGSL = /* wgsl */ `
+struct P { vocab: u32, k: u32, positions: u32, t: u32, dim: u32, steps: u32, hasBias: u32 }
+@group(0) @binding(0) var<storage, read> hidden: array<f32>;     // [B, steps, dim]: the last step is used
+@group(0) @binding(1) var<storage, read> weight: array<f32>;     // [V, dim] output layer
+@group(0) @binding(2) var<storage, read> bias: array<f32>;       // [V] (ignored without a bias)
+@group(0) @binding(3) var<storage, read> candidates: array<f32>; // [B, positions, k] token ids
+@group(0) @binding(4) var<storage, read_write> chosen: array<f32>;
+@group(0) @binding(5) var<storage, read_write> next: array<f32>;
+@group(0) @binding(6) var<uniform> p: P;
+var<workgroup> bestScore: array<f32, ${WG}>;
+var<workgroup> bestId: array<u32, ${WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let b = wid.x;
+  let hbase = (b * p.steps + p.steps - 1u) * p.dim;
+  let cbase = (b * p.positions + p.t) * p.k;
+  var score = -3.0e38;
+  var id = 0xffffffffu;
+  for (var j = lid; j < p.k; j += ${WG}u) {
+    let c = u32(candidates[cbase + j]);
+    if (c >= p.vocab) { continue; }
+    // The candidate's logit: one row of the output layer against the last hidden state.
+    var s = select(0.0, bias[c], p.hasBias == 1u);
+    let wbase = c * p.dim;
+    for (var i = 0u; i < p.dim; i++) { s += weight[wbase + i] * hidden[hbase + i]; }
+    if (s > score || (s == score && c < id)) { score = s; id = c; }
+  }
+  bestScore[lid] = score;
+  bestId[lid] = id;
+  workgroupBarrier();
+  for (var stride = ${WG / 2}u; stride > 0u; stride = stride / 2u) {
+    if (lid < stride) {
+      let s = bestScore[lid + stride];
+      let c = bestId[lid + stride];
+      if (s > bestScore[lid] || (s == bestScore[lid] && c < bestId[lid])) {
+        bestScore[lid] = s;
+        bestId[lid] = c;
+      }
+    }
+    workgroupBarrier();
+  }
+  if (lid == 0u) {
+    let c = select(0u, bestId[0], bestId[0] != 0xffffffffu);
+    chosen[b * p.positions + p.t] = f32(c);
+    next[b] = f32(c);
+  }
+}`;
+
+/**
+ * Like {@link pickCandidateKernel}, but computes only the k candidates' logits from the last
+ * hidden state (`hidden` [B, steps, dim], last step) and the output layer, instead of reading
+ * full-vocabulary logits: k·d multiply-adds per row instead of V·d (200·128 vs 50,257·128).
+ * The argmax is the same up to float rounding of near-ties.
+ */
+export function pickCandidateByDotKernel(
+  ctx: GpuContext,
+  hidden: GPUBuffer,
+  weight: GPUBuffer,
+  bias: GPUBuffer | null,
+  candidates: GPUBuffer,
+  chosen: GPUBuffer,
+  next: GPUBuffer,
+  dims: { batch: number; vocab: number; k: number; positions: number; t: number; dim: number; steps: number },
+): void {
+  const params = packParams([dims.vocab, dims.k, dims.positions, dims.t, dims.dim, dims.steps, bias ? 1 : 0]);
+  ctx.dispatch(
+    ctx.pipeline(PICK_BY_DOT_WGSL),
+    [hidden, weight, bias ?? weight, candidates, chosen, next],
+    params,
+    [dims.batch],
+  );
+}

@@ -7,7 +7,7 @@ import { makeTarget, matchingLoss, oneHot, type TargetGradient } from "../../adm
 import type { TargetNoise } from "../../admm/dp.ts";
 import type { HostTensor } from "../../autograd/reference.ts";
 import { Rng } from "../../autograd/random.ts";
-import { Tensor } from "../../autograd/tensor.ts";
+import type { Tensor } from "../../autograd/tensor.ts";
 import { checkOp, ctx, gpuTest, randHost, toGpu } from "../helpers.ts";
 
 const V = 37;
