@@ -48,6 +48,14 @@ export interface SynthOptions {
   dp?: Omit<DpOptions, "seed">;
 }
 
+/**
+ * A matching loss as written to a record: never below 0. In f32, 1 − cos of two nearly parallel
+ * gradients (a tiny model whose residuals barely differ) can round to −1 ulp of 1.
+ */
+function reportedLoss(x: number): number {
+  return Math.max(0, x);
+}
+
 /** One synthetic example, as written to the output JSONL. */
 export interface SynthRecord {
   text: string;
@@ -208,8 +216,8 @@ export async function runSynth(
               label_word: task.labelWords[c],
               round: r,
               rho,
-              match_loss: result.matchLoss,
-              match_loss_init: result.matchLossInit,
+              match_loss: reportedLoss(result.matchLoss),
+              match_loss_init: reportedLoss(result.matchLossInit),
               nll: nll[i],
             }));
             await onEvent({ kind: "round", key, records, timings: result.timings });

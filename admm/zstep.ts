@@ -7,7 +7,7 @@
  */
 import { pickCandidateByDotKernel } from "../kernels/candidates.ts";
 import { add, div, mul, sqrt } from "../autograd/ops/elementwise.ts";
-import { matmul } from "../autograd/ops/matmul.ts";
+import { linear } from "../autograd/ops/matmul.ts";
 import { sum } from "../autograd/ops/reduce.ts";
 import { reshape, transpose } from "../autograd/ops/shape.ts";
 import { topk } from "../autograd/ops/topk.ts";
@@ -67,8 +67,10 @@ export function topkCosine(p: Projector, u: Tensor): Tensor {
   const [b, t, d] = u.shape;
   return p.model.ctx.noGrad(() =>
     scope(p.model.ctx, () => {
-      const scores = matmul(reshape(u, [b * t, d]), p.unitEmbeddingsT); // [BT, V]
-      const { indices } = topk(add(scores, p.banPenalty), p.topk);
+      // [BT, V] scores with the ban penalty fused into the product's store (a separate
+      // broadcast add over BT × V costs as much again on a CPU adapter).
+      const scores = linear(reshape(u, [b * t, d]), p.unitEmbeddingsT, p.banPenalty);
+      const { indices } = topk(scores, p.topk);
       return reshape(indices, [b, t, p.topk]);
     })
   );

@@ -93,11 +93,21 @@ export class GpuContext {
   submits = 0;
   /** Number of compute dispatches encoded so far. */
   dispatches = 0;
+  /**
+   * Pick the kernel variants tuned for CPU adapters (one thread per short row, one thread per
+   * attention query, ...) instead of the GPU ones. Defaults to {@link isCpuAdapter}; tests set
+   * it to cover both variants on one adapter.
+   */
+  cpuKernels: boolean;
 
   private pendingErrors: string[] = [];
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
-  private pipelines = new Map<string, GPUComputePipeline>();
+  /** Compiled pipelines by entry point, then by WGSL source. */
+  private pipelines = new Map<string, Map<string, GPUComputePipeline>>();
+  private compiledPipelines = 0;
+  /** Bind group layout 0 of each pipeline (asked for on every dispatch). */
+  private layouts = new WeakMap<GPUComputePipeline, GPUBindGroupLayout>();
   private paramChunks: Uint8Array[] = [];
   private paramBytes = 0;
   private paramBuffer: GPUBuffer | null = null;
@@ -111,6 +121,7 @@ export class GpuContext {
     this.limits = limits;
     this.features = features;
     this.pool = new BufferPool(device, limits.maxBufferSize);
+    this.cpuKernels = this.isCpuAdapter;
     device.lost.then((info) => {
       this.lostReason = `${info.reason ?? "unknown"}: ${info.message}`;
     });
@@ -144,19 +155,26 @@ export class GpuContext {
 
   /** Returns a compute pipeline for the given WGSL source, compiling it once. */
   pipeline(code: string, entryPoint = "main"): GPUComputePipeline {
-    const key = `${entryPoint}\u0000${code}`;
-    let p = this.pipelines.get(key);
+    // Keyed by the source itself, not a concatenation with the entry point: a launcher passes
+    // the same (cached) string object every time, whose hash the engine keeps.
+    let byCode = this.pipelines.get(entryPoint);
+    if (!byCode) {
+      byCode = new Map();
+      this.pipelines.set(entryPoint, byCode);
+    }
+    let p = byCode.get(code);
     if (!p) {
       const module = this.device.createShaderModule({ code });
       p = this.device.createComputePipeline({ layout: "auto", compute: { module, entryPoint } });
-      this.pipelines.set(key, p);
+      byCode.set(code, p);
+      this.compiledPipelines++;
     }
     return p;
   }
 
   /** Number of distinct pipelines compiled so far. */
   get pipelineCount(): number {
-    return this.pipelines.size;
+    return this.compiledPipelines;
   }
 
   /**
@@ -208,19 +226,36 @@ export class GpuContext {
     if (params && this.paramBytes + PARAM_ALIGN * 2 > this.paramBufferSize && this.paramBuffer) {
       this.flush();
     }
-    const entries: GPUBindGroupEntry[] = buffers.map((buffer, i) => ({ binding: i, resource: { buffer } }));
-    if (params) {
-      const arena = this.ensureParamBuffer();
-      const { offset, size } = this.params(params);
-      entries.push({ binding: buffers.length, resource: { buffer: arena, offset, size } });
-    }
-    const bindGroup = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+    const slot = params ? this.params(params) : null;
+    const bindGroup = this.bindGroupFor(pipeline, buffers, slot);
     if (!this.encoder) this.encoder = this.device.createCommandEncoder();
     if (!this.pass) this.pass = this.encoder.beginComputePass();
     this.pass.setPipeline(pipeline);
     this.pass.setBindGroup(0, bindGroup);
     this.pass.dispatchWorkgroups(gx, gy, gz);
     this.dispatches++;
+  }
+
+  /**
+   * The bind group of `buffers` (bindings 0..n-1) and the parameter slot (binding n). Created per
+   * dispatch: caching them by (buffers, slot) was tried and reused only a third of them in the
+   * x-step (pooled buffers come back in a different order each step), for ~1 ms per step.
+   */
+  private bindGroupFor(
+    pipeline: GPUComputePipeline,
+    buffers: GPUBuffer[],
+    slot: { offset: number; size: number } | null,
+  ): GPUBindGroup {
+    let layout = this.layouts.get(pipeline);
+    if (!layout) {
+      layout = pipeline.getBindGroupLayout(0);
+      this.layouts.set(pipeline, layout);
+    }
+    const entries: GPUBindGroupEntry[] = buffers.map((buffer, i) => ({ binding: i, resource: { buffer } }));
+    if (slot) {
+      entries.push({ binding: buffers.length, resource: { buffer: this.ensureParamBuffer(), ...slot } });
+    }
+    return this.device.createBindGroup({ layout, entries });
   }
 
   /** Encodes a buffer-to-buffer copy into the open batch. */
@@ -270,14 +305,23 @@ export class GpuContext {
   /** Writes bytes into a device buffer, after submitting pending work that may still read it. */
   writeBuffer(buffer: GPUBuffer, offset: number, data: ArrayBufferView): void {
     this.flush();
-    this.device.queue.writeBuffer(buffer, offset, data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
+    this.device.queue.writeBuffer(
+      buffer,
+      offset,
+      data.buffer as ArrayBuffer,
+      data.byteOffset,
+      data.byteLength,
+    );
   }
 
   /** Copies `bytes` bytes of a device buffer back to the CPU (submits and waits). */
   async readBuffer(buffer: GPUBuffer, offset: number, bytes: number): Promise<ArrayBuffer> {
     this.checkAlive();
     const size = Math.max(4, Math.ceil(bytes / 4) * 4);
-    const staging = this.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const staging = this.device.createBuffer({
+      size,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
     this.copyBuffer(buffer, offset, staging, 0, size);
     this.flush();
     try {
@@ -305,7 +349,9 @@ export class GpuContext {
     if (this.pendingErrors.length === 0) return;
     const msgs = [...new Set(this.pendingErrors)];
     this.pendingErrors = [];
-    throw new GpuValidationError(`WebGPU reported ${msgs.length} error(s):\n${msgs.join("\n").slice(0, 4000)}`);
+    throw new GpuValidationError(
+      `WebGPU reported ${msgs.length} error(s):\n${msgs.join("\n").slice(0, 4000)}`,
+    );
   }
 
   /** Runs `fn` with gradient recording disabled. */
@@ -340,7 +386,9 @@ export async function createContext(options: ContextOptions = {}): Promise<GpuCo
         '(with "unstable": ["webgpu"] in deno.json or --unstable-webgpu), or a browser with WebGPU.',
     );
   }
-  const adapter = await gpu.requestAdapter({ powerPreference: options.powerPreference ?? "high-performance" });
+  const adapter = await gpu.requestAdapter({
+    powerPreference: options.powerPreference ?? "high-performance",
+  });
   if (!adapter) {
     throw new GpuUnavailableError(
       "no WebGPU adapter was found. On Linux without a GPU install Mesa's software drivers " +

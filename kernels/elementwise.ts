@@ -4,7 +4,7 @@
  * back to an input's shape.
  */
 import type { GpuContext } from "./device.ts";
-import { LINEAR_MAIN, launchLinear, MAX_RANK, packParams, padDims } from "./launch.ts";
+import { cachedWgsl, launchLinear, LINEAR_MAIN, MAX_RANK, packParams, padDims } from "./launch.ts";
 
 /** Binary ops as WGSL expressions of `a` and `b`. */
 export const BINARY_EXPR = {
@@ -32,6 +32,34 @@ ${LINEAR_MAIN(256)}
   let b = B[gid];
   O[gid] = ${expr};
 }`;
+}
+
+function binaryRepeatWgsl(expr: string): string {
+  return /* wgsl */ `
+struct P { n: u32, na: u32, nb: u32 }
+@group(0) @binding(0) var<storage, read> A: array<f32>;
+@group(0) @binding(1) var<storage, read> B: array<f32>;
+@group(0) @binding(2) var<storage, read_write> O: array<f32>;
+@group(0) @binding(3) var<uniform> p: P;
+${LINEAR_MAIN(256)}
+  if (gid >= p.n) { return; }
+  let a = A[gid % p.na];
+  let b = B[gid % p.nb];
+  O[gid] = ${expr};
+}`;
+}
+
+/**
+ * True when `shape` broadcast to `out` is a block of trailing dimensions repeated along the
+ * leading ones (a bias [V] against [N, V], a scalar against anything): element i of the
+ * output then reads element i mod size of the operand.
+ */
+function repeatsAlongLeading(shape: readonly number[], out: readonly number[]): boolean {
+  const padded = [...new Array(out.length - shape.length).fill(1), ...shape];
+  let k = 0;
+  while (k < out.length && padded[k] === 1) k++;
+  for (let d = k; d < out.length; d++) if (padded[d] !== out[d]) return false;
+  return true;
 }
 
 function binaryBroadcastWgsl(expr: string): string {
@@ -88,7 +116,22 @@ export function binaryKernel(
   const expr = BINARY_EXPR[op];
   const same = aShape.length === bShape.length && aShape.every((d, i) => d === bShape[i]);
   if (same) {
-    launchLinear(ctx, binarySameShapeWgsl(expr), [a, b, out], packParams([n]), n);
+    launchLinear(
+      ctx,
+      cachedWgsl(`binary same ${op}`, () => binarySameShapeWgsl(expr)),
+      [a, b, out],
+      packParams([n]),
+      n,
+    );
+    return;
+  }
+  if (repeatsAlongLeading(aShape, outShape) && repeatsAlongLeading(bShape, outShape)) {
+    // One modulo per operand instead of a div/mod per dimension: the common bias and scalar
+    // cases, and much cheaper on CPU adapters, where integer division is not vectorised.
+    const na = aShape.reduce((x, y) => x * y, 1);
+    const nb = bShape.reduce((x, y) => x * y, 1);
+    const code = cachedWgsl(`binary repeat ${op}`, () => binaryRepeatWgsl(expr));
+    launchLinear(ctx, code, [a, b, out], packParams([n, na, nb]), n);
     return;
   }
   if (outShape.length > MAX_RANK) throw new RangeError(`rank ${outShape.length} > ${MAX_RANK}`);
@@ -101,7 +144,13 @@ export function binaryKernel(
     ...padDims(broadcastStrides(aShape, outShape)),
     ...padDims(broadcastStrides(bShape, outShape)),
   ]);
-  launchLinear(ctx, binaryBroadcastWgsl(expr), [a, b, out], params, n);
+  launchLinear(
+    ctx,
+    cachedWgsl(`binary broadcast ${op}`, () => binaryBroadcastWgsl(expr)),
+    [a, b, out],
+    params,
+    n,
+  );
 }
 
 /** `out = f(x)` for a WGSL expression of `x` (and the uniform scalars `s0`, `s1`). */
@@ -114,7 +163,7 @@ export function unaryKernel(
   s0 = 0,
   s1 = 0,
 ): void {
-  const code = /* wgsl */ `
+  const code = cachedWgsl(`unary ${expr}`, () => /* wgsl */ `
 struct P { n: u32, s0: f32, s1: f32 }
 @group(0) @binding(0) var<storage, read> X: array<f32>;
 @group(0) @binding(1) var<storage, read_write> O: array<f32>;
@@ -125,7 +174,7 @@ ${LINEAR_MAIN(256)}
   let s0 = p.s0;
   let s1 = p.s1;
   O[gid] = ${expr};
-}`;
+}`);
   launchLinear(ctx, code, [x, out], packParams([n, { f: s0 }, { f: s1 }]), n);
 }
 
@@ -141,7 +190,7 @@ export function unaryBackwardKernel(
   s0 = 0,
   s1 = 0,
 ): void {
-  const code = /* wgsl */ `
+  const code = cachedWgsl(`unaryBackward ${expr}`, () => /* wgsl */ `
 struct P { n: u32, s0: f32, s1: f32 }
 @group(0) @binding(0) var<storage, read> X: array<f32>;
 @group(0) @binding(1) var<storage, read> Y: array<f32>;
@@ -156,7 +205,7 @@ ${LINEAR_MAIN(256)}
   let s0 = p.s0;
   let s1 = p.s1;
   O[gid] = ${expr};
-}`;
+}`);
   launchLinear(ctx, code, [x, y, g, out], packParams([n, { f: s0 }, { f: s1 }]), n);
 }
 

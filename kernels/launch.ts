@@ -28,7 +28,29 @@ export function launchLinear(
 ): void {
   if (threads <= 0) return;
   const groups = Math.ceil(threads / wg);
-  ctx.dispatch(ctx.pipeline(code), buffers, params, splitGrid(groups, ctx.limits.maxComputeWorkgroupsPerDimension));
+  ctx.dispatch(
+    ctx.pipeline(code),
+    buffers,
+    params,
+    splitGrid(groups, ctx.limits.maxComputeWorkgroupsPerDimension),
+  );
+}
+
+const wgslVariants = new Map<string, string>();
+
+/**
+ * The WGSL of one kernel variant, generated on first use and reused after. Launchers that build
+ * their source from a template call this on every dispatch with a key naming the variant, so a
+ * step does not rebuild (and the pipeline cache does not re-hash) kilobytes of source per call.
+ * The key must determine the source completely.
+ */
+export function cachedWgsl(key: string, build: () => string): string {
+  let code = wgslVariants.get(key);
+  if (code === undefined) {
+    code = build();
+    wgslVariants.set(key, code);
+  }
+  return code;
 }
 
 /** Builds a parameter block from 32-bit fields: integers as u32 (or i32 if negative), `{f: x}` as f32. */
@@ -39,7 +61,9 @@ export function packParams(fields: (number | { f: number })[]): Uint8Array {
   const f = new Float32Array(buf);
   fields.forEach((v, k) => {
     if (typeof v === "number") {
-      if (!Number.isInteger(v)) throw new TypeError(`parameter ${k} (${v}) must be an integer; wrap floats as {f: x}`);
+      if (!Number.isInteger(v)) {
+        throw new TypeError(`parameter ${k} (${v}) must be an integer; wrap floats as {f: x}`);
+      }
       if (v < 0) i32[k] = v;
       else u[k] = v;
     } else f[k] = v.f;

@@ -9,8 +9,8 @@
  * op layer rejects them with an error when it knows the targets on the CPU).
  */
 import type { GpuContext } from "./device.ts";
-import { packParams } from "./launch.ts";
-import { launchRows, ROW_MAIN, rowWorkgroupSize, treeSumWgsl } from "./reduce.ts";
+import { cachedWgsl, packParams } from "./launch.ts";
+import { launchRows, type RowLayout, rowLayout, rowMain, treeSumWgsl } from "./reduce.ts";
 import { onlineLseWgsl } from "./softmax.ts";
 
 /** How targets are interpreted: the number of classes and an optional ignore index. */
@@ -36,7 +36,7 @@ fn targetOf(i: u32) -> i32 {
 
 const STRUCT = "classes: u32, hasIgnore: u32, ignore: f32";
 
-function rowsWgsl(wg: number): string {
+function rowsWgsl(layout: RowLayout): string {
   return /* wgsl */ `
 struct P { ${STRUCT}, rows: u32 }
 @group(0) @binding(0) var<storage, read> X: array<f32>;
@@ -44,12 +44,12 @@ struct P { ${STRUCT}, rows: u32 }
 @group(0) @binding(2) var<storage, read_write> L: array<f32>;
 @group(0) @binding(3) var<uniform> p: P;
 ${TARGET_WGSL}
-${onlineLseWgsl("lse", wg)}
-${ROW_MAIN(wg)}
+${onlineLseWgsl("lse", layout)}
+${rowMain(layout)}
   if (row >= p.rows) { return; }
   let start = row * p.classes;
-  let ms = lse(lid, start, p.classes);
-  if (lid == 0u) {
+  let ms = lse(lid, lane, start, p.classes);
+  if (lane == 0u) {
     let t = targetOf(row);
     var loss = 0.0;
     if (t >= 0) { loss = log(ms.y) - (X[start + u32(t)] - ms.x); }
@@ -71,8 +71,9 @@ export function crossEntropyRowsKernel(
   spec: TargetSpec,
 ): void {
   if (rows === 0) return;
-  const wg = rowWorkgroupSize(spec.classes);
-  launchRows(ctx, rowsWgsl(wg), [logits, targets, loss], packParams([...targetParams(spec), rows]), rows);
+  const layout = rowLayout(ctx, spec.classes, rows);
+  const code = cachedWgsl(`crossEntropyRows ${layout.perThread} ${layout.wg}`, () => rowsWgsl(layout));
+  launchRows(ctx, code, [logits, targets, loss], packParams([...targetParams(spec), rows]), rows, layout);
 }
 
 /** What {@link crossEntropyTotalKernel} writes. */
@@ -132,7 +133,7 @@ export function crossEntropyTotalKernel(
   ctx.dispatch(ctx.pipeline(TOTAL_WGSL), [loss, targets, out], params, [1]);
 }
 
-function backwardWgsl(wg: number): string {
+function backwardWgsl(layout: RowLayout): string {
   return /* wgsl */ `
 struct P { ${STRUCT}, rows: u32, perRow: u32 }
 @group(0) @binding(0) var<storage, read> X: array<f32>;
@@ -142,8 +143,8 @@ struct P { ${STRUCT}, rows: u32, perRow: u32 }
 @group(0) @binding(4) var<storage, read_write> O: array<f32>;
 @group(0) @binding(5) var<uniform> p: P;
 ${TARGET_WGSL}
-${onlineLseWgsl("lse", wg)}
-${ROW_MAIN(wg)}
+${onlineLseWgsl("lse", layout)}
+${rowMain(layout)}
   if (row >= p.rows) { return; }
   let start = row * p.classes;
   let t = targetOf(row);
@@ -151,9 +152,9 @@ ${ROW_MAIN(wg)}
   // (1 for "sum", 1/count for "mean"); 0 when the row does not count.
   var w = select(G[0] * S[0], G[row], p.perRow != 0u);
   if (t < 0) { w = 0.0; }
-  let ms = lse(lid, start, p.classes);
+  let ms = lse(lid, lane, start, p.classes);
   let inv = 1.0 / ms.y;
-  for (var k = lid; k < p.classes; k += ${wg}u) {
+  for (var k = lane; k < p.classes; k += STEP) {
     let onehot = select(0.0, 1.0, i32(k) == t);
     O[start + k] = (exp(X[start + k] - ms.x) * inv - onehot) * w;
   }
@@ -177,7 +178,11 @@ export function crossEntropyBackwardKernel(
   perRow: boolean,
 ): void {
   if (rows === 0 || spec.classes === 0) return;
-  const wg = rowWorkgroupSize(spec.classes);
+  const layout = rowLayout(ctx, spec.classes, rows);
   const params = packParams([...targetParams(spec), rows, perRow ? 1 : 0]);
-  launchRows(ctx, backwardWgsl(wg), [logits, targets, g, scale, out], params, rows);
+  const code = cachedWgsl(
+    `crossEntropyBackward ${layout.perThread} ${layout.wg}`,
+    () => backwardWgsl(layout),
+  );
+  launchRows(ctx, code, [logits, targets, g, scale, out], params, rows, layout);
 }

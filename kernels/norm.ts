@@ -1,5 +1,6 @@
 /**
- * LayerNorm and RMSNorm over the last axis, forward and backward, one workgroup per row.
+ * LayerNorm and RMSNorm over the last axis, forward and backward: one workgroup per row, or one
+ * thread per row on CPU adapters (see `RowLayout` in reduce.ts).
  *
  * Nothing is saved between forward and backward: the backward recomputes the row statistics
  * (mean, 1/σ) from `x`, which costs one more read of a row the kernel reads anyway and keeps
@@ -9,27 +10,27 @@
  * gradient (`g · x̂`); the op layer sums it over rows with the column reduction of reduce.ts.
  */
 import type { GpuContext } from "./device.ts";
-import { packParams } from "./launch.ts";
-import { launchRows, ROW_MAIN, rowWorkgroupSize, treeSumWgsl } from "./reduce.ts";
+import { cachedWgsl, packParams } from "./launch.ts";
+import { laneSumWgsl, launchRows, type RowLayout, rowLayout, rowMain } from "./reduce.ts";
 
 const HEAD = "struct P { rows: u32, n: u32, eps: f32 }";
 
 /** WGSL computing the row's `mean` and `rstd` = 1/sqrt(biased variance + eps), two-pass. */
-const LAYER_STATS = (wg: number) => /* wgsl */ `
+const LAYER_STATS = /* wgsl */ `
   var s1 = 0.0;
-  for (var k = lid; k < p.n; k += ${wg}u) { s1 += X[start + k]; }
+  for (var k = lane; k < p.n; k += STEP) { s1 += X[start + k]; }
   let mean = wsum(lid, s1) / f32(p.n);
   var s2 = 0.0;
-  for (var k = lid; k < p.n; k += ${wg}u) { let d = X[start + k] - mean; s2 += d * d; }
+  for (var k = lane; k < p.n; k += STEP) { let d = X[start + k] - mean; s2 += d * d; }
   let rstd = inverseSqrt(wsum(lid, s2) / f32(p.n) + p.eps);`;
 
 /** WGSL computing the row's `r` = 1/sqrt(mean(x²) + eps). */
-const RMS_STATS = (wg: number) => /* wgsl */ `
+const RMS_STATS = /* wgsl */ `
   var s2 = 0.0;
-  for (var k = lid; k < p.n; k += ${wg}u) { let v = X[start + k]; s2 += v * v; }
+  for (var k = lane; k < p.n; k += STEP) { let v = X[start + k]; s2 += v * v; }
   let r = inverseSqrt(wsum(lid, s2) / f32(p.n) + p.eps);`;
 
-function layerNormWgsl(wg: number): string {
+function layerNormWgsl(layout: RowLayout): string {
   return /* wgsl */ `
 ${HEAD}
 @group(0) @binding(0) var<storage, read> X: array<f32>;
@@ -37,12 +38,12 @@ ${HEAD}
 @group(0) @binding(2) var<storage, read> B: array<f32>;
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(4) var<uniform> p: P;
-${treeSumWgsl("wsum", wg)}
-${ROW_MAIN(wg)}
+${laneSumWgsl("wsum", layout)}
+${rowMain(layout)}
   if (row >= p.rows) { return; }
   let start = row * p.n;
-  ${LAYER_STATS(wg)}
-  for (var k = lid; k < p.n; k += ${wg}u) {
+  ${LAYER_STATS}
+  for (var k = lane; k < p.n; k += STEP) {
     Y[start + k] = (X[start + k] - mean) * rstd * W[k] + B[k];
   }
 }`;
@@ -60,10 +61,12 @@ export function layerNormKernel(
   eps: number,
 ): void {
   if (n === 0) return;
-  launchRows(ctx, layerNormWgsl(rowWorkgroupSize(n)), [x, w, b, y], packParams([rows, n, { f: eps }]), rows);
+  const layout = rowLayout(ctx, n, rows);
+  const code = cachedWgsl(`layerNorm ${layout.perThread} ${layout.wg}`, () => layerNormWgsl(layout));
+  launchRows(ctx, code, [x, w, b, y], packParams([rows, n, { f: eps }]), rows, layout);
 }
 
-function layerNormBackwardWgsl(wg: number, weightTerm: boolean): string {
+function layerNormBackwardWgsl(layout: RowLayout, weightTerm: boolean): string {
   // With x̂ = (x − mean)·rstd and d = g ⊙ w:  dx = rstd · (d − mean(d) − x̂ · mean(d ⊙ x̂)).
   return /* wgsl */ `
 ${HEAD}
@@ -73,20 +76,20 @@ ${HEAD}
 @group(0) @binding(3) var<storage, read_write> DX: array<f32>;
 ${weightTerm ? "@group(0) @binding(4) var<storage, read_write> GW: array<f32>;" : ""}
 @group(0) @binding(${weightTerm ? 5 : 4}) var<uniform> p: P;
-${treeSumWgsl("wsum", wg)}
-${treeSumWgsl("wsum2", wg, "vec2f")}
-${ROW_MAIN(wg)}
+${laneSumWgsl("wsum", layout)}
+${laneSumWgsl("wsum2", layout, "vec2f")}
+${rowMain(layout)}
   if (row >= p.rows) { return; }
   let start = row * p.n;
-  ${LAYER_STATS(wg)}
+  ${LAYER_STATS}
   var acc = vec2f(0.0);
-  for (var k = lid; k < p.n; k += ${wg}u) {
+  for (var k = lane; k < p.n; k += STEP) {
     let i = start + k;
     let d = G[i] * W[k];
     acc += vec2f(d, d * (X[i] - mean) * rstd);
   }
   let sums = wsum2(lid, acc) / f32(p.n);
-  for (var k = lid; k < p.n; k += ${wg}u) {
+  for (var k = lane; k < p.n; k += STEP) {
     let i = start + k;
     let xhat = (X[i] - mean) * rstd;
     DX[i] = rstd * (G[i] * W[k] - sums.x - xhat * sums.y);
@@ -111,24 +114,26 @@ export function layerNormBackwardKernel(
   eps: number,
 ): void {
   if (n === 0) return;
-  const code = layerNormBackwardWgsl(rowWorkgroupSize(n), gw !== null);
+  const layout = rowLayout(ctx, n, rows);
+  const key = `layerNormBackward ${layout.perThread} ${layout.wg} ${gw !== null}`;
+  const code = cachedWgsl(key, () => layerNormBackwardWgsl(layout, gw !== null));
   const buffers = gw ? [x, w, g, dx, gw] : [x, w, g, dx];
-  launchRows(ctx, code, buffers, packParams([rows, n, { f: eps }]), rows);
+  launchRows(ctx, code, buffers, packParams([rows, n, { f: eps }]), rows, layout);
 }
 
-function rmsNormWgsl(wg: number): string {
+function rmsNormWgsl(layout: RowLayout): string {
   return /* wgsl */ `
 ${HEAD}
 @group(0) @binding(0) var<storage, read> X: array<f32>;
 @group(0) @binding(1) var<storage, read> W: array<f32>;
 @group(0) @binding(2) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(3) var<uniform> p: P;
-${treeSumWgsl("wsum", wg)}
-${ROW_MAIN(wg)}
+${laneSumWgsl("wsum", layout)}
+${rowMain(layout)}
   if (row >= p.rows) { return; }
   let start = row * p.n;
-  ${RMS_STATS(wg)}
-  for (var k = lid; k < p.n; k += ${wg}u) {
+  ${RMS_STATS}
+  for (var k = lane; k < p.n; k += STEP) {
     Y[start + k] = X[start + k] * r * W[k];
   }
 }`;
@@ -145,10 +150,12 @@ export function rmsNormKernel(
   eps: number,
 ): void {
   if (n === 0) return;
-  launchRows(ctx, rmsNormWgsl(rowWorkgroupSize(n)), [x, w, y], packParams([rows, n, { f: eps }]), rows);
+  const layout = rowLayout(ctx, n, rows);
+  const code = cachedWgsl(`rmsNorm ${layout.perThread} ${layout.wg}`, () => rmsNormWgsl(layout));
+  launchRows(ctx, code, [x, w, y], packParams([rows, n, { f: eps }]), rows, layout);
 }
 
-function rmsNormBackwardWgsl(wg: number, weightTerm: boolean): string {
+function rmsNormBackwardWgsl(layout: RowLayout, weightTerm: boolean): string {
   // With r = 1/sqrt(mean(x²) + eps) and d = g ⊙ w:  dx = r·d − x · r³ · mean(d ⊙ x).
   return /* wgsl */ `
 ${HEAD}
@@ -158,15 +165,15 @@ ${HEAD}
 @group(0) @binding(3) var<storage, read_write> DX: array<f32>;
 ${weightTerm ? "@group(0) @binding(4) var<storage, read_write> GW: array<f32>;" : ""}
 @group(0) @binding(${weightTerm ? 5 : 4}) var<uniform> p: P;
-${treeSumWgsl("wsum", wg)}
-${ROW_MAIN(wg)}
+${laneSumWgsl("wsum", layout)}
+${rowMain(layout)}
   if (row >= p.rows) { return; }
   let start = row * p.n;
-  ${RMS_STATS(wg)}
+  ${RMS_STATS}
   var acc = 0.0;
-  for (var k = lid; k < p.n; k += ${wg}u) { let i = start + k; acc += G[i] * W[k] * X[i]; }
+  for (var k = lane; k < p.n; k += STEP) { let i = start + k; acc += G[i] * W[k] * X[i]; }
   let c = wsum(lid, acc) / f32(p.n) * r * r * r;
-  for (var k = lid; k < p.n; k += ${wg}u) {
+  for (var k = lane; k < p.n; k += STEP) {
     let i = start + k;
     DX[i] = r * G[i] * W[k] - X[i] * c;
     ${weightTerm ? "GW[i] = G[i] * X[i] * r;" : ""}
@@ -190,7 +197,9 @@ export function rmsNormBackwardKernel(
   eps: number,
 ): void {
   if (n === 0) return;
-  const code = rmsNormBackwardWgsl(rowWorkgroupSize(n), gw !== null);
+  const layout = rowLayout(ctx, n, rows);
+  const key = `rmsNormBackward ${layout.perThread} ${layout.wg} ${gw !== null}`;
+  const code = cachedWgsl(key, () => rmsNormBackwardWgsl(layout, gw !== null));
   const buffers = gw ? [x, w, g, dx, gw] : [x, w, g, dx];
-  launchRows(ctx, code, buffers, packParams([rows, n, { f: eps }]), rows);
+  launchRows(ctx, code, buffers, packParams([rows, n, { f: eps }]), rows, layout);
 }

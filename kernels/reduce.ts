@@ -14,7 +14,7 @@
  *   threads finishes the column. Long axes with few outputs are split into chunks likewise.
  */
 import { type GpuContext, splitGrid } from "./device.ts";
-import { launchLinear, LINEAR_MAIN, packParams } from "./launch.ts";
+import { cachedWgsl, launchLinear, LINEAR_MAIN, packParams } from "./launch.ts";
 
 /** The most negative finite f32: the identity of `max`, and the "minus infinity" of masks. */
 export const F32_LOWEST = -3.4028234663852886e38;
@@ -38,6 +38,45 @@ export function rowWorkgroupSize(n: number): number {
 }
 
 /**
+ * How a row kernel maps rows onto threads:
+ * - `perThread: false`: one workgroup of `wg` threads per row; the threads stride over the row and
+ *   combine their partial results with a tree in workgroup memory (fast on GPUs for any length).
+ * - `perThread: true`: one thread per row, `wg` rows per workgroup, no workgroup memory and no
+ *   barriers. On CPU adapters (llvmpipe/lavapipe) a workgroup runs as a loop over SIMD lanes on
+ *   one core and every barrier is a context switch between lane groups, so a [330, 128] layer
+ *   norm as 330 workgroups of 128 threads spends most of its time in barriers; 330 threads in
+ *   six workgroups each walking its own row is an order of magnitude faster.
+ */
+export interface RowLayout {
+  perThread: boolean;
+  wg: number;
+}
+
+/** Rows up to this long get one thread each with CPU-tuned kernels (longer rows need the lanes). */
+export const SHORT_ROW = 2048;
+
+/** The {@link RowLayout} for `rows` rows of `n` elements on this context. */
+export function rowLayout(ctx: GpuContext, n: number, rows: number): RowLayout {
+  if (ctx.cpuKernels && n <= SHORT_ROW) {
+    // 8 rows fill one 256-bit SIMD group; up to 64 per workgroup, but keep ~16 workgroups when
+    // there are few rows so that every core of the CPU gets some.
+    return { perThread: true, wg: Math.min(64, Math.max(8, nextPow2(Math.ceil(rows / 16)))) };
+  }
+  return { perThread: false, wg: rowWorkgroupSize(n) };
+}
+
+/**
+ * WGSL for `fn NAME(lid: u32, v: T) -> T`: the sum of `v` over the threads of one row, returned to
+ * each of them. With one workgroup per row it is a tree over all `wg` threads in workgroup memory
+ * (call it from uniform control flow; it can be called several times in a row); with one thread
+ * per row it returns `v`. `T` is `f32`, `vec2f` or `vec4f`.
+ */
+export function laneSumWgsl(name: string, layout: RowLayout, type = "f32"): string {
+  if (layout.perThread) return `fn ${name}(lid: u32, v: ${type}) -> ${type} { return v; }`;
+  return treeSumWgsl(name, layout.wg, type);
+}
+
+/**
  * WGSL for `fn NAME(lid: u32, v: T) -> T`: the sum of `v` over all `wg` threads of a workgroup
  * (a tree in workgroup memory), returned to every thread. `T` is `f32`, `vec2f` or `vec4f`.
  * Must be called from uniform control flow; it can be called several times in a row.
@@ -58,27 +97,40 @@ fn ${name}(lid: u32, v: ${type}) -> ${type} {
 }`;
 }
 
-/** WGSL for the row index of a one-workgroup-per-row launch split by {@link splitGrid}. */
-export const ROW_MAIN = (wg: number) => /* wgsl */ `
+/**
+ * WGSL for the entry point of a row kernel with the given layout. Declares `row` (the row this
+ * thread works on), `lane` (its first element in the row) and the constant `STEP` (the stride
+ * between its elements), so that a kernel walks its share of a row with
+ * `for (var k = lane; k < n; k += STEP)` in either layout. Rows past the end must return early;
+ * that keeps barriers in uniform control flow because a row is either one workgroup or one thread.
+ */
+export function rowMain(layout: RowLayout): string {
+  const { wg, perThread } = layout;
+  return /* wgsl */ `
+const STEP = ${perThread ? 1 : wg}u;
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) lid: u32) {
-  let row = wid.x + wid.y * nwg.x;`;
+  let row = ${perThread ? `(wid.x + wid.y * nwg.x) * ${wg}u + lid` : "wid.x + wid.y * nwg.x"};
+  let lane = ${perThread ? "0u" : "lid"};`;
+}
 
-/** Dispatches `rows` workgroups (one per row), split over a 2-D grid past 65,535. */
+/** Dispatches a row kernel over `rows` rows with the given layout (split over a 2-D grid past 65,535 workgroups). */
 export function launchRows(
   ctx: GpuContext,
   code: string,
   buffers: GPUBuffer[],
   params: ArrayBufferView | null,
   rows: number,
+  layout: RowLayout,
 ): void {
   if (rows <= 0) return;
+  const groups = layout.perThread ? Math.ceil(rows / layout.wg) : rows;
   ctx.dispatch(
     ctx.pipeline(code),
     buffers,
     params,
-    splitGrid(rows, ctx.limits.maxComputeWorkgroupsPerDimension),
+    splitGrid(groups, ctx.limits.maxComputeWorkgroupsPerDimension),
   );
 }
 
@@ -88,14 +140,14 @@ export type ReduceKind = "sum" | "max";
 // ---------------------------------------------------------------------------------------------
 // Innermost axis: rows of n contiguous elements, each row optionally split into `chunks` pieces.
 
-function rowSumWgsl(wg: number): string {
+function sumRowsWgsl(layout: RowLayout): string {
   return /* wgsl */ `
 struct P { rows: u32, n: u32, chunks: u32, chunkLen: u32, scale: f32 }
 @group(0) @binding(0) var<storage, read> X: array<f32>;
 @group(0) @binding(1) var<storage, read_write> O: array<f32>;
 @group(0) @binding(2) var<uniform> p: P;
-${treeSumWgsl("wsum", wg)}
-${ROW_MAIN(wg)}
+${laneSumWgsl("wsum", layout)}
+${rowMain(layout)}
   if (row >= p.rows * p.chunks) { return; }
   let r = row / p.chunks;
   let c = row % p.chunks;
@@ -104,41 +156,25 @@ ${ROW_MAIN(wg)}
   // Kahan summation per thread: a thread may add hundreds of values of a long row.
   var acc = 0.0;
   var comp = 0.0;
-  for (var k = start + lid; k < end; k += ${wg}u) {
+  for (var k = start + lane; k < end; k += STEP) {
     let y = X[k] - comp;
     let t = acc + y;
     comp = (t - acc) - y;
     acc = t;
   }
   let total = wsum(lid, acc);
-  if (lid == 0u) { O[row] = total * p.scale; }
+  if (lane == 0u) { O[row] = total * p.scale; }
 }`;
 }
 
-function rowMaxWgsl(wg: number): string {
-  return /* wgsl */ `
-struct P { rows: u32, n: u32 }
-@group(0) @binding(0) var<storage, read> X: array<f32>;
-@group(0) @binding(1) var<storage, read_write> O: array<f32>;
-@group(0) @binding(2) var<storage, read_write> I: array<f32>;
-@group(0) @binding(3) var<uniform> p: P;
-var<workgroup> bv: array<f32, ${wg}>;
-var<workgroup> bi: array<u32, ${wg}>;
-${ROW_MAIN(wg)}
-  if (row >= p.rows) { return; }
-  let start = row * p.n;
-  // The running maximum and its index; an empty slice keeps index 0xffffffff, which loses
-  // every tie below, so the first index of the maximum always wins.
-  var best = ${F32_LOWEST_WGSL};
-  var at = 0xffffffffu;
-  for (var k = lid; k < p.n; k += ${wg}u) {
-    let v = X[start + k];
-    if (v > best || at == 0xffffffffu) { best = v; at = k; }
-  }
+function maxRowsWgsl(layout: RowLayout): string {
+  // The running maximum and its index; an empty slice keeps index 0xffffffff, which loses every
+  // tie in the tree, so the first index of the maximum always wins.
+  const tree = layout.perThread ? "" : /* wgsl */ `
   bv[lid] = best;
   bi[lid] = at;
   workgroupBarrier();
-  for (var s = ${wg / 2}u; s > 0u; s >>= 1u) {
+  for (var s = ${layout.wg / 2}u; s > 0u; s >>= 1u) {
     if (lid < s) {
       let v = bv[lid + s];
       let i = bi[lid + s];
@@ -146,9 +182,31 @@ ${ROW_MAIN(wg)}
     }
     workgroupBarrier();
   }
-  if (lid == 0u) {
-    O[row] = bv[0];
-    I[row] = f32(bi[0]);
+  best = bv[0];
+  at = bi[0];`;
+  return /* wgsl */ `
+struct P { rows: u32, n: u32 }
+@group(0) @binding(0) var<storage, read> X: array<f32>;
+@group(0) @binding(1) var<storage, read_write> O: array<f32>;
+@group(0) @binding(2) var<storage, read_write> I: array<f32>;
+@group(0) @binding(3) var<uniform> p: P;
+${
+    layout.perThread
+      ? ""
+      : `var<workgroup> bv: array<f32, ${layout.wg}>;\nvar<workgroup> bi: array<u32, ${layout.wg}>;`
+  }
+${rowMain(layout)}
+  if (row >= p.rows) { return; }
+  let start = row * p.n;
+  var best = ${F32_LOWEST_WGSL};
+  var at = 0xffffffffu;
+  for (var k = lane; k < p.n; k += STEP) {
+    let v = X[start + k];
+    if (v > best || at == 0xffffffffu) { best = v; at = k; }
+  }${tree}
+  if (lane == 0u) {
+    O[row] = best;
+    I[row] = f32(at);
   }
 }`;
 }
@@ -240,8 +298,12 @@ function chunkCount(n: number, groups: number): number {
   return Math.max(1, Math.min(Math.ceil(n / CHUNK_TARGET), Math.ceil((SPLIT_BELOW_WORKGROUPS * 4) / groups)));
 }
 
-/** Column tile width and threads per column for the strided kernel. */
-function stridedTile(n: number, inner: number): [number, number] {
+/**
+ * Column tile width and threads per column for the strided kernel. CPU-tuned kernels give each
+ * column of a short axis one thread (no tree, see {@link RowLayout}).
+ */
+function stridedTile(ctx: GpuContext, n: number, inner: number): [number, number] {
+  if (ctx.cpuKernels && n <= SHORT_ROW) return [Math.min(64, Math.max(8, nextPow2(inner))), 1];
   const tx = Math.min(32, Math.max(2, nextPow2(inner)));
   const ty = Math.min(256 / tx, nextPow2(Math.max(1, n)));
   return [tx, Math.max(1, ty)];
@@ -275,7 +337,7 @@ export function sumAxisKernel(
     ctx.releaseLater(partial);
     return;
   }
-  const [tx] = stridedTile(n, inner);
+  const [tx] = stridedTile(ctx, n, inner);
   const tiles = Math.ceil(inner / tx);
   const chunks = chunkCount(n, outer * tiles);
   if (chunks === 1) {
@@ -299,13 +361,14 @@ function sumRowsPass(
   chunkLen: number,
   scale: number,
 ): void {
-  const wg = rowWorkgroupSize(chunkLen);
+  const layout = rowLayout(ctx, chunkLen, rows * chunks);
   launchRows(
     ctx,
-    rowSumWgsl(wg),
+    cachedWgsl(`sumRows ${layout.perThread} ${layout.wg}`, () => sumRowsWgsl(layout)),
     [x, out],
     packParams([rows, n, chunks, chunkLen, { f: scale }]),
     rows * chunks,
+    layout,
   );
 }
 
@@ -322,11 +385,12 @@ function stridedPass(
   chunkLen: number,
   scale: number,
 ): void {
-  const [tx, ty] = stridedTile(chunkLen, inner);
+  const [tx, ty] = stridedTile(ctx, chunkLen, inner);
   const tiles = Math.ceil(inner / tx);
   const params = packParams([outer, n, inner, tiles, chunks, chunkLen, { f: scale }]);
   const buffers = idx ? [x, out, idx] : [x, out];
-  launchRows(ctx, stridedWgsl(kind, tx, ty), buffers, params, outer * tiles * chunks);
+  const code = cachedWgsl(`strided ${kind} ${tx} ${ty}`, () => stridedWgsl(kind, tx, ty));
+  launchRows(ctx, code, buffers, params, outer * tiles * chunks, { perThread: false, wg: tx * ty });
 }
 
 /**
@@ -346,8 +410,9 @@ export function maxAxisKernel(
   if (outer * inner === 0) return;
   if (n < 1) throw new RangeError("max over an empty axis has no value");
   if (inner === 1) {
-    const wg = rowWorkgroupSize(n);
-    launchRows(ctx, rowMaxWgsl(wg), [x, out, idx], packParams([outer, n]), outer);
+    const layout = rowLayout(ctx, n, outer);
+    const code = cachedWgsl(`maxRows ${layout.perThread} ${layout.wg}`, () => maxRowsWgsl(layout));
+    launchRows(ctx, code, [x, out, idx], packParams([outer, n]), outer, layout);
     return;
   }
   stridedPass(ctx, "max", x, out, idx, outer, n, inner, 1, n, 1);

@@ -1,5 +1,6 @@
 /**
- * Softmax and log-softmax over the last axis, and their backward kernels: one workgroup per row.
+ * Softmax and log-softmax over the last axis, and their backward kernels: one workgroup per row,
+ * or one thread per row on CPU adapters (see `RowLayout` in reduce.ts).
  *
  * The forward finds the row's maximum and the sum of `exp(x - max)` in a single pass ("online"
  * softmax: each thread keeps a running maximum and rescales its running sum when the maximum
@@ -8,25 +9,34 @@
  * (e.g. all −3.4e38) gives the uniform distribution, like PyTorch.
  */
 import type { GpuContext } from "./device.ts";
-import { packParams } from "./launch.ts";
-import { F32_LOWEST_WGSL, launchRows, ROW_MAIN, rowWorkgroupSize, treeSumWgsl } from "./reduce.ts";
+import { cachedWgsl, packParams } from "./launch.ts";
+import { F32_LOWEST_WGSL, laneSumWgsl, launchRows, type RowLayout, rowLayout, rowMain } from "./reduce.ts";
 
 /**
- * WGSL for `fn NAME(lid: u32, start: u32, n: u32) -> vec2f`: reads `X[start .. start+n)` with a
- * workgroup of `wg` threads and returns (max, Σ exp(x − max)) to every thread, so that the
- * row's log-sum-exp is `max + log(sum)`. Needs a storage array `X` declared by the caller.
+ * WGSL for `fn NAME(lid: u32, lane: u32, start: u32, n: u32) -> vec2f`: reads `X[start .. start+n)`
+ * with the threads of one row (see `rowMain` in reduce.ts) and returns (max, Σ exp(x − max)) to
+ * each of them, so that the row's log-sum-exp is `max + log(sum)`. Needs a storage array `X`
+ * declared by the caller.
  */
-export function onlineLseWgsl(name: string, wg: number): string {
+export function onlineLseWgsl(name: string, layout: RowLayout): string {
+  const { wg, perThread } = layout;
+  const scan = /* wgsl */ `
+  var m = ${F32_LOWEST_WGSL};
+  var s = 0.0;
+  for (var k = lane; k < n; k += ${perThread ? 1 : wg}u) {
+    let v = X[start + k];
+    if (v > m) { s = s * exp(m - v) + 1.0; m = v; } else { s = s + exp(v - m); }
+  }`;
+  if (perThread) {
+    return /* wgsl */ `
+fn ${name}(lid: u32, lane: u32, start: u32, n: u32) -> vec2f {${scan}
+  return vec2f(m, s);
+}`;
+  }
   return /* wgsl */ `
 var<workgroup> ${name}_m: array<f32, ${wg}>;
 var<workgroup> ${name}_s: array<f32, ${wg}>;
-fn ${name}(lid: u32, start: u32, n: u32) -> vec2f {
-  var m = ${F32_LOWEST_WGSL};
-  var s = 0.0;
-  for (var k = lid; k < n; k += ${wg}u) {
-    let v = X[start + k];
-    if (v > m) { s = s * exp(m - v) + 1.0; m = v; } else { s = s + exp(v - m); }
-  }
+fn ${name}(lid: u32, lane: u32, start: u32, n: u32) -> vec2f {${scan}
   ${name}_m[lid] = m;
   ${name}_s[lid] = s;
   workgroupBarrier();
@@ -46,20 +56,20 @@ fn ${name}(lid: u32, start: u32, n: u32) -> vec2f {
 }`;
 }
 
-function softmaxWgsl(wg: number, log: boolean): string {
+function softmaxWgsl(layout: RowLayout, log: boolean): string {
   return /* wgsl */ `
 struct P { rows: u32, n: u32 }
 @group(0) @binding(0) var<storage, read> X: array<f32>;
 @group(0) @binding(1) var<storage, read_write> O: array<f32>;
 @group(0) @binding(2) var<uniform> p: P;
-${onlineLseWgsl("lse", wg)}
-${ROW_MAIN(wg)}
+${onlineLseWgsl("lse", layout)}
+${rowMain(layout)}
   if (row >= p.rows) { return; }
   let start = row * p.n;
-  let ms = lse(lid, start, p.n);
+  let ms = lse(lid, lane, start, p.n);
   // (x − max) − log Σ, not x − (max + log Σ): the latter rounds away log Σ next to huge maxima.
   ${log ? "let logSum = log(ms.y);" : "let inv = 1.0 / ms.y;"}
-  for (var k = lid; k < p.n; k += ${wg}u) {
+  for (var k = lane; k < p.n; k += STEP) {
     ${
     log ? "O[start + k] = (X[start + k] - ms.x) - logSum;" : "O[start + k] = exp(X[start + k] - ms.x) * inv;"
   }
@@ -77,10 +87,12 @@ export function softmaxKernel(
   log = false,
 ): void {
   if (n === 0) return;
-  launchRows(ctx, softmaxWgsl(rowWorkgroupSize(n), log), [x, out], packParams([rows, n]), rows);
+  const layout = rowLayout(ctx, n, rows);
+  const code = cachedWgsl(`softmax ${layout.perThread} ${layout.wg} ${log}`, () => softmaxWgsl(layout, log));
+  launchRows(ctx, code, [x, out], packParams([rows, n]), rows, layout);
 }
 
-function softmaxBackwardWgsl(wg: number, log: boolean): string {
+function softmaxBackwardWgsl(layout: RowLayout, log: boolean): string {
   // softmax:     dx = y ⊙ (g − Σ g⊙y)
   // logSoftmax:  dx = g − exp(y) · Σ g
   return /* wgsl */ `
@@ -89,16 +101,16 @@ struct P { rows: u32, n: u32 }
 @group(0) @binding(1) var<storage, read> G: array<f32>;
 @group(0) @binding(2) var<storage, read_write> O: array<f32>;
 @group(0) @binding(3) var<uniform> p: P;
-${treeSumWgsl("wsum", wg)}
-${ROW_MAIN(wg)}
+${laneSumWgsl("wsum", layout)}
+${rowMain(layout)}
   if (row >= p.rows) { return; }
   let start = row * p.n;
   var acc = 0.0;
-  for (var k = lid; k < p.n; k += ${wg}u) {
+  for (var k = lane; k < p.n; k += STEP) {
     ${log ? "acc += G[start + k];" : "acc += G[start + k] * Y[start + k];"}
   }
   let dot = wsum(lid, acc);
-  for (var k = lid; k < p.n; k += ${wg}u) {
+  for (var k = lane; k < p.n; k += STEP) {
     let i = start + k;
     ${log ? "O[i] = G[i] - exp(Y[i]) * dot;" : "O[i] = Y[i] * (G[i] - dot);"}
   }
@@ -119,5 +131,8 @@ export function softmaxBackwardKernel(
   log = false,
 ): void {
   if (n === 0) return;
-  launchRows(ctx, softmaxBackwardWgsl(rowWorkgroupSize(n), log), [y, g, out], packParams([rows, n]), rows);
+  const layout = rowLayout(ctx, n, rows);
+  const key = `softmaxBackward ${layout.perThread} ${layout.wg} ${log}`;
+  const code = cachedWgsl(key, () => softmaxBackwardWgsl(layout, log));
+  launchRows(ctx, code, [y, g, out], packParams([rows, n]), rows, layout);
 }

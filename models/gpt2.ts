@@ -7,7 +7,6 @@
  */
 import { add } from "../autograd/ops/elementwise.ts";
 import { embedding } from "../autograd/ops/embedding.ts";
-import { slice } from "../autograd/ops/shape.ts";
 import type { Tensor } from "../autograd/tensor.ts";
 import type { BlockState, FamilyBlock, TransformerLM } from "./transformer.ts";
 
@@ -22,12 +21,8 @@ export const Gpt2Block: FamilyBlock = {
 
   block(m: TransformerLM, layer: number, x: Tensor, s: BlockState): Tensor {
     const p = `transformer.h.${layer}.`;
-    const { hiddenSize: d, numHeads: H } = m.config;
     const qkv = m.proj(`${p}attn.c_attn`, m.norm(`${p}ln_1`, x));
-    const q = m.splitHeads(slice(qkv, 2, 0, d), H);
-    const k = m.splitHeads(slice(qkv, 2, d, 2 * d), H);
-    const v = m.splitHeads(slice(qkv, 2, 2 * d, 3 * d), H);
-    x = add(x, m.proj(`${p}attn.c_proj`, m.attend(layer, q, k, v, s)));
+    x = add(x, m.proj(`${p}attn.c_proj`, m.attendFused(layer, qkv, s)));
     const h = m.act(m.proj(`${p}mlp.c_fc`, m.norm(`${p}ln_2`, x)));
     return add(x, m.proj(`${p}mlp.c_proj`, h));
   },

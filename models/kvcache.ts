@@ -2,8 +2,9 @@
  * A batched key/value cache for incremental decoding, and position ids from an attention mask.
  *
  * Each layer's keys and values live in one buffer of shape [B, Hkv, capacity, Dh]; a forward
- * step appends its T new rows at the current length (one block copy) and attends to a
- * contiguous copy of the first `length + T` rows. The cache also keeps the key mask [B, capacity]
+ * step appends its T new rows at the current length (one copy each, straight from a fused q/k/v
+ * projection with {@link KVCache.appendFused}) and the attention kernels read the first
+ * `length + T` rows in place ({@link KVCache.update} still returns contiguous copies). The cache also keeps the key mask [B, capacity]
  * (1 = real token, 0 = padding) and, per row, the position the next real token gets, so left
  * padded prompts keep counting positions from their first real token. Everything stays on the
  * GPU: nothing is read back.
@@ -13,6 +14,7 @@
 import type { GpuContext } from "../kernels/device.ts";
 import { launchLinear, LINEAR_MAIN, packParams } from "../kernels/launch.ts";
 import { copyRowsKernel } from "../kernels/shape.ts";
+import { copyHeadsKernel, type HeadLayout, headsLayout, tokensLayout } from "../kernels/attention.ts";
 import { fmtShape, ShapeError, Tensor } from "../autograd/tensor.ts";
 
 /** Raised when a cache would grow past its capacity. */
@@ -77,6 +79,13 @@ export interface CacheStep {
   keyMask: Tensor;
   /** Number of tokens cached before this step (the new queries' offset). */
   pastLength: number;
+}
+
+/** One layer's cache read in place: [B, Hkv, capacity, Dh] each, the first `length` rows filled. */
+export interface CachedKeysValues {
+  keys: Tensor;
+  values: Tensor;
+  length: number;
 }
 
 /** Keys and values of every layer for a batch of sequences, up to `capacity` tokens each. */
@@ -221,6 +230,70 @@ export class KVCache {
       out.push(full);
     }
     return { keys: out[0], values: out[1] };
+  }
+
+  /**
+   * Appends layer `layer`'s new keys and values [B, Hkv, T, Dh] and returns the layer's cache to
+   * be read in place (attention with `keyLength`), without the copies {@link update} makes.
+   */
+  append(layer: number, k: Tensor, v: Tensor): CachedKeysValues {
+    const T = this.stepTokens(layer);
+    const want = [this.batch, this.kvHeads, T, this.headDim];
+    for (const x of [k, v]) {
+      if (x.rank !== 4 || x.shape.some((d, i) => d !== want[i])) {
+        throw new ShapeError(`KV cache layer ${layer}: expected ${fmtShape(want)}, got ${fmtShape(x.shape)}`);
+      }
+    }
+    const src = headsLayout(this.kvHeads, T, this.headDim);
+    this.copyIn(layer, k.buffer, src, v.buffer, src, T);
+    return { keys: this.keys[layer], values: this.values[layer], length: this.length + T };
+  }
+
+  /**
+   * Appends layer `layer`'s new keys and values straight from a fused projection qkv
+   * [B, T, 3·Hkv·Dh] (q, k, v one after the other, GPT-2's `c_attn`) and returns the layer's
+   * cache to be read in place.
+   */
+  appendFused(layer: number, qkv: Tensor): CachedKeysValues {
+    const T = this.stepTokens(layer);
+    const width = 3 * this.kvHeads * this.headDim;
+    if (qkv.rank !== 3 || qkv.shape[0] !== this.batch || qkv.shape[1] !== T || qkv.shape[2] !== width) {
+      throw new ShapeError(
+        `KV cache layer ${layer}: expected a fused projection [${this.batch}, ${T}, ${width}], got ${
+          fmtShape(qkv.shape)
+        }`,
+      );
+    }
+    const part = (i: number) =>
+      tokensLayout(this.kvHeads, T, this.headDim, width, i * this.kvHeads * this.headDim);
+    this.copyIn(layer, qkv.buffer, part(1), qkv.buffer, part(2), T);
+    return { keys: this.keys[layer], values: this.values[layer], length: this.length + T };
+  }
+
+  /** Tokens of the step in progress (throws outside a step). */
+  private stepTokens(layer: number): number {
+    if (this.pending === null) {
+      throw new Error(`KVCache layer ${layer}: append outside a step: call begin() first`);
+    }
+    return this.pending;
+  }
+
+  /** Copies the step's T new key and value rows (given in any layout) to rows length.. of the cache. */
+  private copyIn(
+    layer: number,
+    k: GPUBuffer,
+    kLayout: HeadLayout,
+    v: GPUBuffer,
+    vLayout: HeadLayout,
+    T: number,
+  ) {
+    const dst = {
+      ...headsLayout(this.kvHeads, this.capacity, this.headDim),
+      offset: this.length * this.headDim,
+    };
+    const dims = { batch: this.batch, heads: this.kvHeads, tokens: T, headDim: this.headDim };
+    copyHeadsKernel(this.ctx, k, kLayout, this.keys[layer].buffer, dst, dims);
+    copyHeadsKernel(this.ctx, v, vLayout, this.values[layer].buffer, dst, dims);
   }
 
   /** Ends the step started by {@link begin}: the new tokens become part of the cache. */

@@ -16,7 +16,7 @@ import { embedding } from "../autograd/ops/embedding.ts";
 import { linear } from "../autograd/ops/matmul.ts";
 import { layerNorm, rmsNorm } from "../autograd/ops/norm.ts";
 import { reshape, select, transpose } from "../autograd/ops/shape.ts";
-import { causalAttention } from "../autograd/ops/attention.ts";
+import { causalAttention, causalAttentionQkv } from "../autograd/ops/attention.ts";
 import type { ModelConfig, ModelFamily } from "./config.ts";
 import { ConfigError } from "./errors.ts";
 import { loadModelConfig, openCheckpoint, writeFileAtomic, writeSafetensors } from "./files.ts";
@@ -142,15 +142,31 @@ export class TransformerLM implements CausalLM {
    * the cache when there is one). Returns [B, T, H·Dh] with heads merged.
    */
   attend(layer: number, q: Tensor, k: Tensor, v: Tensor, s: BlockState): Tensor {
-    let keys = k, values = v;
-    if (s.cache) ({ keys, values } = s.cache.update(layer, k, v));
-    const o = causalAttention(q, keys, values, {
+    const options = {
       keyMask: s.keyMask,
       scale: this.config.attentionScale,
       queryOffset: s.pastLength,
+      mergeHeads: true,
+    };
+    if (!s.cache) return causalAttention(q, k, v, options);
+    // The cache is read in place: its first `length` rows are the keys.
+    const c = s.cache.append(layer, k, v);
+    return causalAttention(q, c.keys, c.values, { ...options, keyLength: c.length });
+  }
+
+  /**
+   * Attention of layer `layer` from a fused projection qkv [B, T, 3·H·Dh] (q, k, v one after the
+   * other, as GPT-2's `c_attn` writes them). Returns [B, T, H·Dh]. The kernels read the heads in
+   * place (no slices, no transposes); with a cache, k and v are copied into it and read from
+   * there.
+   */
+  attendFused(layer: number, qkv: Tensor, s: BlockState): Tensor {
+    const cache = s.cache ? s.cache.appendFused(layer, qkv) : undefined;
+    return causalAttentionQkv(qkv, this.config.numHeads, {
+      keyMask: s.keyMask,
+      scale: this.config.attentionScale,
+      cache,
     });
-    const [B, H, T, Dh] = o.shape;
-    return reshape(transpose(o, 1, 2), [B, T, H * Dh]);
   }
 
   embed(ids: Tensor): Tensor {

@@ -9,12 +9,11 @@
  * the chain "GPU backward ≈ FD(reference) and reference ≈ GPU forward" pins the GPU backward to
  * the derivative of the GPU forward.
  */
-import { type GpuContext, defaultContext } from "../kernels/device.ts";
+import { defaultContext, type GpuContext } from "../kernels/device.ts";
 import { Tensor } from "../autograd/tensor.ts";
 import { backward } from "../autograd/tape.ts";
 import type { HostTensor } from "../autograd/reference.ts";
 import { Rng } from "../autograd/random.ts";
-
 
 /** The context shared by all tests in one `deno test` process. */
 export function ctx(): Promise<GpuContext> {
@@ -23,6 +22,28 @@ export function ctx(): Promise<GpuContext> {
 
 /** Test options for WebGPU tests: leak sanitizers off (the GPU runtime keeps resources). */
 export const gpuTest = { sanitizeResources: false, sanitizeOps: false } as const;
+
+/**
+ * Runs `fn` with the GPU kernel variants and then with the CPU-tuned ones (one thread per short
+ * row, one thread per attention row; see `GpuContext.cpuKernels`), whatever the adapter, so
+ * that every check covers both. A failure says which variant failed.
+ */
+export async function withKernelVariants(fn: () => Promise<unknown>): Promise<void> {
+  const c = await ctx();
+  const saved = c.cpuKernels;
+  try {
+    for (const cpu of [false, true]) {
+      c.cpuKernels = cpu;
+      try {
+        await fn();
+      } catch (e) {
+        throw new Error(`${cpu ? "CPU" : "GPU"} kernel variant: ${(e as Error).message}`, { cause: e });
+      }
+    }
+  } finally {
+    c.cpuKernels = saved;
+  }
+}
 
 /** A host tensor of normals (or uniforms in [lo, hi) if given). */
 export function randHost(rng: Rng, shape: number[], lo?: number, hi?: number): HostTensor {
@@ -102,13 +123,18 @@ export async function checkOp(o: CheckOpOptions): Promise<Float32Array> {
   const c = await ctx();
   const rng = new Rng(o.seed ?? 1234);
   // The reference sees exactly the f32-rounded inputs the GPU sees.
-  const inputs = o.inputs.map((h) => ({ data: Float64Array.from(Float32Array.from(h.data)), shape: h.shape }));
+  const inputs = o.inputs.map((h) => ({
+    data: Float64Array.from(Float32Array.from(h.data)),
+    shape: h.shape,
+  }));
   const wrt = o.wrt ?? inputs.map((_, i) => i);
   const ts = inputs.map((h, i) => toGpu(c, h, wrt.includes(i)));
   const y = o.gpu(ts);
   const yRef = o.ref(inputs);
   if (y.size !== yRef.data.length) {
-    throw new Error(`GPU output has ${y.size} elements ([${y.shape}]), reference ${yRef.data.length} ([${yRef.shape}])`);
+    throw new Error(
+      `GPU output has ${y.size} elements ([${y.shape}]), reference ${yRef.data.length} ([${yRef.shape}])`,
+    );
   }
   const yv = await y.read();
   assertClose(yv, yRef.data, "forward", o.atol ?? 1e-5, o.rtol ?? 1e-4);
