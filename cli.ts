@@ -13,7 +13,16 @@ import { filterCommand } from "./cli/filter.ts";
 import { experimentCommand } from "./cli/experiment.ts";
 import { GpuDeviceLostError, GpuLimitError, GpuUnavailableError } from "./kernels/device.ts";
 
-const COMMANDS: Command[] = [synthCommand, evalCommand, generateCommand, pplCommand, finetuneCommand, filterCommand, experimentCommand, infoCommand];
+const COMMANDS: Command[] = [
+  synthCommand,
+  evalCommand,
+  generateCommand,
+  pplCommand,
+  finetuneCommand,
+  filterCommand,
+  experimentCommand,
+  infoCommand,
+];
 
 /** The version printed by --version and written into manifests. */
 export const VERSION = "0.1.0";

@@ -70,10 +70,22 @@ export {
 } from "./autograd/optim.ts";
 
 // Models
-export { type CausalLM, type ForwardInput, type ForwardOutput, loadModel, positionIdsFromMask } from "./models/model.ts";
+export {
+  type CausalLM,
+  type ForwardInput,
+  type ForwardOutput,
+  loadModel,
+  positionIdsFromMask,
+} from "./models/model.ts";
 export { type ModelConfig, parseModelConfig, SUPPORTED_ARCHITECTURES } from "./models/config.ts";
 export { Tokenizer } from "./models/tokenizer.ts";
-export { loadModelConfig, loadTokenizer, openCheckpoint, openSafetensors, writeSafetensors } from "./models/files.ts";
+export {
+  loadModelConfig,
+  loadTokenizer,
+  openCheckpoint,
+  openSafetensors,
+  writeSafetensors,
+} from "./models/files.ts";
 export { encodeSafetensors, openSafetensorsBytes, type SafetensorsFile } from "./models/safetensors.ts";
 export { resolveModel, type ResolveOptions } from "./models/hub.ts";
 export { generate, type GenerateOptions, generateText } from "./models/generate.ts";
@@ -82,7 +94,7 @@ export { CheckpointError, ConfigError, HubError, SafetensorsError, TokenizerErro
 
 // GRADMM
 export { type AdmmSettings, PAPER_SETTINGS, runRound } from "./admm/admm.ts";
-export { makeTarget, matchingLoss, type MatchingKind, oneHot, type TargetGradient } from "./admm/matching.ts";
+export { makeTarget, type MatchingKind, matchingLoss, oneHot, type TargetGradient } from "./admm/matching.ts";
 export { computeTarget, lastLayerFactors } from "./admm/target.ts";
 export { constrainedDecode, makeProjector, topkCosine } from "./admm/zstep.ts";
 export { bannedTokenMask, tokenAllowed } from "./admm/tokenFilter.ts";

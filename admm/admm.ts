@@ -158,10 +158,19 @@ async function initialise(problem: RoundProblem, s: AdmmSettings, suffixEmbeds: 
     scope(ctx, async () => {
       const all: Tensor[] = [];
       for (let c = 0; c < s.initCandidates; c++) {
-        all.push(scope(ctx, () => matchingLoss(problem.target, lastHidden(model, drawCandidate(c)), problem.head, problem.onehot, s.matching)));
+        all.push(scope(ctx, () =>
+          matchingLoss(
+            problem.target,
+            lastHidden(model, drawCandidate(c)),
+            problem.head,
+            problem.onehot,
+            s.matching,
+          )));
       }
       const values: number[] = [];
-      for (const l of all) values.push(await l.item());
+      for (const l of all) {
+        values.push(await l.item());
+      }
       return values;
     })
   );
@@ -193,7 +202,13 @@ export function xStep(
   const ctx = x.ctx;
   return scope(ctx, () => {
     x.zeroGrad();
-    const match = matchingLoss(problem.target, lastHidden(problem.model, x), problem.head, problem.onehot, s.matching);
+    const match = matchingLoss(
+      problem.target,
+      lastHidden(problem.model, x),
+      problem.head,
+      problem.onehot,
+      s.matching,
+    );
     const penalty = sumAll(square(add(x, shift)));
     const loss = add(match, scale(penalty, s.rho / 2));
     backward(loss);
@@ -236,7 +251,9 @@ export async function runRound(
   let bestDiscrete = Infinity;
   let bestDiscreteIds: number[][] | null = null;
   let matchLossInit = NaN;
-  const freeMask = s.freezeSuffixGradient ? suffixMask(ctx, batch, length, d, problem.suffixIds.length) : null;
+  const freeMask = s.freezeSuffixGradient
+    ? suffixMask(ctx, batch, length, d, problem.suffixIds.length)
+    : null;
 
   for (let outer = 0; outer < s.outerSteps; outer++) {
     pinSuffix(x, suffixEmbeds);
@@ -247,7 +264,8 @@ export async function runRound(
       const cand = topkCosine(problem.projector, u);
       return constrainedDecode(model, cand, problem.prefixIds, problem.suffixIds);
     });
-    const z = ctx.noGrad(() => model.embed(Tensor.from(ctx, Float32Array.from(ids.flat()), [batch, length]))).keep();
+    const z = ctx.noGrad(() => model.embed(Tensor.from(ctx, Float32Array.from(ids.flat()), [batch, length])))
+      .keep();
     const discrete = await scope(ctx, () => discreteMatchingLoss(problem, ids, s.matching).item());
     if (outer === 0) matchLossInit = discrete;
     if (discrete < bestDiscrete) {
@@ -285,7 +303,12 @@ export async function runRound(
       bestX?.dispose();
       bestX = x.detach().keep();
     }
-    onProgress?.({ outerStep: outer + 1, outerSteps: s.outerSteps, totalLoss: totalValue, discreteLoss: discrete });
+    onProgress?.({
+      outerStep: outer + 1,
+      outerSteps: s.outerSteps,
+      totalLoss: totalValue,
+      discreteLoss: discrete,
+    });
   }
 
   t0 = performance.now();
@@ -294,7 +317,11 @@ export async function runRound(
     finalIds = bestDiscreteIds;
   } else {
     const source = bestX ?? x;
-    finalIds = await scope(ctx, () => constrainedDecode(model, topkCosine(problem.projector, source), problem.prefixIds, problem.suffixIds));
+    finalIds = await scope(
+      ctx,
+      () =>
+        constrainedDecode(model, topkCosine(problem.projector, source), problem.prefixIds, problem.suffixIds),
+    );
   }
   const matchLoss = s.select === "discrete" && bestDiscreteIds
     ? bestDiscrete

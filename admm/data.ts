@@ -38,7 +38,9 @@ export function parseJsonl(
       throw new DataError(`${source}:${i + 1}: not valid JSON (${(e as Error).message})`);
     }
     if (obj === null || typeof obj !== "object" || Array.isArray(obj)) {
-      throw new DataError(`${source}:${i + 1}: expected a JSON object, got ${JSON.stringify(obj).slice(0, 40)}`);
+      throw new DataError(
+        `${source}:${i + 1}: expected a JSON object, got ${JSON.stringify(obj).slice(0, 40)}`,
+      );
     }
     const rec = obj as Record<string, unknown>;
     const text = rec[textField];
@@ -83,7 +85,9 @@ export function stratifiedSample<T extends { label: number }>(items: T[], size: 
   const exact = labels.map((l) => (byLabel.get(l)!.length * size) / items.length);
   const counts = exact.map(Math.floor);
   let left = size - counts.reduce((a, b) => a + b, 0);
-  const order = exact.map((e, i) => [e - Math.floor(e), i] as const).sort((a, b) => b[0] - a[0] || a[1] - b[1]);
+  const order = exact.map((e, i) => [e - Math.floor(e), i] as const).sort((a, b) =>
+    b[0] - a[0] || a[1] - b[1]
+  );
   for (const [, i] of order) {
     if (left === 0) break;
     counts[i]++;

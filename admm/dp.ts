@@ -34,7 +34,12 @@ export function gaussianSigma(epsilon: number, delta: number, sensitivity: numbe
  * concatenated matched gradient: ‖r_i‖·sqrt(‖h_i‖² + 1) for [weight; bias] (§13.3), ‖r_i‖·‖h_i‖ for
  * models whose output layer has no bias (only the weight is matched there).
  */
-export function clipFactors(rNorms: Float64Array, hNorms: Float64Array, clip: number, withBias: boolean): Float64Array {
+export function clipFactors(
+  rNorms: Float64Array,
+  hNorms: Float64Array,
+  clip: number,
+  withBias: boolean,
+): Float64Array {
   const out = new Float64Array(rNorms.length);
   for (let i = 0; i < out.length; i++) {
     const n = rNorms[i] * Math.sqrt(hNorms[i] * hNorms[i] + (withBias ? 1 : 0));
@@ -51,7 +56,14 @@ export interface TargetNoise {
 }
 
 /** Draws the noise tensors from the seeded GPU stream (weight from index 0, bias after it). */
-export function drawNoise(ctx: GpuContext, rows: number, dim: number, withBias: boolean, sigma: number, seed: number): TargetNoise {
+export function drawNoise(
+  ctx: GpuContext,
+  rows: number,
+  dim: number,
+  withBias: boolean,
+  sigma: number,
+  seed: number,
+): TargetNoise {
   const weight = Tensor.empty(ctx, [rows, dim], { name: "dp-noise-weight" });
   gaussianKernel(ctx, weight.buffer, rows * dim, seed, sigma);
   let bias: Tensor | null = null;

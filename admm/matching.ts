@@ -53,10 +53,17 @@ export function outputResiduals(h: Tensor, head: OutputLayer, onehot: Tensor): T
 }
 
 /** Builds the factored target (and its norms) from real residuals and hidden states. */
-export function makeTarget(residuals: Tensor, hidden: Tensor, withBias: boolean, noise: TargetNoise | null): TargetGradient {
+export function makeTarget(
+  residuals: Tensor,
+  hidden: Tensor,
+  withBias: boolean,
+  noise: TargetNoise | null,
+): TargetGradient {
   if (residuals.shape[0] !== hidden.shape[0]) {
     throw new ShapeError(
-      `target: residuals ${fmtShape(residuals.shape)} and hidden states ${fmtShape(hidden.shape)} differ in rows`,
+      `target: residuals ${fmtShape(residuals.shape)} and hidden states ${
+        fmtShape(hidden.shape)
+      } differ in rows`,
     );
   }
   const n = residuals.shape[0];
@@ -155,7 +162,9 @@ export function matchingLoss(
 export function oneHot(ctx: Tensor["ctx"], labels: number[], vocab: number): Tensor {
   const data = new Float32Array(labels.length * vocab);
   labels.forEach((id, i) => {
-    if (!(id >= 0 && id < vocab)) throw new RangeError(`label token ${id} is outside the vocabulary of ${vocab}`);
+    if (!(id >= 0 && id < vocab)) {
+      throw new RangeError(`label token ${id} is outside the vocabulary of ${vocab}`);
+    }
     data[i * vocab + id] = 1;
   });
   return Tensor.from(ctx, data, [labels.length, vocab]);

@@ -80,7 +80,14 @@ export interface RoundKey {
 
 /** Progress events for the CLI. */
 export type SynthEvent =
-  | { kind: "plan"; classes: number; roundsPerClass: number; rhos: number[]; length: number[]; allowedTokens: number }
+  | {
+    kind: "plan";
+    classes: number;
+    roundsPerClass: number;
+    rhos: number[];
+    length: number[];
+    allowedTokens: number;
+  }
   | { kind: "target"; classIndex: number; report: TargetReport }
   | { kind: "step"; key: RoundKey; progress: RoundProgress }
   | { kind: "round"; key: RoundKey; records: SynthRecord[]; timings: Record<string, number> };
@@ -92,12 +99,18 @@ export class SynthError extends Error {
 }
 
 /** Real examples per class: the stratified pool, its first `real` entries, grouped by class. */
-export function selectReal(task: TaskSpec, data: Example[], o: Pick<SynthOptions, "realPool" | "real" | "seed">) {
+export function selectReal(
+  task: TaskSpec,
+  data: Example[],
+  o: Pick<SynthOptions, "realPool" | "real" | "seed">,
+) {
   const kept = data.flatMap((e) => {
     const c = classOf(task, e.label);
     return c === null ? [] : [{ text: e.text, label: c }];
   });
-  if (o.real > o.realPool) throw new SynthError(`--real (${o.real}) cannot exceed --real-pool (${o.realPool})`);
+  if (o.real > o.realPool) {
+    throw new SynthError(`--real (${o.real}) cannot exceed --real-pool (${o.realPool})`);
+  }
   if (kept.length < o.real) {
     throw new SynthError(
       `the data has ${kept.length} usable examples for task ${task.name}, fewer than --real ${o.real}`,
@@ -174,13 +187,22 @@ export async function runSynth(
   const banned = bannedTokenMask(vocabRows, codec.vocabSize, (id) => codec.decode([id]));
   const allowed = banned.length - banned.reduce((a, b) => a + b, 0);
   const rounds = o.perClass / o.batch;
-  await onEvent({ kind: "plan", classes: task.labelWords.length, roundsPerClass: rounds, rhos: o.rhos, length: lengths, allowedTokens: allowed });
+  await onEvent({
+    kind: "plan",
+    classes: task.labelWords.length,
+    roundsPerClass: rounds,
+    rhos: o.rhos,
+    length: lengths,
+    allowedTokens: allowed,
+  });
 
   const projector = makeProjector(model, banned, o.topk);
   const head = { weight: model.headWeight, bias: model.headBias };
   try {
     for (let c = 0; c < task.labelWords.length; c++) {
-      const pending = o.rhos.some((rho) => Array.from({ length: rounds }, (_, r) => r).some((r) => !done({ rho, classIndex: c, round: r })));
+      const pending = o.rhos.some((rho) =>
+        Array.from({ length: rounds }, (_, r) => r).some((r) => !done({ rho, classIndex: c, round: r }))
+      );
       if (!pending) continue;
       const dp = o.dp ? { ...o.dp, seed: deriveSeed(o.seed, "dp", c) } : undefined;
       const { target, report } = await computeTarget(model, rowsByClass[c], labelIds[c], codec.padId, dp);

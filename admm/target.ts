@@ -10,11 +10,14 @@ import { softmax } from "../autograd/ops/softmax.ts";
 import { scope, Tensor } from "../autograd/tensor.ts";
 import type { CausalLM } from "../models/model.ts";
 import { leftPad as leftPadIds } from "../models/generate.ts";
-import { clipFactors, drawNoise, type DpOptions, gaussianSigma } from "./dp.ts";
+import { clipFactors, type DpOptions, drawNoise, gaussianSigma } from "./dp.ts";
 import { makeTarget, oneHot, type TargetGradient } from "./matching.ts";
 
 /** Left-padded ids, attention mask and positions (counted from each row's first real token). */
-export function leftPad(rows: number[][], padId: number): { ids: Float32Array; mask: Float32Array; positions: Float32Array; length: number } {
+export function leftPad(
+  rows: number[][],
+  padId: number,
+): { ids: Float32Array; mask: Float32Array; positions: Float32Array; length: number } {
   const { ids, mask, length } = leftPadIds(rows, padId);
   const positions = new Float32Array(ids.length);
   rows.forEach((r, i) => {
@@ -98,7 +101,12 @@ export async function computeTarget(
         await sum(mul(hidden, hidden), 1).read(),
       ])
     );
-    const factors = clipFactors(Float64Array.from(rn, Math.sqrt), Float64Array.from(hn, Math.sqrt), dp.clip, withBias);
+    const factors = clipFactors(
+      Float64Array.from(rn, Math.sqrt),
+      Float64Array.from(hn, Math.sqrt),
+      dp.clip,
+      withBias,
+    );
     report.clipped = factors.filter((f) => f < 1).length;
     const scaled = ctx.noGrad(() => mul(residuals, Tensor.from(ctx, Float32Array.from(factors), [n, 1])));
     residuals.dispose();

@@ -114,8 +114,12 @@ export function customTask(o: CustomTaskOptions): TaskSpec {
   }
   const suffix = o.template.slice("{text}".length);
   if (suffix.includes("{text}")) throw new TaskError("--template may contain {text} only once");
-  if (o.labelWords.length < 2) throw new TaskError(`--label-words needs at least two words, got ${o.labelWords.length}`);
-  if (new Set(o.labelWords).size !== o.labelWords.length) throw new TaskError("--label-words must be distinct");
+  if (o.labelWords.length < 2) {
+    throw new TaskError(`--label-words needs at least two words, got ${o.labelWords.length}`);
+  }
+  if (new Set(o.labelWords).size !== o.labelWords.length) {
+    throw new TaskError("--label-words must be distinct");
+  }
   const prefix = o.prefix ?? "The";
   return {
     name: "custom",

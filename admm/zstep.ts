@@ -45,7 +45,9 @@ export function makeProjector(model: CausalLM, banned: Uint8Array, topkSize: num
     scope(ctx, () => {
       const norms = sqrt(add(sum(mul(e, e), -1, true), Tensor.full(ctx, [1], 1e-12)));
       const unit = transpose(div(e, norms), 0, 1).keep();
-      const penalty = Tensor.from(ctx, Float32Array.from(banned, (b) => (b ? BANNED_SCORE : 0)), [banned.length])
+      const penalty = Tensor.from(ctx, Float32Array.from(banned, (b) => (b ? BANNED_SCORE : 0)), [
+        banned.length,
+      ])
         .keep();
       return { model, unitEmbeddingsT: unit, banPenalty: penalty, topk: topkSize };
     })
@@ -90,18 +92,27 @@ export async function constrainedDecode(
   const ctx = model.ctx;
   const [batch, positions, k] = candidates.shape;
   const free = positions - suffixIds.length;
-  if (free < 1) throw new RangeError(`sequence of ${positions} tokens has no room before a ${suffixIds.length}-token suffix`);
+  if (free < 1) {
+    throw new RangeError(
+      `sequence of ${positions} tokens has no room before a ${suffixIds.length}-token suffix`,
+    );
+  }
   if (prefixIds.length === 0) throw new RangeError("the decoder needs a non-empty prefix");
   const vocab = model.headWeight.shape[0];
   const bad = prefixIds.find((id) => !(Number.isInteger(id) && id >= 0 && id < vocab));
-  if (bad !== undefined) throw new RangeError(`decoder prefix id ${bad} is outside the vocabulary [0, ${vocab})`);
+  if (bad !== undefined) {
+    throw new RangeError(`decoder prefix id ${bad} is outside the vocabulary [0, ${vocab})`);
+  }
   const chosen = Tensor.zeros(ctx, [batch, positions]);
   await ctx.noGrad(() =>
     scope(ctx, () => {
       // One scope for the whole decode: the cache may hold tensors made during the steps.
       const cache = model.newCache(batch, prefixIds.length + free);
-      const prefix = Tensor.from(ctx, Float32Array.from({ length: batch * prefixIds.length }, (_, i) =>
-        prefixIds[i % prefixIds.length]), [batch, prefixIds.length]);
+      const prefix = Tensor.from(
+        ctx,
+        Float32Array.from({ length: batch * prefixIds.length }, (_, i) => prefixIds[i % prefixIds.length]),
+        [batch, prefixIds.length],
+      );
       // Only the k candidates' logits are needed: the decode runs the model without its
       // vocabulary projection and scores the candidates against the last hidden state.
       let hidden = model.forward({ ids: prefix, cache, logits: "none" }).lastHidden;

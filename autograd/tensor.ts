@@ -151,7 +151,9 @@ export class Tensor {
 
   /** Reads a one-element tensor as a number. */
   async item(): Promise<number> {
-    if (this.size !== 1) throw new ShapeError(`item() needs a one-element tensor, got ${fmtShape(this.shape)}`);
+    if (this.size !== 1) {
+      throw new ShapeError(`item() needs a one-element tensor, got ${fmtShape(this.shape)}`);
+    }
     return (await this.read())[0];
   }
 
@@ -293,8 +295,8 @@ function collectTensors(v: unknown, out: Set<unknown>, depth: number): void {
     out.add(v);
     return;
   }
-  if (Array.isArray(v)) for (const x of v) collectTensors(x, out, depth + 1);
-  else if (v instanceof Map) for (const x of v.values()) collectTensors(x, out, depth + 1);
+  if (Array.isArray(v)) { for (const x of v) collectTensors(x, out, depth + 1); }
+  else if (v instanceof Map) { for (const x of v.values()) collectTensors(x, out, depth + 1); }
   else if (Object.getPrototypeOf(v) === Object.prototype) {
     for (const x of Object.values(v as Record<string, unknown>)) collectTensors(x, out, depth + 1);
   }

@@ -69,7 +69,10 @@ export const evalCommand: Command = {
     let scored = all;
     if (shots > 0) {
       const source = v["shots-from"]
-        ? parseJsonl(await readText(v["shots-from"], "demonstration file"), { ...fields, source: v["shots-from"] })
+        ? parseJsonl(await readText(v["shots-from"], "demonstration file"), {
+          ...fields,
+          source: v["shots-from"],
+        })
           .flatMap((e) => {
             const c = classOf(task, e.label);
             return c === null ? [] : [{ text: e.text, label: c }];
@@ -79,7 +82,9 @@ export const evalCommand: Command = {
       if (!v["shots-from"]) scored = all.filter((e) => !demos.includes(e));
     }
     scored = scored.slice(0, Math.min(scored.length, limit));
-    if (scored.length === 0) throw new UsageError(`eval: no examples of task ${task.name}'s labels in ${v.file}`);
+    if (scored.length === 0) {
+      throw new UsageError(`eval: no examples of task ${task.name}'s labels in ${v.file}`);
+    }
 
     const ctx = await defaultContext();
     const { model, tokenizer } = await openModel(ctx, v.model);
@@ -101,11 +106,29 @@ export const evalCommand: Command = {
     });
     const seconds = (performance.now() - t0) / 1000;
     if (v.json) {
-      console.log(JSON.stringify({ task: task.name, model: v.model, shots, examples: scored.length, correct, accuracy, ci95: [low, high], perClass, seconds }));
+      console.log(
+        JSON.stringify({
+          task: task.name,
+          model: v.model,
+          shots,
+          examples: scored.length,
+          correct,
+          accuracy,
+          ci95: [low, high],
+          perClass,
+          seconds,
+        }),
+      );
     } else {
       console.log(`task ${task.name}, ${scored.length} examples, ${shots}-shot, ${seconds.toFixed(1)} s`);
-      for (const p of perClass) console.log(`  ${p.label}: ${(p.accuracy * 100).toFixed(1)}% of ${p.examples}`);
-      console.log(`accuracy ${(accuracy * 100).toFixed(2)}% (95% CI ${(low * 100).toFixed(1)}–${(high * 100).toFixed(1)}%)`);
+      for (const p of perClass) {
+        console.log(`  ${p.label}: ${(p.accuracy * 100).toFixed(1)}% of ${p.examples}`);
+      }
+      console.log(
+        `accuracy ${(accuracy * 100).toFixed(2)}% (95% CI ${(low * 100).toFixed(1)}–${
+          (high * 100).toFixed(1)
+        }%)`,
+      );
       console.log(`accuracy: ${accuracy.toFixed(4)}`);
     }
     return 0;

@@ -7,7 +7,13 @@ import { fileURLToPath } from "node:url";
 import { dirname, join, resolve } from "node:path";
 import { type AdmmSettings, PAPER_SETTINGS } from "../admm/admm.ts";
 import { parseJsonl } from "../admm/data.ts";
-import { type RoundKey, runSynth, type SynthEvent, type SynthOptions, type SynthRecord } from "../admm/synth.ts";
+import {
+  type RoundKey,
+  runSynth,
+  type SynthEvent,
+  type SynthOptions,
+  type SynthRecord,
+} from "../admm/synth.ts";
 import { customTask, getTask, type TaskSpec } from "../admm/tasks.ts";
 import { defaultContext } from "../kernels/device.ts";
 import { openModel } from "./model.ts";
@@ -135,15 +141,25 @@ export const synthCommand: Command = {
     // ---- everything that can be checked before touching the GPU
     let task: TaskSpec;
     if (v.template || v["label-words"]) {
-      if (!v.template || !v["label-words"]) throw new UsageError("synth: a custom task needs both --template and --label-words");
-      task = customTask({ template: v.template, labelWords: v["label-words"].split(",").map((w) => w.trim()), prefix: v.prefix });
+      if (!v.template || !v["label-words"]) {
+        throw new UsageError("synth: a custom task needs both --template and --label-words");
+      }
+      task = customTask({
+        template: v.template,
+        labelWords: v["label-words"].split(",").map((w) => w.trim()),
+        prefix: v.prefix,
+      });
     } else {
       task = getTask(v.task ?? "sst2");
     }
     const loss = v.loss ?? "cos";
-    if (loss !== "cos" && loss !== "l2") throw new UsageError(`synth: --loss must be cos or l2, got '${loss}'`);
+    if (loss !== "cos" && loss !== "l2") {
+      throw new UsageError(`synth: --loss must be cos or l2, got '${loss}'`);
+    }
     const select = v.select ?? "total";
-    if (select !== "total" && select !== "discrete") throw new UsageError(`synth: --select must be total or discrete, got '${select}'`);
+    if (select !== "total" && select !== "discrete") {
+      throw new UsageError(`synth: --select must be total or discrete, got '${select}'`);
+    }
     const dpRequested = v["dp-epsilon"] !== undefined;
     if (!dpRequested && (v["dp-delta"] !== undefined || v["dp-clip"] !== undefined)) {
       throw new UsageError("synth: --dp-delta and --dp-clip need --dp-epsilon");
@@ -166,10 +182,20 @@ export const synthCommand: Command = {
     const batch = num("batch", Math.min(10, perClass), { min: 1, max: 256, integer: true });
     const admm: Omit<AdmmSettings, "rho"> = {
       ...PAPER_SETTINGS,
-      outerSteps: num("outer-steps", pick(PAPER_SETTINGS.outerSteps, CPU_DEFAULTS.outerSteps), { min: 1, integer: true }),
-      innerSteps: num("inner-steps", pick(PAPER_SETTINGS.innerSteps, CPU_DEFAULTS.innerSteps), { min: 0, integer: true }),
+      outerSteps: num("outer-steps", pick(PAPER_SETTINGS.outerSteps, CPU_DEFAULTS.outerSteps), {
+        min: 1,
+        integer: true,
+      }),
+      innerSteps: num("inner-steps", pick(PAPER_SETTINGS.innerSteps, CPU_DEFAULTS.innerSteps), {
+        min: 0,
+        integer: true,
+      }),
       lr: num("lr", PAPER_SETTINGS.lr, { min: 0 }),
-      initCandidates: num("init-candidates", pick(PAPER_SETTINGS.initCandidates, CPU_DEFAULTS.initCandidates), { min: 1, integer: true }),
+      initCandidates: num(
+        "init-candidates",
+        pick(PAPER_SETTINGS.initCandidates, CPU_DEFAULTS.initCandidates),
+        { min: 1, integer: true },
+      ),
       matching: loss,
       select,
       freezeSuffixGradient: task.freezeSuffixGradient,
@@ -215,7 +241,9 @@ export const synthCommand: Command = {
     };
     const files: Record<string, string> = {};
     for await (const e of Deno.readDir(modelDir)) {
-      if (e.isFile && /\.(json|safetensors)$/.test(e.name)) files[e.name] = await sha256File(join(modelDir, e.name));
+      if (e.isFile && /\.(json|safetensors)$/.test(e.name)) {
+        files[e.name] = await sha256File(join(modelDir, e.name));
+      }
     }
     const dataHash = await sha256File(dataPath);
     let records: SynthRecord[] = [];
@@ -225,14 +253,17 @@ export const synthCommand: Command = {
     const timings: Record<string, number> = { init: 0, zstep: 0, xstep: 0, final: 0 };
     if (!v.overwrite && (await exists(manifestPath)) && (await exists(out))) {
       const old = JSON.parse(await readText(manifestPath, "manifest")) as Manifest;
-      const same = JSON.stringify(old.settings) === JSON.stringify(JSON.parse(JSON.stringify(settingsRecord))) &&
+      const same =
+        JSON.stringify(old.settings) === JSON.stringify(JSON.parse(JSON.stringify(settingsRecord))) &&
         JSON.stringify(old.model.files) === JSON.stringify(files) && old.data.sha256 === dataHash;
       if (!same) {
         throw new UsageError(
           `synth: ${out} holds a run with other settings, model or data; pass --overwrite to replace it or choose another --out`,
         );
       }
-      records = (await readText(out)).split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l) as SynthRecord);
+      records = (await readText(out)).split("\n").filter((l) => l.trim()).map((l) =>
+        JSON.parse(l) as SynthRecord
+      );
       completed = old.completed;
       // The JSONL is written before the manifest: drop records of a round the manifest missed.
       records = records.filter((r) =>
@@ -272,17 +303,25 @@ export const synthCommand: Command = {
         allowedTokens = e.allowedTokens;
         totalRounds = e.classes * e.roundsPerClass * e.rhos.length;
         console.error(
-          `plan: ${e.classes} classes × ${e.roundsPerClass} round(s) × ${e.rhos.length} ρ; sequence length ${e.length.join("/")} tokens; ` +
+          `plan: ${e.classes} classes × ${e.roundsPerClass} round(s) × ${e.rhos.length} ρ; sequence length ${
+            e.length.join("/")
+          } tokens; ` +
             `${e.allowedTokens} token ids allowed by the filter`,
         );
       } else if (e.kind === "target") {
         targets[task.labelWords[e.classIndex]] = e.report;
         const r = e.report;
         console.error(
-          `target '${task.labelWords[e.classIndex]}': ${r.examples} real examples, ‖signal‖ = ${r.signalNorm.toExponential(3)}` +
+          `target '${task.labelWords[e.classIndex]}': ${r.examples} real examples, ‖signal‖ = ${
+            r.signalNorm.toExponential(3)
+          }` +
             (r.sigma !== undefined
-              ? `; DP noise σ = ${r.sigma.toExponential(3)} per element, expected ‖noise‖ = ${r.noiseNorm!.toExponential(3)} ` +
-                `(${(r.noiseNorm! / r.signalNorm).toExponential(2)}× the signal), ${r.clipped} example(s) clipped`
+              ? `; DP noise σ = ${r.sigma.toExponential(3)} per element, expected ‖noise‖ = ${
+                r.noiseNorm!.toExponential(3)
+              } ` +
+                `(${
+                  (r.noiseNorm! / r.signalNorm).toExponential(2)
+                }× the signal), ${r.clipped} example(s) clipped`
               : ""),
         );
       } else if (e.kind === "step") {
@@ -291,7 +330,9 @@ export const synthCommand: Command = {
           Math.max(1e-9, totalRounds - (roundsDone - roundsThisRun));
         const eta = frac > 0 ? elapsed / frac - elapsed : NaN;
         console.error(
-          `class ${task.labelWords[e.key.classIndex]} ρ=${e.key.rho} round ${e.key.round + 1}: step ${e.progress.outerStep}/${e.progress.outerSteps} ` +
+          `class ${task.labelWords[e.key.classIndex]} ρ=${e.key.rho} round ${
+            e.key.round + 1
+          }: step ${e.progress.outerStep}/${e.progress.outerSteps} ` +
             `total ${e.progress.totalLoss.toFixed(4)} match(z) ${e.progress.discreteLoss.toFixed(4)} ` +
             `elapsed ${formatDuration(elapsed)} eta ${formatDuration(eta)}`,
         );
@@ -303,7 +344,11 @@ export const synthCommand: Command = {
         for (const [k, ms] of Object.entries(e.timings)) timings[k] = (timings[k] ?? 0) + ms / 1000;
         await writeFileAtomic(out, records.map((r) => JSON.stringify(r)).join("\n") + "\n");
         await writeFileAtomic(manifestPath, JSON.stringify(manifest(), null, 2) + "\n");
-        console.error(`round done (${roundsDone}/${totalRounds}): match loss ${e.records[0].match_loss.toFixed(4)}; e.g. "${e.records[0].text}"`);
+        console.error(
+          `round done (${roundsDone}/${totalRounds}): match loss ${
+            e.records[0].match_loss.toFixed(4)
+          }; e.g. "${e.records[0].text}"`,
+        );
       }
     };
     try {

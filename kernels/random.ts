@@ -4,7 +4,7 @@
  * regenerated from its seed instead of being stored or uploaded.
  */
 import type { GpuContext } from "./device.ts";
-import { LINEAR_MAIN, launchLinear, packParams } from "./launch.ts";
+import { launchLinear, LINEAR_MAIN, packParams } from "./launch.ts";
 
 // PCG-style integer hash (Jarzynski & Olano, "Hash Functions for GPU Rendering", 2020) applied
 // twice to (seed, index, stream) → two uniforms → Box–Muller.

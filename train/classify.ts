@@ -54,7 +54,9 @@ export async function optionLogLikelihoods(
     // Targets: only the option tokens count; everything else is ignored (-1).
     const targets = new Float32Array(n * (length - 1)).fill(-1);
     part.forEach((r, i) => {
-      for (let j = length - r.optionLength; j < length; j++) targets[i * (length - 1) + j - 1] = ids[i * length + j];
+      for (let j = length - r.optionLength; j < length; j++) {
+        targets[i * (length - 1) + j - 1] = ids[i * length + j];
+      }
     });
     const nll = await ctx.noGrad(() =>
       scope(ctx, () => {
@@ -65,7 +67,10 @@ export async function optionLogLikelihoods(
           logits: "all",
         });
         const logits = reshape(slice(out.logits!, 1, 0, length - 1), [n * (length - 1), vocab]);
-        return crossEntropy(logits, Tensor.from(ctx, targets, [n * (length - 1)]), { reduction: "none", ignoreIndex: -1 })
+        return crossEntropy(logits, Tensor.from(ctx, targets, [n * (length - 1)]), {
+          reduction: "none",
+          ignoreIndex: -1,
+        })
           .read();
       })
     );
@@ -89,7 +94,10 @@ export function argmaxScore(scores: number[]): number {
 }
 
 /** Accuracy with a 95% Wilson score interval. */
-export function accuracyWithInterval(correct: number, total: number): { accuracy: number; low: number; high: number } {
+export function accuracyWithInterval(
+  correct: number,
+  total: number,
+): { accuracy: number; low: number; high: number } {
   if (total === 0) return { accuracy: NaN, low: NaN, high: NaN };
   const p = correct / total;
   const z = 1.959963984540054;

@@ -18,6 +18,10 @@ export function buildPrompt(task: TaskSpec, text: string, demos: readonly Demons
 }
 
 /** The full training sequence for fine-tuning: prompt + the gold option. */
-export function buildExample(task: TaskSpec, text: string, label: number): { prompt: string; option: string } {
+export function buildExample(
+  task: TaskSpec,
+  text: string,
+  label: number,
+): { prompt: string; option: string } {
   return { prompt: buildPrompt(task, text), option: task.evalOptions[label] };
 }

@@ -5,7 +5,13 @@
  * Binary ops broadcast like NumPy; their backward sums the gradient over the broadcast
  * dimensions ({@link sumToShape}).
  */
-import { type BinaryOp, binaryKernel, sumToShapeKernel, unaryBackwardKernel, unaryKernel } from "../../kernels/elementwise.ts";
+import {
+  binaryKernel,
+  type BinaryOp,
+  sumToShapeKernel,
+  unaryBackwardKernel,
+  unaryKernel,
+} from "../../kernels/elementwise.ts";
 import { broadcastShapes, type HostTensor, map, mapBroadcast } from "../reference.ts";
 import { record } from "../tape.ts";
 import { fmtShape, ShapeError, Tensor } from "../tensor.ts";
@@ -17,7 +23,9 @@ function sameCtx(op: string, a: Tensor, b: Tensor): void {
 /** The broadcast shape of `a` and `b`, or a ShapeError naming both. */
 export function broadcastShape(op: string, a: readonly number[], b: readonly number[]): number[] {
   const s = broadcastShapes(a, b);
-  if (!s) throw new ShapeError(`${op}: shapes ${fmtShape(a)} and ${fmtShape(b)} cannot be broadcast together`);
+  if (!s) {
+    throw new ShapeError(`${op}: shapes ${fmtShape(a)} and ${fmtShape(b)} cannot be broadcast together`);
+  }
   return s;
 }
 
@@ -117,7 +125,8 @@ const UNARY: Record<string, UnarySpec> = {
   relu: { forward: "max(x, 0.0)", backward: "select(0.0, g, x > 0.0)", ref: (x) => Math.max(x, 0) },
   silu: {
     forward: "x / (1.0 + exp(-clamp(x, -80.0, 80.0)))",
-    backward: "g * (1.0 / (1.0 + exp(-clamp(x, -80.0, 80.0)))) * (1.0 + x * (1.0 - 1.0 / (1.0 + exp(-clamp(x, -80.0, 80.0)))))",
+    backward:
+      "g * (1.0 / (1.0 + exp(-clamp(x, -80.0, 80.0)))) * (1.0 + x * (1.0 - 1.0 / (1.0 + exp(-clamp(x, -80.0, 80.0)))))",
     ref: (x) => x / (1 + Math.exp(-x)),
   },
   // GELU, tanh approximation (GPT-2's "gelu_new"): 0.5 x (1 + tanh(c (x + 0.044715 x³))).

@@ -40,7 +40,9 @@ Deno.test({
     const std = Math.sqrt(s2 / n - mean * mean);
     if (Math.abs(mean) > (4 * sigma) / Math.sqrt(n)) throw new Error(`mean ${mean} too far from 0`);
     // Standard error of the std estimate ≈ σ/sqrt(2n) ≈ 0.0079 here; allow 4 of them.
-    if (Math.abs(std - sigma) > 4 * sigma / Math.sqrt(2 * n)) throw new Error(`std ${std}, expected ${sigma}`);
+    if (Math.abs(std - sigma) > 4 * sigma / Math.sqrt(2 * n)) {
+      throw new Error(`std ${std}, expected ${sigma}`);
+    }
     // Tails: about 4.55% beyond 2σ for a Gaussian.
     const tail = v.filter((x) => Math.abs(x) > 2 * sigma).length / n;
     if (Math.abs(tail - 0.0455) > 0.004) throw new Error(`fraction beyond 2σ is ${tail}`);
@@ -48,7 +50,9 @@ Deno.test({
     const w = await b.weight.read();
     if (!v.every((x, i) => x === w[i])) throw new Error("same seed gave different noise");
     const bias = await a.bias!.read();
-    if (bias.length !== rows || bias[0] === v[0]) throw new Error("bias noise is not a separate part of the stream");
+    if (bias.length !== rows || bias[0] === v[0]) {
+      throw new Error("bias noise is not a separate part of the stream");
+    }
     for (const t of [a.weight, a.bias, b.weight, b.bias]) t?.dispose();
   },
 });

@@ -28,7 +28,8 @@ function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
 
 for (const family of ["gpt2", "llama", "phi"]) {
   Deno.test({
-    name: `golden ${family}: target gradient, match_cos and match_grad_x (closed form vs PyTorch double backward)`,
+    name:
+      `golden ${family}: target gradient, match_cos and match_grad_x (closed form vs PyTorch double backward)`,
     ...gpuTest,
     fn: async () => {
       const c = await ctx();
@@ -56,17 +57,25 @@ for (const family of ["gpt2", "llama", "phi"]) {
         const promptIds = await ints("syn_prompt_ids");
         const b = synX.shape[0];
         const prompt = c.noGrad(() =>
-          model.embed(Tensor.from(c, Array.from({ length: b }, () => promptIds).flat(), [b, promptIds.length]))
+          model.embed(
+            Tensor.from(c, Array.from({ length: b }, () => promptIds).flat(), [b, promptIds.length]),
+          )
         );
         const x = concat([synX, prompt], 1);
-        const loss = matchingLoss(target, lastHidden(model, x), { weight: model.headWeight, bias: model.headBias },
-          oneHot(c, await ints("syn_labels"), vocab));
+        const loss = matchingLoss(target, lastHidden(model, x), {
+          weight: model.headWeight,
+          bias: model.headBias,
+        }, oneHot(c, await ints("syn_labels"), vocab));
         backward(loss);
         errors.match_cos = relErr(await loss.read(), await g.read("match_cos"));
         errors.match_grad_x = relErr(await synX.grad!.read(), await g.read("match_grad_x"));
       });
-      console.log(`${family}: ${Object.entries(errors).map(([k, v]) => `${k} ${v.toExponential(2)}`).join(", ")}`);
-      for (const [k, v] of Object.entries(errors)) if (!(v <= 1e-4)) throw new Error(`${family} ${k}: relative error ${v}`);
+      console.log(
+        `${family}: ${Object.entries(errors).map(([k, v]) => `${k} ${v.toExponential(2)}`).join(", ")}`,
+      );
+      for (const [k, v] of Object.entries(errors)) {
+        if (!(v <= 1e-4)) throw new Error(`${family} ${k}: relative error ${v}`);
+      }
       model.dispose();
       g.close();
     },

@@ -16,7 +16,13 @@ const N = 5;
 const B = 3;
 
 /** Explicit output-layer gradient [W (V×d); b (V)] of mean CE at the given hidden states. */
-function explicitGradient(h: Float64Array, rows: number, w: Float64Array, bias: Float64Array | null, labels: number[]) {
+function explicitGradient(
+  h: Float64Array,
+  rows: number,
+  w: Float64Array,
+  bias: Float64Array | null,
+  labels: number[],
+) {
   const gW = new Float64Array(V * D);
   const gb = new Float64Array(V);
   for (let i = 0; i < rows; i++) {
@@ -58,11 +64,13 @@ async function run(withBias: boolean, kind: "cos" | "l2", noisy: boolean) {
   const synLabels = [3, 3, 8];
   const noiseW = noisy ? randHost(rng, [V, D]) : null;
   const noiseB = noisy && withBias ? randHost(rng, [V]) : null;
-  for (const t of [w, bias, hReal, noiseW, noiseB]) if (t) t.data = Float64Array.from(Float32Array.from(t.data));
+  for (const t of [w, bias, hReal, noiseW, noiseB]) {
+    if (t) t.data = Float64Array.from(Float32Array.from(t.data));
+  }
 
   const target = explicitGradient(hReal.data, N, w.data, bias?.data ?? null, realLabels);
-  if (noiseW) for (let i = 0; i < target.gW.length; i++) target.gW[i] += noiseW.data[i] * 0.01;
-  if (noiseB) for (let i = 0; i < target.gb.length; i++) target.gb[i] += noiseB.data[i] * 0.01;
+  if (noiseW) { for (let i = 0; i < target.gW.length; i++) target.gW[i] += noiseW.data[i] * 0.01; }
+  if (noiseB) { for (let i = 0; i < target.gb.length; i++) target.gb[i] += noiseB.data[i] * 0.01; }
 
   // GPU target in factored form.
   const W = toGpu(c, w);
@@ -78,7 +86,11 @@ async function run(withBias: boolean, kind: "cos" | "l2", noisy: boolean) {
   let noise: TargetNoise | null = null;
   if (noiseW) {
     const scaleHost = (h: HostTensor) => ({ data: h.data.map((x) => x * 0.01), shape: h.shape });
-    noise = { sigma: 0.01, weight: toGpu(c, scaleHost(noiseW)), bias: noiseB ? toGpu(c, scaleHost(noiseB)) : null };
+    noise = {
+      sigma: 0.01,
+      weight: toGpu(c, scaleHost(noiseW)),
+      bias: noiseB ? toGpu(c, scaleHost(noiseB)) : null,
+    };
   }
   const tg: TargetGradient = makeTarget(r, residualRows.hr, withBias, noise);
   const onehot = oneHot(c, synLabels, V);
@@ -94,7 +106,7 @@ async function run(withBias: boolean, kind: "cos" | "l2", noisy: boolean) {
       } else {
         loss = 0;
         for (let i = 0; i < g.gW.length; i++) loss += (target.gW[i] - g.gW[i]) ** 2;
-        if (withBias) for (let i = 0; i < g.gb.length; i++) loss += (target.gb[i] - g.gb[i]) ** 2;
+        if (withBias) { for (let i = 0; i < g.gb.length; i++) loss += (target.gb[i] - g.gb[i]) ** 2; }
       }
       return { data: Float64Array.of(loss), shape: [1] };
     },
@@ -103,7 +115,20 @@ async function run(withBias: boolean, kind: "cos" | "l2", noisy: boolean) {
     gradAtol: 1e-5,
     gradRtol: 2e-3,
   });
-  for (const t of [W, Bt, onehot, r, residualRows.hr, residualRows.onehotReal, tg.normW2, tg.normB2, noise?.weight, noise?.bias]) {
+  for (
+    const t of [
+      W,
+      Bt,
+      onehot,
+      r,
+      residualRows.hr,
+      residualRows.onehotReal,
+      tg.normW2,
+      tg.normB2,
+      noise?.weight,
+      noise?.bias,
+    ]
+  ) {
     (t as Tensor | null | undefined)?.dispose();
   }
 }
@@ -112,7 +137,10 @@ for (const withBias of [false, true]) {
   for (const kind of ["cos", "l2"] as const) {
     for (const noisy of [false, true]) {
       Deno.test({
-        name: `matching loss ${kind}${withBias ? " with output bias" : ""}${noisy ? " and dense DP noise" : ""}: ` +
+        name:
+          `matching loss ${kind}${withBias ? " with output bias" : ""}${
+            noisy ? " and dense DP noise" : ""
+          }: ` +
           "closed form = explicit V×d gradients, and its gradient w.r.t. h = finite differences",
         ...gpuTest,
         fn: () => run(withBias, kind, noisy),

@@ -6,7 +6,21 @@ Deno.test("token filter: the official rules on single strings", () => {
   for (const s of [" great", "bad", " film", ".com", '"The', " movie!", "Hello"]) {
     if (!tokenAllowed(s)) throw new Error(`'${s}' should be allowed`);
   }
-  for (const s of ["!", " don't", "\n", " 1990", " ", "<|endoftext|>", " self-made", "a_b", " (", " café", "x".repeat(18)]) {
+  for (
+    const s of [
+      "!",
+      " don't",
+      "\n",
+      " 1990",
+      " ",
+      "<|endoftext|>",
+      " self-made",
+      "a_b",
+      " (",
+      " café",
+      "x".repeat(18),
+    ]
+  ) {
     if (tokenAllowed(s)) throw new Error(`'${JSON.stringify(s)}' should be banned`);
   }
 });
@@ -17,7 +31,9 @@ Deno.test("token filter on the real GPT-2 vocabulary: counts and the ids ≥ tok
   const banned = bannedTokenMask(rows, tok.vocabSize, (id) => tok.decode([id]));
   const allowed = banned.length - banned.reduce((a, b) => a + b, 0);
   console.log(`GPT-2: ${allowed} of ${tok.vocabSize} token ids allowed by the filter`);
-  for (let id = tok.vocabSize; id < rows; id++) if (!banned[id]) throw new Error(`id ${id} ≥ vocab size not banned`);
+  for (let id = tok.vocabSize; id < rows; id++) {
+    if (!banned[id]) throw new Error(`id ${id} ≥ vocab size not banned`);
+  }
   const great = tok.encode(" great")[0];
   if (banned[great]) throw new Error("' great' banned");
   if (!banned[tok.encode("!")[0]] || !banned[50256]) throw new Error("'!' (pad) or <|endoftext|> allowed");

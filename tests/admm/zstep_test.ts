@@ -13,7 +13,8 @@ import { ctx, gpuTest } from "../helpers.ts";
 import { shared } from "../shared.ts";
 
 Deno.test({
-  name: "z-step candidate pick: dot-product pick = float64 argmax = full-logits pick (odd sizes, out-of-range ids skipped)",
+  name:
+    "z-step candidate pick: dot-product pick = float64 argmax = full-logits pick (odd sizes, out-of-range ids skipped)",
   ...gpuTest,
   fn: async () => {
     const c = await ctx();
@@ -43,14 +44,31 @@ Deno.test({
     const T = (a: Float32Array, shape: number[]) => Tensor.from(c, a, shape);
     const chosen = Tensor.zeros(c, [B, positions]);
     const next = Tensor.zeros(c, [B, 1]);
-    pickCandidateByDotKernel(c, T(hidden, [B, steps, d]).buffer, T(weight, [V, d]).buffer, T(bias, [V]).buffer,
-      T(cand, [B, positions, k]).buffer, chosen.buffer, next.buffer, { batch: B, vocab: V, k, positions, t, dim: d, steps });
+    pickCandidateByDotKernel(
+      c,
+      T(hidden, [B, steps, d]).buffer,
+      T(weight, [V, d]).buffer,
+      T(bias, [V]).buffer,
+      T(cand, [B, positions, k]).buffer,
+      chosen.buffer,
+      next.buffer,
+      { batch: B, vocab: V, k, positions, t, dim: d, steps },
+    );
     const byDot = Array.from(await next.read());
     const col = Array.from(await chosen.read()).filter((_, i) => i % positions === t);
-    pickCandidateKernel(c, T(logits, [B, V]).buffer, T(cand, [B, positions, k]).buffer, chosen.buffer, next.buffer,
-      { batch: B, vocab: V, k, positions, t });
+    pickCandidateKernel(
+      c,
+      T(logits, [B, V]).buffer,
+      T(cand, [B, positions, k]).buffer,
+      chosen.buffer,
+      next.buffer,
+      { batch: B, vocab: V, k, positions, t },
+    );
     const byLogits = Array.from(await next.read());
-    if (byDot.join() !== expected.join() || col.join() !== expected.join() || byLogits.join() !== expected.join()) {
+    if (
+      byDot.join() !== expected.join() || col.join() !== expected.join() ||
+      byLogits.join() !== expected.join()
+    ) {
       throw new Error(`picked ${byDot} / ${col} / ${byLogits}, expected ${expected}`);
     }
   },

@@ -1,4 +1,16 @@
-import { add, addRef, div, divRef, mul, mulRef, sub, subRef, unaryOp, unaryRef, UNARY_OPS } from "../../autograd/ops/elementwise.ts";
+import {
+  add,
+  addRef,
+  div,
+  divRef,
+  mul,
+  mulRef,
+  sub,
+  subRef,
+  UNARY_OPS,
+  unaryOp,
+  unaryRef,
+} from "../../autograd/ops/elementwise.ts";
 import { ShapeError, Tensor } from "../../autograd/tensor.ts";
 import { Rng } from "../../autograd/random.ts";
 import { checkOp, ctx, gpuTest, randHost } from "../helpers.ts";
@@ -14,12 +26,14 @@ const PAIRS: [number[], number[]][] = [
   [[300], [300]],
 ];
 
-for (const [name, gpu, ref] of [
-  ["add", add, addRef],
-  ["sub", sub, subRef],
-  ["mul", mul, mulRef],
-  ["div", div, divRef],
-] as const) {
+for (
+  const [name, gpu, ref] of [
+    ["add", add, addRef],
+    ["sub", sub, subRef],
+    ["mul", mul, mulRef],
+    ["div", div, divRef],
+  ] as const
+) {
   Deno.test({
     name: `elementwise ${name}: forward vs float64 and finite-difference gradients, with broadcasting`,
     ...gpuTest,
@@ -87,7 +101,9 @@ Deno.test({
       if (!(e instanceof ShapeError)) throw e;
       msg = e.message;
     }
-    if (!msg.includes("[3, 4]") || !msg.includes("[5]")) throw new Error(`message does not name both shapes: ${msg}`);
+    if (!msg.includes("[3, 4]") || !msg.includes("[5]")) {
+      throw new Error(`message does not name both shapes: ${msg}`);
+    }
     a.dispose();
     b.dispose();
   },

@@ -7,7 +7,26 @@ import { main } from "../../cli.ts";
 import { gpuTest } from "../helpers.ts";
 import { shared } from "../shared.ts";
 
-const TINY = ["--per-class", "4", "--batch", "2", "--outer-steps", "2", "--inner-steps", "2", "--init-candidates", "2", "--topk", "20", "--real", "8", "--real-pool", "16", "--length", "8"];
+const TINY = [
+  "--per-class",
+  "4",
+  "--batch",
+  "2",
+  "--outer-steps",
+  "2",
+  "--inner-steps",
+  "2",
+  "--init-candidates",
+  "2",
+  "--topk",
+  "20",
+  "--real",
+  "8",
+  "--real-pool",
+  "16",
+  "--length",
+  "8",
+];
 
 async function synth(args: string[]): Promise<number> {
   return await main(["synth", ...args]);
@@ -28,7 +47,9 @@ Deno.test({
     const recs = lines(whole);
     if (recs.length !== 8) throw new Error(`expected 8 records (4 per class), got ${recs.length}`);
     for (const r of recs) {
-      for (const k of ["text", "label", "label_word", "round", "rho", "match_loss", "match_loss_init", "nll"]) {
+      for (
+        const k of ["text", "label", "label_word", "round", "rho", "match_loss", "match_loss_init", "nll"]
+      ) {
         if (!(k in r)) throw new Error(`record lacks '${k}': ${JSON.stringify(r)}`);
       }
       if (typeof r.match_loss !== "number" || !(r.match_loss >= 0 && r.match_loss <= 2)) {
@@ -52,9 +73,10 @@ Deno.test({
     if (a !== b) throw new Error(`resumed run differs from the uninterrupted one:\n${a}\n---\n${b}`);
 
     // A rerun with other settings must refuse to mix them into the same file.
-    const code = await synth([...TINY.map((x) => (x === "8" ? "9" : x)), "--model", model, "--out", parts]).catch(
-      () => 2,
-    );
+    const code = await synth([...TINY.map((x) => (x === "8" ? "9" : x)), "--model", model, "--out", parts])
+      .catch(
+        () => 2,
+      );
     if (code === 0) throw new Error("a rerun with other settings was accepted");
     await Deno.remove(dir, { recursive: true });
   },
@@ -67,15 +89,29 @@ Deno.test({
     const dir = await Deno.makeTempDir();
     const out = join(dir, "s.jsonl");
     const code = await synth([
-      "--per-class", "2", "--batch", "2", "--outer-steps", "2", "--inner-steps", "3", "--init-candidates", "3",
-      "--model", shared("models", "gpt2-d128"), "--out", out,
+      "--per-class",
+      "2",
+      "--batch",
+      "2",
+      "--outer-steps",
+      "2",
+      "--inner-steps",
+      "3",
+      "--init-candidates",
+      "3",
+      "--model",
+      shared("models", "gpt2-d128"),
+      "--out",
+      out,
     ]);
     if (code !== 0) throw new Error("synth failed");
     const recs = lines(out);
     if (recs.length !== 4) throw new Error(`expected 4 records, got ${recs.length}`);
     for (const r of recs) {
       const t = r.text as string;
-      if (!t || /[*;:_<>{}[\]()/\\|=+%@~`^#$&\n]/.test(t)) throw new Error(`text has banned characters: '${t}'`);
+      if (!t || /[*;:_<>{}[\]()/\\|=+%@~`^#$&\n]/.test(t)) {
+        throw new Error(`text has banned characters: '${t}'`);
+      }
       if (!Number.isFinite(r.nll as number)) throw new Error(`nll not finite: ${r.nll}`);
     }
     await Deno.remove(dir, { recursive: true });
@@ -108,7 +144,9 @@ Deno.test({
       } finally {
         console.error = orig;
       }
-      if (code === 0 || !re.test(msg)) throw new Error(`${args.join(" ")}: exit ${code}, message '${msg.trim()}'`);
+      if (code === 0 || !re.test(msg)) {
+        throw new Error(`${args.join(" ")}: exit ${code}, message '${msg.trim()}'`);
+      }
     }
     await Deno.remove(dir, { recursive: true });
   },
