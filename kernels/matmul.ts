@@ -19,12 +19,13 @@
  *
  * What makes a kernel fast differs between GPUs and the CPU adapters (Mesa llvmpipe/lavapipe,
  * 8-wide SIMD over invocations). On Mesa 22.3 every storage-buffer load whose address is not a
- * compile-time constant becomes a loop over the 8 SIMD lanes with a bounds check per lane (about
- * 30 ns of CPU per 8 lanes for a vec4, vs 0.1–0.2 ns for an 8-wide FMA), whether or not the
- * address is the same for all lanes; a load from workgroup memory is the same loop without the
- * bounds check (about 2.4× cheaper), and a vec4 costs little more than a scalar. So on CPU the
- * speed is set by the number of load *instructions* per FMA: large register tiles (8×8 per thread),
- * vec4 loads, and reads from shared memory. See docs/bench-cpu.md for the measurements.
+ * compile-time constant becomes a loop over the 8 SIMD lanes with a bounds check per lane, even
+ * when all lanes read the same address: a vec4 load costs about as much as 200 8-wide FMAs, and
+ * not much more than a scalar load (bench/load_costs.ts measures this). So on CPU the speed is set
+ * by the number of load instructions per FMA: `vec4` with 12×12 outputs per thread does 24 vec4
+ * loads per 576 FMAs. Workgroup memory is cheaper to read (no bounds check), but the copy into it
+ * and the barriers (a coroutine switch per 8 lanes) cost more than that saves, so `blocked` loses
+ * on CPU while it is the fast one on GPUs. docs/bench-cpu.md has the measurements.
  *
  * Every kernel decodes its tile from a linear workgroup index (`wid.x + wid.y·nwg.x`), so the
  * grid splits over two dimensions whatever the batch and matrix sizes (see `splitGrid`).
@@ -72,11 +73,26 @@ export interface MatmulTuning {
 
 /** Tuning of `blocked`: 8×8 outputs per thread, 8×8 threads (64×64 tiles), 16-deep k slices (8 KiB). */
 export const BLOCKED_TUNING: MatmulTuning = { tm: 8, tn: 8, wgx: 8, wgy: 8, bk: 16 };
-/** Tuning of `vec4`: 12×12 outputs per thread, 2×4 threads. */
+/** Tuning of `vec4`: 12×12 outputs per thread, 2×4 threads (one 8-lane SIMD vector on llvmpipe). */
 export const VEC4_TUNING: MatmulTuning = { tm: 12, tn: 12, wgx: 2, wgy: 4, bk: 4 };
+/**
+ * Tuning of `vec4` for large products: 24×24 outputs per thread do half the loads per FMA of
+ * 12×12 and ran 5–20% faster at 768³ and 1024³ on llvmpipe, but take 2–10 s to compile per layout
+ * and were slower at 512³ and no faster, or slower, on the shapes of this project's models
+ * (330×1024×256, the LM head 330×50257×128), so they are used only when M, N and K are all at
+ * least {@link VEC4_LARGE_FROM} and both operands are read as vec4.
+ */
+export const VEC4_LARGE_TUNING: MatmulTuning = { tm: 24, tn: 24, wgx: 2, wgy: 4, bk: 4 };
+/** Smallest M, N and K for which `vec4` uses {@link VEC4_LARGE_TUNING}. */
+export const VEC4_LARGE_FROM = 768;
 
-function defaultTuning(variant: MatmulVariant): MatmulTuning {
-  return variant === "vec4" ? VEC4_TUNING : BLOCKED_TUNING;
+function defaultTuning(variant: MatmulVariant, dims?: MatmulDims): MatmulTuning {
+  if (variant !== "vec4") return BLOCKED_TUNING;
+  // Only with vec4 loads on both sides: the scalar-load fallback of a 24×24 tile is 192 loads per
+  // step of 4 k, which takes tens of seconds to compile.
+  const vec = dims && vec4Operands(dims);
+  const large = dims && vec?.vecA && vec.vecB && Math.min(dims.m, dims.n, dims.k) >= VEC4_LARGE_FROM;
+  return large ? VEC4_LARGE_TUNING : VEC4_TUNING;
 }
 
 /** Options for {@link matmulKernel}. */
@@ -106,10 +122,12 @@ interface Layout {
 const PARAMS_STRUCT = /* wgsl */ `
 struct P { m: u32, n: u32, k: u32, batch: u32, sA: u32, sB: u32, sC: u32, tilesN: u32, tilesM: u32 }`;
 
-function bindings(l: Layout): string {
+/** The bindings: A and B as `array<f32>`, or as `array<vec4<f32>>` when `vecA`/`vecB`. */
+function bindings(l: Layout, vecA = false, vecB = false): string {
+  const elem = (v: boolean) => (v ? "vec4<f32>" : "f32");
   return /* wgsl */ `${PARAMS_STRUCT}
-@group(0) @binding(0) var<storage, read> A: array<f32>;
-@group(0) @binding(1) var<storage, read> B: array<f32>;
+@group(0) @binding(0) var<storage, read> A: array<${elem(vecA)}>;
+@group(0) @binding(1) var<storage, read> B: array<${elem(vecB)}>;
 @group(0) @binding(2) var<storage, read_write> C: array<f32>;
 ${l.bias ? "@group(0) @binding(3) var<storage, read> bias: array<f32>;\n" : ""}@group(0) @binding(${
     l.bias ? 4 : 3
@@ -136,9 +154,15 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let cBase = bt * p.sC;`;
 }
 
-/** WGSL index of op(A)[m][k] and op(B)[k][n] (relative to the matrix base). */
-const aAt = (l: Layout, m: string, k: string) => (l.transA ? `(${k}) * p.m + (${m})` : `(${m}) * p.k + (${k})`);
-const bAt = (l: Layout, k: string, n: string) => (l.transB ? `(${n}) * p.k + (${k})` : `(${k}) * p.n + (${n})`);
+/** WGSL index of op(A)[m][k], relative to A's base. */
+function aAt(l: Layout, m: string, k: string): string {
+  return l.transA ? `(${k}) * p.m + (${m})` : `(${m}) * p.k + (${k})`;
+}
+
+/** WGSL index of op(B)[k][n], relative to B's base. */
+function bAt(l: Layout, k: string, n: string): string {
+  return l.transB ? `(${n}) * p.k + (${k})` : `(${k}) * p.n + (${n})`;
+}
 
 /** The store of one output, with the bias when fused. */
 const storeC = (l: Layout, m: string, n: string, v: string) =>
@@ -312,7 +336,9 @@ function blockedWgsl(l: Layout, t: MatmulTuning, vecA: boolean, vecB: boolean): 
     b = (kk, j) => `b${j >> 2}_${kk}[${j & 3}]`;
   }
   for (let kk = 0; kk < 4; kk++) {
-    for (let i = 0; i < tm; i++) for (let j = 0; j < tn; j++) inner.push(`c${i}_${j} = fma(${a(i, kk)}, ${b(kk, j)}, c${i}_${j});`);
+    for (let i = 0; i < tm; i++) {
+      for (let j = 0; j < tn; j++) inner.push(`c${i}_${j} = fma(${a(i, kk)}, ${b(kk, j)}, c${i}_${j});`);
+    }
   }
   const accs: string[] = [];
   const store: string[] = [];
@@ -324,10 +350,7 @@ function blockedWgsl(l: Layout, t: MatmulTuning, vecA: boolean, vecB: boolean): 
       store.push(`if (${m} < p.m && ${n} < p.n) { ${storeC(l, m, n, `c${i}_${j}`)} }`);
     }
   }
-  const elem = (v: boolean) => (v ? "vec4<f32>" : "f32");
-  return /* wgsl */ `${
-    bindings(l).replace("A: array<f32>", `A: array<${elem(vecA)}>`).replace("B: array<f32>", `B: array<${elem(vecB)}>`)
-  }
+  return /* wgsl */ `${bindings(l, vecA, vecB)}
 var<workgroup> As: array<vec4<f32>, ${aTile.r * aTile.stride}>;
 var<workgroup> Bs: array<vec4<f32>, ${bTile.r * bTile.stride}>;
 ${prologue(`${threads}`)}
@@ -389,12 +412,16 @@ function vec4Wgsl(l: Layout, t: MatmulTuning, vecA: boolean, vecB: boolean): str
     // multiple of 4 and are clamped to the last aligned group.
     decl.push(...Array.from({ length: tm / 4 }, (_, g) => `let ga${g} = min(m0 + ${4 * g}u, p.m - 4u);`));
     for (let g = 0; g < tm / 4; g++) {
-      for (let kk = 0; kk < 4; kk++) body.push(`let a${g}_${kk} = A[(aBase + (k + ${kk}u) * p.m + ga${g}) / 4u];`);
+      for (let kk = 0; kk < 4; kk++) {
+        body.push(`let a${g}_${kk} = A[(aBase + (k + ${kk}u) * p.m + ga${g}) / 4u];`);
+      }
     }
     a = (i, kk) => `a${i >> 2}_${kk}[${i & 3}]`;
   } else {
     for (let i = 0; i < tm; i++) {
-      for (let kk = 0; kk < 4; kk++) body.push(`let a${i}_${kk} = A[aBase + ${aAt(l, `r${i}`, `k + ${kk}u`)}];`);
+      for (let kk = 0; kk < 4; kk++) {
+        body.push(`let a${i}_${kk} = A[aBase + ${aAt(l, `r${i}`, `k + ${kk}u`)}];`);
+      }
     }
     a = (i, kk) => `a${i}_${kk}`;
   }
@@ -403,7 +430,9 @@ function vec4Wgsl(l: Layout, t: MatmulTuning, vecA: boolean, vecB: boolean): str
     // Row-major B, N % 4 == 0: one vec4 holds 4 consecutive columns at one k.
     decl.push(...Array.from({ length: tn / 4 }, (_, h) => `let gb${h} = min(n0 + ${4 * h}u, p.n - 4u);`));
     for (let h = 0; h < tn / 4; h++) {
-      for (let kk = 0; kk < 4; kk++) body.push(`let b${h}_${kk} = B[(bBase + (k + ${kk}u) * p.n + gb${h}) / 4u];`);
+      for (let kk = 0; kk < 4; kk++) {
+        body.push(`let b${h}_${kk} = B[(bBase + (k + ${kk}u) * p.n + gb${h}) / 4u];`);
+      }
     }
     b = (kk, j) => `b${j >> 2}_${kk}[${j & 3}]`;
   } else if (vecB) {
@@ -413,12 +442,16 @@ function vec4Wgsl(l: Layout, t: MatmulTuning, vecA: boolean, vecB: boolean): str
     b = (kk, j) => `b${j}[${kk}]`;
   } else {
     for (let j = 0; j < tn; j++) {
-      for (let kk = 0; kk < 4; kk++) body.push(`let b${kk}_${j} = B[bBase + ${bAt(l, `k + ${kk}u`, `q${j}`)}];`);
+      for (let kk = 0; kk < 4; kk++) {
+        body.push(`let b${kk}_${j} = B[bBase + ${bAt(l, `k + ${kk}u`, `q${j}`)}];`);
+      }
     }
     b = (kk, j) => `b${kk}_${j}`;
   }
   for (let kk = 0; kk < 4; kk++) {
-    for (let i = 0; i < tm; i++) for (let j = 0; j < tn; j++) body.push(`c${i}_${j} = fma(${a(i, kk)}, ${b(kk, j)}, c${i}_${j});`);
+    for (let i = 0; i < tm; i++) {
+      for (let j = 0; j < tn; j++) body.push(`c${i}_${j} = fma(${a(i, kk)}, ${b(kk, j)}, c${i}_${j});`);
+    }
   }
   // The last K % 4 steps (only when neither operand is vectorised along k), one k at a time.
   const scalarA = (i: number) => {
@@ -431,14 +464,19 @@ function vec4Wgsl(l: Layout, t: MatmulTuning, vecA: boolean, vecB: boolean): str
   };
   for (let i = 0; i < tm; i++) tail.push(`let a${i} = ${scalarA(i)};`);
   for (let j = 0; j < tn; j++) tail.push(`let b${j} = ${scalarB(j)};`);
-  for (let i = 0; i < tm; i++) for (let j = 0; j < tn; j++) tail.push(`c${i}_${j} = fma(a${i}, b${j}, c${i}_${j});`);
+  for (let i = 0; i < tm; i++) {
+    for (let j = 0; j < tn; j++) tail.push(`c${i}_${j} = fma(a${i}, b${j}, c${i}_${j});`);
+  }
   for (let i = 0; i < tm; i++) {
     for (let j = 0; j < tn; j++) {
-      store.push(`if (m0 + ${i}u < p.m && n0 + ${j}u < p.n) { ${storeC(l, `m0 + ${i}u`, `n0 + ${j}u`, `c${i}_${j}`)} }`);
+      store.push(
+        `if (m0 + ${i}u < p.m && n0 + ${j}u < p.n) { ${
+          storeC(l, `m0 + ${i}u`, `n0 + ${j}u`, `c${i}_${j}`)
+        } }`,
+      );
     }
   }
-  const elem = (v: boolean) => (v ? "vec4<f32>" : "f32");
-  return /* wgsl */ `${bindings(l).replace("A: array<f32>", `A: array<${elem(vecA)}>`).replace("B: array<f32>", `B: array<${elem(vecB)}>`)}
+  return /* wgsl */ `${bindings(l, vecA, vecB)}
 ${prologue(`${wgx * wgy}`)}
   let m0 = tm * ${bm}u + (lid / ${wgx}u) * ${tm}u;
   let n0 = tn * ${bn}u + (lid % ${wgx}u) * ${tn}u;
@@ -496,7 +534,9 @@ function checkTuning(ctx: GpuContext, variant: MatmulVariant, t: MatmulTuning): 
     );
   }
   if (variant === "blocked") {
-    if (t.tm % 4 || t.tn % 4 || t.bk % 4) throw new RangeError(`matmul blocked: tm, tn and bk must be multiples of 4`);
+    if (t.tm % 4 || t.tn % 4 || t.bk % 4) {
+      throw new RangeError(`matmul blocked: tm, tn and bk must be multiples of 4`);
+    }
     // Upper bound: both tiles with their padded row stride.
     const shared = 16 * (t.tm * t.wgy + t.tn * t.wgx) * (t.bk / 4 + 1);
     if (shared > ctx.limits.maxComputeWorkgroupStorageSize) {
@@ -521,11 +561,13 @@ export function matmulKernel(
 ): void {
   const { batch, m, n, k } = dims;
   for (const [name, v] of [["batch", batch], ["M", m], ["N", n], ["K", k]] as const) {
-    if (!Number.isInteger(v) || v < 0) throw new RangeError(`matmul: ${name} must be a non-negative integer, got ${v}`);
+    if (!Number.isInteger(v) || v < 0) {
+      throw new RangeError(`matmul: ${name} must be a non-negative integer, got ${v}`);
+    }
   }
   if (batch === 0 || m === 0 || n === 0) return;
   const variant = options.variant ?? defaultMatmulVariant(ctx);
-  const tuning = { ...defaultTuning(variant), ...options.tuning };
+  const tuning = { ...defaultTuning(variant, dims), ...options.tuning };
   checkTuning(ctx, variant, tuning);
   const vec = vec4Operands(dims);
   const layout = {

@@ -125,7 +125,13 @@ function product(a: Tensor, b: Tensor, transA: boolean, transB: boolean, bias?: 
 function contractRows(x: Tensor, y: Tensor, xCols: number, yCols: number): Tensor {
   const rows = x.size / xCols;
   const out = Tensor.empty(x.ctx, [xCols, yCols]);
-  matmulKernel(x.ctx, x.buffer, y.buffer, out.buffer, { batch: 1, m: xCols, n: yCols, k: rows, transA: true });
+  matmulKernel(x.ctx, x.buffer, y.buffer, out.buffer, {
+    batch: 1,
+    m: xCols,
+    n: yCols,
+    k: rows,
+    transA: true,
+  });
   return out;
 }
 
@@ -160,7 +166,9 @@ function productGrads(
 
 function sameCtx(op: string, ...ts: Tensor[]): void {
   for (const t of ts) {
-    if (t.ctx !== ts[0].ctx) throw new Error(`${op}: ${ts[0].label} and ${t.label} live on different GPU contexts`);
+    if (t.ctx !== ts[0].ctx) {
+      throw new Error(`${op}: ${ts[0].label} and ${t.label} live on different GPU contexts`);
+    }
   }
 }
 
@@ -206,16 +214,27 @@ export function matmulRef(a: HostTensor, b: HostTensor, options: MatmulOptions =
 // ---------------------------------------------------------------------------------------------
 // linear
 
-function linearGeometry(xShape: readonly number[], wShape: readonly number[], layout: WeightLayout, bias?: readonly number[]) {
+function linearGeometry(
+  xShape: readonly number[],
+  wShape: readonly number[],
+  layout: WeightLayout,
+  bias?: readonly number[],
+) {
   const what = `input ${fmtShape(xShape)} and ${layout} weight ${fmtShape(wShape)}`;
   if (wShape.length !== 2) throw new ShapeError(`linear: the weight must be 2-D, got ${what}`);
-  if (xShape.length < 1) throw new ShapeError(`linear: the input must have at least 1 dimension, got ${what}`);
+  if (xShape.length < 1) {
+    throw new ShapeError(`linear: the input must have at least 1 dimension, got ${what}`);
+  }
   const [inF, outF] = layout === "in_out" ? wShape : [wShape[1], wShape[0]];
   if (xShape[xShape.length - 1] !== inF) {
-    throw new ShapeError(`linear: ${what} disagree on the input features (${xShape[xShape.length - 1]} vs ${inF})`);
+    throw new ShapeError(
+      `linear: ${what} disagree on the input features (${xShape[xShape.length - 1]} vs ${inF})`,
+    );
   }
   if (bias && (bias.length !== 1 || bias[0] !== outF)) {
-    throw new ShapeError(`linear: bias ${fmtShape(bias)} does not match the ${outF} output features of ${what}`);
+    throw new ShapeError(
+      `linear: bias ${fmtShape(bias)} does not match the ${outF} output features of ${what}`,
+    );
   }
   return { inF, outF };
 }
@@ -246,7 +265,13 @@ export function linear(x: Tensor, w: Tensor, bias?: Tensor | null, options: Line
     if (x.requiresGrad) {
       // dx = g · op(W)ᵀ, one product over all rows.
       gx = Tensor.empty(x.ctx, x.shape);
-      matmulKernel(x.ctx, g.buffer, w.buffer, gx.buffer, { batch: 1, m: rows, n: inF, k: outF, transB: !transB });
+      matmulKernel(x.ctx, g.buffer, w.buffer, gx.buffer, {
+        batch: 1,
+        m: rows,
+        n: inF,
+        k: outF,
+        transB: !transB,
+      });
     }
     if (w.requiresGrad) gw = transB ? contractRows(g, x, outF, inF) : contractRows(x, g, inF, outF);
     const gb = b?.requiresGrad ? sumToShape(g, b.shape) : null;
@@ -255,7 +280,12 @@ export function linear(x: Tensor, w: Tensor, bias?: Tensor | null, options: Line
 }
 
 /** Float64 reference of {@link linear}. */
-export function linearRef(x: HostTensor, w: HostTensor, bias?: HostTensor | null, options: LinearOptions = {}): HostTensor {
+export function linearRef(
+  x: HostTensor,
+  w: HostTensor,
+  bias?: HostTensor | null,
+  options: LinearOptions = {},
+): HostTensor {
   const layout = options.weightLayout ?? "in_out";
   const { inF, outF } = linearGeometry(x.shape, w.shape, layout, bias?.shape);
   const rows = x.data.length / Math.max(1, inF);

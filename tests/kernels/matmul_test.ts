@@ -4,7 +4,15 @@
  * both the vec4 and the scalar load paths (contiguous axes that are and are not multiples of 4).
  */
 import { throws as assertThrows } from "node:assert";
-import { MATMUL_VARIANTS, matmulKernel, type MatmulDims, type MatmulVariant, matmulWgsl } from "../../kernels/matmul.ts";
+import {
+  MATMUL_VARIANTS,
+  type MatmulDims,
+  matmulKernel,
+  type MatmulTuning,
+  type MatmulVariant,
+  matmulWgsl,
+  VEC4_LARGE_TUNING,
+} from "../../kernels/matmul.ts";
 import { GpuLimitError } from "../../kernels/device.ts";
 import { matmulRef } from "../../autograd/ops/matmul.ts";
 import { Tensor } from "../../autograd/tensor.ts";
@@ -28,7 +36,7 @@ interface Case {
 }
 
 /** Runs one case with one variant and checks it against the reference. */
-async function check(variant: MatmulVariant, c: Case): Promise<void> {
+async function check(variant: MatmulVariant, c: Case, tuning?: MatmulTuning): Promise<void> {
   const g = await ctx();
   const aShape = c.transA ? [c.k, c.m] : [c.m, c.k];
   const bShape = c.transB ? [c.n, c.k] : [c.k, c.n];
@@ -41,7 +49,7 @@ async function check(variant: MatmulVariant, c: Case): Promise<void> {
   // matmulRef shares a 2-D operand across the other's batch; with both shared, add a batch of 1.
   const refA = c.sharedA && c.sharedB ? { ...ar, shape: [1, ...ar.shape] } : ar;
   const expected = matmulRef(refA, br, { transA: c.transA, transB: c.transB });
-  if (c.bias) for (let i = 0; i < expected.data.length; i++) expected.data[i] += biasr.data[i % c.n];
+  if (c.bias) { for (let i = 0; i < expected.data.length; i++) expected.data[i] += biasr.data[i % c.n]; }
   const ta = toGpu(g, ar);
   const tb = toGpu(g, br);
   const tbias = toGpu(g, biasr);
@@ -56,10 +64,16 @@ async function check(variant: MatmulVariant, c: Case): Promise<void> {
     strideA: c.sharedA ? 0 : c.m * c.k,
     strideB: c.sharedB ? 0 : c.k * c.n,
   };
-  matmulKernel(g, ta.buffer, tb.buffer, out.buffer, dims, { variant, bias: c.bias ? tbias.buffer : undefined });
+  matmulKernel(g, ta.buffer, tb.buffer, out.buffer, dims, {
+    variant,
+    tuning,
+    bias: c.bias ? tbias.buffer : undefined,
+  });
   const got = await out.read();
   // Products of K normals: errors grow like sqrt(K)·eps.
-  const full = c.sharedA && c.sharedB ? Float64Array.from({ length: got.length }, (_, i) => expected.data[i % (c.m * c.n)]) : expected.data;
+  const full = c.sharedA && c.sharedB
+    ? Float64Array.from({ length: got.length }, (_, i) => expected.data[i % (c.m * c.n)])
+    : expected.data;
   assertClose(got, full, `${variant} ${JSON.stringify(c)}`, 1e-5 * Math.sqrt(c.k + 1), 1e-4);
   for (const t of [ta, tb, tbias, out]) t.dispose();
 }
@@ -93,6 +107,16 @@ for (const variant of MATMUL_VARIANTS) {
 }
 
 Deno.test({
+  name: "matmul kernel vec4: the 24×24 tuning of large products, on partial tiles",
+  ...gpuTest,
+  fn: async () => {
+    // The tuning products with M, N, K ≥ VEC4_LARGE_FROM get by default, forced on a smaller
+    // product (the reference stays cheap): 96×48 outputs per workgroup, M and N not multiples.
+    await check("vec4", { batch: 1, m: 200, n: 100, k: 68 }, VEC4_LARGE_TUNING);
+  },
+});
+
+Deno.test({
   name: "matmul kernel: a batch larger than one grid dimension and shapes beyond the tile grid",
   ...gpuTest,
   fn: async () => {
@@ -109,7 +133,11 @@ Deno.test({
     const t = Tensor.zeros(g, [4]);
     const dims = { batch: 1, m: 2, n: 2, k: 2 };
     assertThrows(
-      () => matmulKernel(g, t.buffer, t.buffer, t.buffer, dims, { variant: "blocked", tuning: { wgx: 64, wgy: 64 } }),
+      () =>
+        matmulKernel(g, t.buffer, t.buffer, t.buffer, dims, {
+          variant: "blocked",
+          tuning: { wgx: 64, wgy: 64 },
+        }),
       GpuLimitError,
     );
     assertThrows(
@@ -124,5 +152,7 @@ Deno.test("matmul kernel: generated WGSL differs by layout and stays cached per 
   const nn = matmulWgsl("vec4", {});
   const tn = matmulWgsl("vec4", { transA: true });
   if (nn === tn) throw new Error("transposed A must generate a different kernel");
-  if (matmulWgsl("vec4", {}) !== nn) throw new Error("code generation must be deterministic (pipeline cache key)");
+  if (matmulWgsl("vec4", {}) !== nn) {
+    throw new Error("code generation must be deterministic (pipeline cache key)");
+  }
 });
