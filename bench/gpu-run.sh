@@ -8,7 +8,7 @@ OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
 date -u > "$OUT/when.txt"
 timeout 60 $E deno run -A cli.ts info > "$OUT/info.txt" 2>&1
-timeout 200 $E deno run -A bench/main.ts --json --sizes=256,512,1024,2048,4096 --repeats=3 > "$OUT/bench.jsonl" 2> "$OUT/bench.err"
+timeout 300 $E deno run -A bench/main.ts --json --sizes=256,512,1024,2048,4096 --repeats=3 > "$OUT/bench.jsonl" 2> "$OUT/bench.err"
 timeout 120 $E deno run -A bench/synth.ts --json > "$OUT/synth.jsonl" 2> "$OUT/synth.err"
 timeout 120 python3 bench/torch_ref.py > "$OUT/torch.jsonl" 2> "$OUT/torch.err"
 tail -n 3 "$OUT"/*.err

@@ -82,7 +82,9 @@ export const synthSuite: BenchSuite = {
   name: "synth",
   async run(ctx: GpuContext, options, report) {
     for (const shape of SHAPES) {
-      if (options.filter && !`xstep zstep ${shape.name}`.toLowerCase().includes(options.filter.toLowerCase())) continue;
+      if (
+        options.filter && !`xstep zstep ${shape.name}`.toLowerCase().includes(options.filter.toLowerCase())
+      ) continue;
       const dir = await randomGpt2(shape.layers, shape.d, shape.heads);
       const model = await loadModel(ctx, dir);
       const batch = 10, free = 30, suffix = [632, 373, 220]; // " It was " in GPT-2 ids
@@ -112,15 +114,25 @@ export const synthSuite: BenchSuite = {
       const x = Tensor.from(ctx, rng.normals(batch * length * shape.d, 0.05), [batch, length, shape.d], {
         requiresGrad: true,
       }).keep();
-      const shift = Tensor.from(ctx, rng.normals(batch * length * shape.d, 0.05), [batch, length, shape.d]).keep();
+      const shift = Tensor.from(ctx, rng.normals(batch * length * shape.d, 0.05), [batch, length, shape.d])
+        .keep();
       const opt = new Adam([x], { lr: 0.008 });
-      const settings: Pick<AdmmSettings, "rho" | "matching" | "gradClip"> = { rho: 0.7, matching: "cos", gradClip: 1 };
+      const settings: Pick<AdmmSettings, "rho" | "matching" | "gradClip"> = {
+        rho: 0.7,
+        matching: "cos",
+        gradClip: 1,
+      };
       const tx = await timeGpu(ctx, () => xStep(problem, x, shift, opt, settings, null).dispose(), {
         repeats: options.repeats,
         batchMs: 500,
         maxIterations: 256,
       });
-      report({ name: `xstep ${shape.name}`, shape: `B=${batch} T=${length}`, ms: tx.ms, adapter: ctx.adapterName });
+      report({
+        name: `xstep ${shape.name}`,
+        shape: `B=${batch} T=${length}`,
+        ms: tx.ms,
+        adapter: ctx.adapterName,
+      });
       // The z-step reads its ids back once per decode, so it is timed as a whole.
       const zTimes: number[] = [];
       for (let r = 0; r < Math.max(2, Math.min(options.repeats, 5)); r++) {
@@ -129,7 +141,12 @@ export const synthSuite: BenchSuite = {
         zTimes.push(performance.now() - t0);
       }
       zTimes.sort((a, b) => a - b);
-      report({ name: `zstep ${shape.name}`, shape: `B=${batch} T=${length} k=200`, ms: zTimes[zTimes.length >> 1], adapter: ctx.adapterName });
+      report({
+        name: `zstep ${shape.name}`,
+        shape: `B=${batch} T=${length} k=200`,
+        ms: zTimes[zTimes.length >> 1],
+        adapter: ctx.adapterName,
+      });
       opt.dispose();
       x.dispose();
       shift.dispose();
@@ -147,6 +164,14 @@ if (import.meta.main) {
   const json = Deno.args.includes("--json");
   const filter = Deno.args.find((a) => a.startsWith("--filter="))?.slice(9) ?? "";
   const ctx = await createContext();
-  await synthSuite.run(ctx, { filter, sizes: [], maxSeconds: 60, repeats: 3 }, (r) =>
-    console.log(json ? JSON.stringify(r) : `${r.name.padEnd(20)} ${r.shape.padEnd(20)} ${r.ms?.toFixed(2)} ms  ${r.adapter}`));
+  await synthSuite.run(
+    ctx,
+    { filter, sizes: [], maxSeconds: 60, repeats: 3 },
+    (r) =>
+      console.log(
+        json
+          ? JSON.stringify(r)
+          : `${r.name.padEnd(20)} ${r.shape.padEnd(20)} ${r.ms?.toFixed(2)} ms  ${r.adapter}`,
+      ),
+  );
 }
