@@ -8,28 +8,12 @@ import { packParams } from "./launch.ts";
 
 const WG = 128;
 
-const PICK_WGSL = /* wgsl */ `
-struct P { vocab: u32, k: u32, positions: u32, t: u32 }
-@group(0) @binding(0) var<storage, read> logits: array<f32>;      // [B, V]
-@group(0) @binding(1) var<storage, read> candidates: array<f32>;  // [B, positions, k] token ids
-@group(0) @binding(2) var<storage, read_write> chosen: array<f32>; // [B, positions]: column t written
-@group(0) @binding(3) var<storage, read_write> next: array<f32>;   // [B]: the ids to feed next
-@group(0) @binding(4) var<uniform> p: P;
-var<workgroup> bestScore: array<f32, ${WG}>;
-var<workgroup> bestId: array<u32, ${WG}>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let b = wid.x;
-  let cbase = (b * p.positions + p.t) * p.k;
-  var score = -3.0e38;
-  var id = 0xffffffffu;
-  for (var j = lid; j < p.k; j += ${WG}u) {
-    let c = u32(candidates[cbase + j]);
-    if (c >= p.vocab) { continue; }
-    let s = logits[b * p.vocab + c];
-    // Highest score; on ties the lower token id (deterministic).
-    if (s > score || (s == score && c < id)) { score = s; id = c; }
-  }
+const ARGMAX_SHARED = /* wgsl */ `var<workgroup> bestScore: array<f32, ${WG}>;
+var<workgroup> bestId: array<u32, ${WG}>;`;
+
+// Tree argmax over the workgroup's (score, id) pairs (ties: the lower id), then row b's choice is
+// written to chosen[b, t] and next[b]. Each thread enters with its own best in `score`, `id`.
+const ARGMAX_AND_STORE = /* wgsl */ `
   bestScore[lid] = score;
   bestId[lid] = id;
   workgroupBarrier();
@@ -48,7 +32,30 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     let c = select(0u, bestId[0], bestId[0] != 0xffffffffu);
     chosen[b * p.positions + p.t] = f32(c);
     next[b] = f32(c);
+  }`;
+
+const PICK_WGSL = /* wgsl */ `
+struct P { vocab: u32, k: u32, positions: u32, t: u32 }
+@group(0) @binding(0) var<storage, read> logits: array<f32>;      // [B, V]
+@group(0) @binding(1) var<storage, read> candidates: array<f32>;  // [B, positions, k] token ids
+@group(0) @binding(2) var<storage, read_write> chosen: array<f32>; // [B, positions]: column t written
+@group(0) @binding(3) var<storage, read_write> next: array<f32>;   // [B]: the ids to feed next
+@group(0) @binding(4) var<uniform> p: P;
+${ARGMAX_SHARED}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let b = wid.x;
+  let cbase = (b * p.positions + p.t) * p.k;
+  var score = -3.0e38;
+  var id = 0xffffffffu;
+  for (var j = lid; j < p.k; j += ${WG}u) {
+    let c = u32(candidates[cbase + j]);
+    if (c >= p.vocab) { continue; }
+    let s = logits[b * p.vocab + c];
+    // Highest score; on ties the lower token id (deterministic).
+    if (s > score || (s == score && c < id)) { score = s; id = c; }
   }
+${ARGMAX_AND_STORE}
 }`;
 
 /**
@@ -76,8 +83,7 @@ struct P { vocab: u32, k: u32, positions: u32, t: u32, dim: u32, steps: u32, has
 @group(0) @binding(4) var<storage, read_write> chosen: array<f32>;
 @group(0) @binding(5) var<storage, read_write> next: array<f32>;
 @group(0) @binding(6) var<uniform> p: P;
-var<workgroup> bestScore: array<f32, ${WG}>;
-var<workgroup> bestId: array<u32, ${WG}>;
+${ARGMAX_SHARED}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
   let b = wid.x;
@@ -94,25 +100,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     for (var i = 0u; i < p.dim; i++) { s += weight[wbase + i] * hidden[hbase + i]; }
     if (s > score || (s == score && c < id)) { score = s; id = c; }
   }
-  bestScore[lid] = score;
-  bestId[lid] = id;
-  workgroupBarrier();
-  for (var stride = ${WG / 2}u; stride > 0u; stride = stride / 2u) {
-    if (lid < stride) {
-      let s = bestScore[lid + stride];
-      let c = bestId[lid + stride];
-      if (s > bestScore[lid] || (s == bestScore[lid] && c < bestId[lid])) {
-        bestScore[lid] = s;
-        bestId[lid] = c;
-      }
-    }
-    workgroupBarrier();
-  }
-  if (lid == 0u) {
-    let c = select(0u, bestId[0], bestId[0] != 0xffffffffu);
-    chosen[b * p.positions + p.t] = f32(c);
-    next[b] = f32(c);
-  }
+${ARGMAX_AND_STORE}
 }`;
 
 /**
