@@ -284,6 +284,8 @@ export async function runRound(
       lastTotal = total;
     }
     shift.dispose();
+    // Kernels run asynchronously: wait for them so the x-step's time is not billed to the next read.
+    await ctx.sync();
     timings.xstep += performance.now() - t0;
 
     // Dual update λ += ρ (x − z), then pin the suffix again.
