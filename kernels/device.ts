@@ -114,6 +114,11 @@ export class GpuContext {
   private paramBufferSize = 0;
   /** Buffers to release to the pool once the current batch is submitted. */
   private releaseAfterSubmit: GPUBuffer[] = [];
+  /**
+   * Asked for the timestamp writes of every compute pass when it opens (kernels/timing.ts sets
+   * it while a timed region is open); null = passes are not timed.
+   */
+  passTimestamps: (() => GPUComputePassTimestampWrites | undefined) | null = null;
 
   constructor(device: GPUDevice, adapter: AdapterDescription, limits: DeviceLimits, features: Set<string>) {
     this.device = device;
@@ -228,12 +233,29 @@ export class GpuContext {
     }
     const slot = params ? this.params(params) : null;
     const bindGroup = this.bindGroupFor(pipeline, buffers, slot);
-    if (!this.encoder) this.encoder = this.device.createCommandEncoder();
-    if (!this.pass) this.pass = this.encoder.beginComputePass();
-    this.pass.setPipeline(pipeline);
-    this.pass.setBindGroup(0, bindGroup);
-    this.pass.dispatchWorkgroups(gx, gy, gz);
+    const pass = this.openPass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(gx, gy, gz);
     this.dispatches++;
+  }
+
+  /** The open compute pass of the batch, opened (with timestamp writes, when timed) if needed. */
+  private openPass(): GPUComputePassEncoder {
+    if (!this.encoder) this.encoder = this.device.createCommandEncoder();
+    if (!this.pass) {
+      const timestampWrites = this.passTimestamps?.();
+      this.pass = this.encoder.beginComputePass(timestampWrites ? { timestampWrites } : undefined);
+    }
+    return this.pass;
+  }
+
+  /** Ends the open compute pass, so the next dispatch opens a new one (timed regions use it). */
+  endPass(): void {
+    if (this.pass) {
+      this.pass.end();
+      this.pass = null;
+    }
   }
 
   /**
@@ -263,10 +285,7 @@ export class GpuContext {
     this.checkAlive();
     if (bytes === 0) return;
     if (!this.encoder) this.encoder = this.device.createCommandEncoder();
-    if (this.pass) {
-      this.pass.end();
-      this.pass = null;
-    }
+    this.endPass();
     this.encoder.copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
   }
 
