@@ -23,6 +23,7 @@ import { scope, Tensor } from "../autograd/tensor.ts";
 import type { CausalLM } from "../models/model.ts";
 import { type MatchingKind, matchingLoss, type OutputLayer, type TargetGradient } from "./matching.ts";
 import { constrainedDecode, type Projector, topkCosine } from "./zstep.ts";
+import { InnerLoop } from "./inner_loop.ts";
 
 /** Settings of one round (CLI flags in parentheses; defaults are the official values). */
 export interface AdmmSettings {
@@ -223,19 +224,30 @@ export function xStep(
   });
 }
 
+/** Engine choices of {@link runRound} that do not change its result. */
+export interface RoundOptions {
+  /**
+   * Replay the x-step as a captured step graph after its second step (default true; the result
+   * is bit-for-bit the same, kernels/graph.ts says why it is faster).
+   */
+  stepGraphs?: boolean;
+}
+
 /** Runs one round. `onProgress` is called after every outer step. */
 export async function runRound(
   problem: RoundProblem,
   s: AdmmSettings,
   onProgress?: (p: RoundProgress) => void,
+  options: RoundOptions = {},
 ): Promise<RoundResult> {
   const { model, batch, length } = problem;
   const ctx = model.ctx;
   const d = model.inputEmbedding.shape[1];
   const timings = { init: 0, zstep: 0, xstep: 0, final: 0 };
+  // Scoped so the id tensors are freed (only the kept embeddings outlive it).
   const suffixEmbeds = ctx.noGrad(() =>
-    model.embed(Tensor.from(ctx, problem.suffixIds, [1, problem.suffixIds.length]))
-  ).keep();
+    scope(ctx, () => model.embed(Tensor.from(ctx, problem.suffixIds, [1, problem.suffixIds.length])).keep())
+  );
   let t0 = performance.now();
   const init = await initialise(problem, s, suffixEmbeds);
   const x = Tensor.empty(ctx, [batch, length, d], { requiresGrad: true, name: "x" }).keep();
@@ -244,6 +256,8 @@ export async function runRound(
   timings.init = performance.now() - t0;
 
   const lambda = Tensor.zeros(ctx, [batch, length, d]).keep();
+  // λ/ρ − z, overwritten in place every outer step: the captured x-step reads this buffer.
+  const shift = Tensor.zeros(ctx, [batch, length, d]).keep();
   const opt = new Adam([x], { lr: s.lr });
   const history: { total: number; discrete: number }[] = [];
   let bestTotal = Infinity;
@@ -254,6 +268,7 @@ export async function runRound(
   const freeMask = s.freezeSuffixGradient
     ? suffixMask(ctx, batch, length, d, problem.suffixIds.length)
     : null;
+  const inner = new InnerLoop(problem, x, shift, opt, s, freeMask, options.stepGraphs ?? true);
 
   for (let outer = 0; outer < s.outerSteps; outer++) {
     pinSuffix(x, suffixEmbeds);
@@ -264,8 +279,9 @@ export async function runRound(
       const cand = topkCosine(problem.projector, u);
       return constrainedDecode(model, cand, problem.prefixIds, problem.suffixIds);
     });
-    const z = ctx.noGrad(() => model.embed(Tensor.from(ctx, Float32Array.from(ids.flat()), [batch, length])))
-      .keep();
+    const z = ctx.noGrad(() =>
+      scope(ctx, () => model.embed(Tensor.from(ctx, Float32Array.from(ids.flat()), [batch, length])).keep())
+    );
     const discrete = await scope(ctx, () => discreteMatchingLoss(problem, ids, s.matching).item());
     if (outer === 0) matchLossInit = discrete;
     if (discrete < bestDiscrete) {
@@ -276,14 +292,13 @@ export async function runRound(
 
     // x-step: inner Adam steps on matching loss + ρ/2 ‖x − z + λ/ρ‖².
     t0 = performance.now();
-    const shift = ctx.noGrad(() => sub(scale(lambda, 1 / s.rho), z)).keep(); // λ/ρ − z
-    let lastTotal: Tensor | null = null;
-    for (let inner = 0; inner < s.innerSteps; inner++) {
-      const total = xStep(problem, x, shift, opt, s, freeMask);
-      lastTotal?.dispose();
-      lastTotal = total;
-    }
-    shift.dispose();
+    ctx.noGrad(() =>
+      scope(ctx, () => {
+        const next = sub(scale(lambda, 1 / s.rho), z);
+        ctx.copyBuffer(next.buffer, 0, shift.buffer, 0, shift.bytes);
+      })
+    );
+    for (let i = 0; i < s.innerSteps; i++) inner.step();
     // Kernels run asynchronously: wait for them so the x-step's time is not billed to the next read.
     await ctx.sync();
     timings.xstep += performance.now() - t0;
@@ -297,8 +312,7 @@ export async function runRound(
     });
     z.dispose();
     pinSuffix(x, suffixEmbeds);
-    const totalValue = lastTotal ? await lastTotal.item() : Infinity;
-    lastTotal?.dispose();
+    const totalValue = inner.lastTotal ? await inner.lastTotal.item() : Infinity;
     history.push({ total: totalValue, discrete });
     if (s.select === "total" && totalValue <= bestTotal) {
       bestTotal = totalValue;
@@ -330,8 +344,10 @@ export async function runRound(
     : await scope(ctx, () => discreteMatchingLoss(problem, finalIds, s.matching).item());
   timings.final = performance.now() - t0;
 
+  inner.dispose();
   bestX?.dispose();
   x.dispose();
+  shift.dispose();
   lambda.dispose();
   opt.dispose();
   suffixEmbeds.dispose();

@@ -14,6 +14,7 @@ import {
   sumSquaresKernel,
 } from "../kernels/optim.ts";
 import { fmtShape, ShapeError, Tensor } from "./tensor.ts";
+import { GraphCaptureError } from "../kernels/device.ts";
 
 /** Hyperparameters of {@link Adam} and {@link AdamW} (PyTorch's names and defaults). */
 export interface AdamOptions {
@@ -127,6 +128,12 @@ export class Adam {
       }
       let st = this.states.get(p);
       if (!st) {
+        if (p.ctx.recorder) {
+          // A replay would zero the moments again at every step.
+          throw new GraphCaptureError(
+            `Adam: the first step of ${p.label} creates its moments; capture a later step`,
+          );
+        }
         // keep(): the moments outlive any scope the first step happens to run in.
         const name = p.name ?? `#${p.id}`;
         st = {
@@ -136,16 +143,22 @@ export class Adam {
         };
         this.states.set(p, st);
       }
-      st.step++;
-      // Bias corrections in float64 on the CPU; the kernel only sees the folded scalars.
-      adamStepKernel(p.ctx, p.buffer, g.buffer, st.m.buffer, st.v.buffer, p.size, {
-        beta1,
-        beta2,
-        eps: this.eps,
-        stepSize: this.lr / (1 - beta1 ** st.step),
-        sqrtBc2: Math.sqrt(1 - beta2 ** st.step),
-        l2: this.decoupled ? 0 : this.weightDecay,
-        decay: this.decoupled ? 1 - this.lr * this.weightDecay : 1,
+      // Live: a captured step graph re-runs this at each replay, so the step count, bias
+      // corrections and learning rate advance; the buffers are taken now, not at replay time.
+      const state = st;
+      const [w, grad, m, v, n] = [p.buffer, g.buffer, st.m.buffer, st.v.buffer, p.size];
+      p.ctx.live(() => {
+        state.step++;
+        // Bias corrections in float64 on the CPU; the kernel only sees the folded scalars.
+        adamStepKernel(p.ctx, w, grad, m, v, n, {
+          beta1,
+          beta2,
+          eps: this.eps,
+          stepSize: this.lr / (1 - beta1 ** state.step),
+          sqrtBc2: Math.sqrt(1 - beta2 ** state.step),
+          l2: this.decoupled ? 0 : this.weightDecay,
+          decay: this.decoupled ? 1 - this.lr * this.weightDecay : 1,
+        });
       });
     }
   }

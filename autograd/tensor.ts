@@ -144,13 +144,24 @@ export class Tensor {
   }
 
   /** Copies the values to the CPU (submits pending work and waits for it). */
-  async read(): Promise<Float32Array> {
+  read(): Promise<Float32Array> {
+    // Not `async`: a read inside a step-graph capture must throw where it is called.
+    this.ctx.assertNotCapturing();
+    return this.readAsync();
+  }
+
+  private async readAsync(): Promise<Float32Array> {
     if (this.size === 0) return new Float32Array(0);
     return new Float32Array(await this.ctx.readBuffer(this.buffer, 0, this.bytes));
   }
 
   /** Reads a one-element tensor as a number. */
-  async item(): Promise<number> {
+  item(): Promise<number> {
+    this.ctx.assertNotCapturing();
+    return this.itemAsync();
+  }
+
+  private async itemAsync(): Promise<number> {
     if (this.size !== 1) {
       throw new ShapeError(`item() needs a one-element tensor, got ${fmtShape(this.shape)}`);
     }

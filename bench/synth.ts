@@ -7,6 +7,7 @@
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { type AdmmSettings, type RoundProblem, xStep } from "../admm/admm.ts";
+import { InnerLoop } from "../admm/inner_loop.ts";
 import { makeTarget, oneHot } from "../admm/matching.ts";
 import { constrainedDecode, disposeProjector, makeProjector, topkCosine } from "../admm/zstep.ts";
 import { Rng } from "../autograd/random.ts";
@@ -122,11 +123,26 @@ export const synthSuite: BenchSuite = {
         matching: "cos",
         gradClip: 1,
       };
-      const tx = await timeGpu(ctx, () => xStep(problem, x, shift, opt, settings, null).dispose(), {
+      // "eager": every step through the autograd; the default path replays a captured step graph
+      // from the third step on (admm/inner_loop.ts), as runRound does.
+      const eager = await timeGpu(ctx, () => xStep(problem, x, shift, opt, settings, null).dispose(), {
         repeats: options.repeats,
         batchMs: 500,
         maxIterations: 256,
       });
+      report({
+        name: `xstep ${shape.name} eager`,
+        shape: `B=${batch} T=${length}`,
+        ms: eager.ms,
+        adapter: ctx.adapterName,
+      });
+      const loop = new InnerLoop(problem, x, shift, opt, settings, null);
+      const tx = await timeGpu(ctx, () => loop.step(), {
+        repeats: options.repeats,
+        batchMs: 500,
+        maxIterations: 256,
+      });
+      loop.dispose();
       report({
         name: `xstep ${shape.name}`,
         shape: `B=${batch} T=${length}`,

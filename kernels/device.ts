@@ -29,6 +29,27 @@ export class GpuDeviceLostError extends Error {
   override name = "GpuDeviceLostError";
 }
 
+/** Raised when a captured step graph (kernels/graph.ts) meets something it cannot replay. */
+export class GraphCaptureError extends Error {
+  override name = "GraphCaptureError";
+}
+
+/**
+ * What a {@link GpuContext} tells the step graph being captured (kernels/graph.ts implements it):
+ * every dispatch, copy and upload, and the live segments that are re-run at each replay.
+ */
+export interface CaptureRecorder {
+  dispatch(
+    pipeline: GPUComputePipeline,
+    buffers: GPUBuffer[],
+    params: ArrayBufferView | null,
+    grid: [number, number, number],
+  ): void;
+  copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void;
+  upload(dst: GPUBuffer, offset: number, data: ArrayBufferView): void;
+  live(encode: () => void): void;
+}
+
 /** Limits we request at the adapter's real values instead of the WebGPU defaults. */
 export const REQUESTED_LIMITS = [
   "maxStorageBufferBindingSize",
@@ -64,6 +85,12 @@ export interface ContextOptions {
   powerPreference?: GPUPowerPreference;
   /** Request `shader-f16` when the adapter has it (default true). */
   enableF16?: boolean;
+  /**
+   * Treat the storage binding limit as this many bytes when it is lower than the adapter's (the
+   * engine then splits or refuses tensors above it as it would on a smaller adapter): for
+   * testing the row-chunked paths on small models, or exercising them on a big GPU.
+   */
+  maxStorageBufferBindingSize?: number;
 }
 
 const OPTIONAL_FEATURES: GPUFeatureName[] = ["shader-f16", "timestamp-query"];
@@ -119,6 +146,8 @@ export class GpuContext {
    * it while a timed region is open); null = passes are not timed.
    */
   passTimestamps: (() => GPUComputePassTimestampWrites | undefined) | null = null;
+  /** The step graph being captured, if any (kernels/graph.ts); it sees every command encoded. */
+  recorder: CaptureRecorder | null = null;
 
   constructor(device: GPUDevice, adapter: AdapterDescription, limits: DeviceLimits, features: Set<string>) {
     this.device = device;
@@ -231,13 +260,39 @@ export class GpuContext {
     if (params && this.paramBytes + PARAM_ALIGN * 2 > this.paramBufferSize && this.paramBuffer) {
       this.flush();
     }
+    this.recorder?.dispatch(pipeline, buffers, params, [gx, gy, gz]);
     const slot = params ? this.params(params) : null;
-    const bindGroup = this.bindGroupFor(pipeline, buffers, slot);
+    this.encodeDispatch(pipeline, this.bindGroupFor(pipeline, buffers, slot), [gx, gy, gz]);
+  }
+
+  /** Encodes a dispatch whose bind group is already made (step-graph replays use it directly). */
+  encodeDispatch(pipeline: GPUComputePipeline, bindGroup: GPUBindGroup, grid: [number, number, number]): void {
     const pass = this.openPass();
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bindGroup);
-    pass.dispatchWorkgroups(gx, gy, gz);
+    pass.dispatchWorkgroups(grid[0], grid[1], grid[2]);
     this.dispatches++;
+  }
+
+  /**
+   * Runs `encode` now; while a step graph is being captured, the graph re-runs it at every replay
+   * instead of replaying the commands it encoded. For work whose parameters change from step to
+   * step (an optimiser's step count): `encode` must take its buffers from its closure, not from
+   * tensors that may be gone by the time of a replay.
+   */
+  live(encode: () => void): void {
+    if (this.recorder) this.recorder.live(encode);
+    else encode();
+  }
+
+  /** Bind group layout 0 of a pipeline (asked for once per pipeline). */
+  bindGroupLayout(pipeline: GPUComputePipeline): GPUBindGroupLayout {
+    let layout = this.layouts.get(pipeline);
+    if (!layout) {
+      layout = pipeline.getBindGroupLayout(0);
+      this.layouts.set(pipeline, layout);
+    }
+    return layout;
   }
 
   /** The open compute pass of the batch, opened (with timestamp writes, when timed) if needed. */
@@ -268,11 +323,7 @@ export class GpuContext {
     buffers: GPUBuffer[],
     slot: { offset: number; size: number } | null,
   ): GPUBindGroup {
-    let layout = this.layouts.get(pipeline);
-    if (!layout) {
-      layout = pipeline.getBindGroupLayout(0);
-      this.layouts.set(pipeline, layout);
-    }
+    const layout = this.bindGroupLayout(pipeline);
     const entries: GPUBindGroupEntry[] = buffers.map((buffer, i) => ({ binding: i, resource: { buffer } }));
     if (slot) {
       entries.push({ binding: buffers.length, resource: { buffer: this.ensureParamBuffer(), ...slot } });
@@ -284,6 +335,7 @@ export class GpuContext {
   copyBuffer(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
     this.checkAlive();
     if (bytes === 0) return;
+    this.recorder?.copy(src, srcOffset, dst, dstOffset, bytes);
     if (!this.encoder) this.encoder = this.device.createCommandEncoder();
     this.endPass();
     this.encoder.copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
@@ -323,6 +375,7 @@ export class GpuContext {
 
   /** Writes bytes into a device buffer, after submitting pending work that may still read it. */
   writeBuffer(buffer: GPUBuffer, offset: number, data: ArrayBufferView): void {
+    this.recorder?.upload(buffer, offset, data);
     this.flush();
     this.device.queue.writeBuffer(
       buffer,
@@ -333,8 +386,25 @@ export class GpuContext {
     );
   }
 
-  /** Copies `bytes` bytes of a device buffer back to the CPU (submits and waits). */
-  async readBuffer(buffer: GPUBuffer, offset: number, bytes: number): Promise<ArrayBuffer> {
+  /**
+   * Copies `bytes` bytes of a device buffer back to the CPU (submits and waits). Throws
+   * synchronously inside a step-graph capture, so the capture fails where the read is.
+   */
+  readBuffer(buffer: GPUBuffer, offset: number, bytes: number): Promise<ArrayBuffer> {
+    this.assertNotCapturing();
+    return this.readBack(buffer, offset, bytes);
+  }
+
+  /** Throws {@link GraphCaptureError} while a step graph is captured (read-backs cannot be replayed). */
+  assertNotCapturing(): void {
+    if (this.recorder) {
+      throw new GraphCaptureError(
+        "a read-back inside a captured step graph: the replay could not repeat it; read after the step",
+      );
+    }
+  }
+
+  private async readBack(buffer: GPUBuffer, offset: number, bytes: number): Promise<ArrayBuffer> {
     this.checkAlive();
     const size = Math.max(4, Math.ceil(bytes / 4) * 4);
     const staging = this.device.createBuffer({
@@ -430,6 +500,15 @@ export async function createContext(options: ContextOptions = {}): Promise<GpuCo
   const dl = device.limits as unknown as Record<string, number>;
   const limits = { minUniformBufferOffsetAlignment: dl.minUniformBufferOffsetAlignment } as DeviceLimits;
   for (const k of REQUESTED_LIMITS) (limits as Record<string, number>)[k] = dl[k];
+  const lowered = options.maxStorageBufferBindingSize;
+  if (lowered !== undefined) {
+    if (!(Number.isInteger(lowered) && lowered >= 4 && lowered % 4 === 0)) {
+      device.destroy();
+      throw new RangeError(`maxStorageBufferBindingSize must be a positive multiple of 4 bytes, got ${lowered}`);
+    }
+    // Only the engine's view is lowered: WebGPU does not accept limits below its defaults.
+    limits.maxStorageBufferBindingSize = Math.min(limits.maxStorageBufferBindingSize, lowered);
+  }
   const info = adapter.info;
   const desc: AdapterDescription = {
     vendor: info?.vendor ?? "",

@@ -1,0 +1,70 @@
+/**
+ * The inner loop of an ADMM round: repeated x-steps on the same tensors. The first step runs
+ * through the autograd as usual (it creates Adam's moments), the second is captured as a step
+ * graph (kernels/graph.ts) and every later step replays it: the same kernels on the same
+ * buffers, without re-running the forward/backward bookkeeping, which is most of an x-step's
+ * time on a fast GPU.
+ *
+ * Everything an x-step reads must therefore stay in the same buffers for the life of the loop:
+ * x, the shift λ/ρ − z (the caller overwrites it in place between outer steps), the model, the
+ * target and the optimiser state.
+ */
+import { StepGraph } from "../kernels/graph.ts";
+import type { Adam } from "../autograd/optim.ts";
+import type { Tensor } from "../autograd/tensor.ts";
+import { type AdmmSettings, type RoundProblem, xStep } from "./admm.ts";
+
+/** Runs x-steps, replaying a captured graph from the third step on (unless `useGraph` is false). */
+export class InnerLoop {
+  private graph: StepGraph | null = null;
+  private last: Tensor | null = null;
+  private steps = 0;
+
+  constructor(
+    private readonly problem: RoundProblem,
+    private readonly x: Tensor,
+    private readonly shift: Tensor,
+    private readonly opt: Adam,
+    private readonly settings: Pick<AdmmSettings, "rho" | "matching" | "gradClip">,
+    private readonly freeMask: Tensor | null,
+    private readonly useGraph = true,
+  ) {}
+
+  /** Encodes one x-step (nothing is submitted or read back). */
+  step(): void {
+    const run = () => xStep(this.problem, this.x, this.shift, this.opt, this.settings, this.freeMask);
+    if (this.graph) {
+      this.graph.replay();
+    } else if (this.useGraph && this.steps >= 1) {
+      const { graph, result } = StepGraph.capture(this.x.ctx, run);
+      this.graph = graph;
+      this.replaceLast(result);
+    } else {
+      this.replaceLast(run());
+    }
+    this.steps++;
+  }
+
+  /** The total loss of the latest step (before its update), as a one-element tensor the loop owns. */
+  get lastTotal(): Tensor | null {
+    return this.last;
+  }
+
+  /** Kernels per replayed step (null before the capture). */
+  get replayDispatches(): number | null {
+    return this.graph?.dispatchCount ?? null;
+  }
+
+  private replaceLast(t: Tensor): void {
+    this.last?.dispose();
+    this.last = t;
+  }
+
+  /** Frees the graph and the loss tensor. */
+  dispose(): void {
+    this.graph?.dispose();
+    this.graph = null;
+    this.last?.dispose();
+    this.last = null;
+  }
+}
