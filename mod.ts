@@ -39,8 +39,10 @@ export {
   GpuLimitError,
   GpuUnavailableError,
   GpuValidationError,
+  GraphCaptureError,
 } from "./kernels/device.ts";
-export { type PoolStats } from "./kernels/pool.ts";
+export { GpuOutOfMemoryError, type PoolStats } from "./kernels/pool.ts";
+export { StepGraph } from "./kernels/graph.ts";
 
 // Tensors and autograd
 export { type GradNode, scope, ShapeError, Tensor, type TensorOptions } from "./autograd/tensor.ts";
@@ -74,9 +76,12 @@ export {
   type CausalLM,
   type ForwardInput,
   type ForwardOutput,
+  createModel,
   loadModel,
   positionIdsFromMask,
 } from "./models/model.ts";
+export { gatherRows, linearRows, RowChunks, type RowMatrix } from "./models/chunked.ts";
+export { randomModel } from "./models/random_model.ts";
 export { type ModelConfig, parseModelConfig, SUPPORTED_ARCHITECTURES } from "./models/config.ts";
 export { Tokenizer } from "./models/tokenizer.ts";
 export {
@@ -93,7 +98,8 @@ export { sequenceNll as sequenceNllTotals } from "./models/perplexity.ts";
 export { CheckpointError, ConfigError, HubError, SafetensorsError, TokenizerError } from "./models/errors.ts";
 
 // GRADMM
-export { type AdmmSettings, PAPER_SETTINGS, runRound } from "./admm/admm.ts";
+export { type AdmmSettings, PAPER_SETTINGS, type RoundOptions, runRound, xStep } from "./admm/admm.ts";
+export { InnerLoop } from "./admm/inner_loop.ts";
 export { makeTarget, type MatchingKind, matchingLoss, oneHot, type TargetGradient } from "./admm/matching.ts";
 export { computeTarget, lastLayerFactors } from "./admm/target.ts";
 export { constrainedDecode, makeProjector, topkCosine } from "./admm/zstep.ts";

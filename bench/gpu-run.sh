@@ -1,15 +1,30 @@
 #!/usr/bin/env bash
-# One visit to the GPU machine (see ../shared/DESIGN.md): the bench, the synth bench and the
-# PyTorch baselines in the same run, results under $OUT. Run through the device tool with
-# carry [".gpu", "node_modules"]:  bash bench/gpu-run.sh
+# One visit to the GPU machine (see ../shared/DESIGN.md): the whole bench (matmul ladder at
+# 1024/2048/4096, row ops, attention, the synth x-step and z-step, generation) and the PyTorch
+# baselines in the same run, results under $OUT, then the markdown comparison (bench/compare.ts)
+# for docs/bench-gpu.md. Run through the device tool with carry [".gpu", "node_modules"]:
+#   bash bench/gpu-run.sh
+# Each step has a timeout; together at most 45 + 200 + 90 + 20 s (about 6 minutes), typically
+# 2 to 3 minutes on an H200. The bench streams one JSON line per entry, so a timed-out run keeps
+# what it measured.
 cd "$(dirname "$0")/.."
 E="bash .gpu/enter.sh"
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
 date -u > "$OUT/when.txt"
-timeout 60 $E deno run -A cli.ts info > "$OUT/info.txt" 2>&1
-timeout 300 $E deno run -A bench/main.ts --json --sizes=256,512,1024,2048,4096 --repeats=3 > "$OUT/bench.jsonl" 2> "$OUT/bench.err"
-timeout 120 $E deno run -A bench/synth.ts --json > "$OUT/synth.jsonl" 2> "$OUT/synth.err"
-timeout 120 python3 bench/torch_ref.py > "$OUT/torch.jsonl" 2> "$OUT/torch.err"
+start=$(date +%s)
+step() { echo "[$(($(date +%s) - start)) s] $*" >&2; }
+step info
+timeout 45 $E deno run -A cli.ts info > "$OUT/info.txt" 2>&1
+step bench
+timeout 200 $E deno run -A bench/main.ts --json --sizes=1024,2048,4096 --repeats=3 > "$OUT/bench.jsonl" 2> "$OUT/bench.err"
+echo "bench exit: $?" >> "$OUT/bench.err"
+step torch
+timeout 90 python3 bench/torch_ref.py > "$OUT/torch.jsonl" 2> "$OUT/torch.err"
+echo "torch exit: $?" >> "$OUT/torch.err"
+step compare
+timeout 20 $E deno run -A bench/compare.ts "$OUT/bench.jsonl" "$OUT/torch.jsonl" > "$OUT/compare.md" 2> "$OUT/compare.err"
+step done
 tail -n 3 "$OUT"/*.err
 cat "$OUT"/*.jsonl
+cat "$OUT/compare.md"

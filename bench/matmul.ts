@@ -15,7 +15,15 @@ import {
 import type { GpuContext } from "../kernels/device.ts";
 import { Tensor } from "../autograd/tensor.ts";
 import { Rng } from "../autograd/random.ts";
-import { type BenchOptions, type BenchResult, type BenchSuite, selected, timeGpu } from "./harness.ts";
+import {
+  type BenchOptions,
+  type BenchResult,
+  type BenchSuite,
+  selected,
+  timeGpu,
+  type Timing,
+  timingFields,
+} from "./harness.ts";
 
 function randomTensor(ctx: GpuContext, rng: Rng, shape: number[]): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
@@ -31,7 +39,7 @@ async function benchOne(
   variant: MatmulVariant,
   dims: MatmulDims,
   repeats: number,
-): Promise<{ ms: number; gflops: number }> {
+): Promise<Timing & { gflops: number }> {
   const { m, n, k } = dims;
   const a = randomTensor(ctx, rng, dims.transA ? [k, m] : [m, k]);
   const b = randomTensor(ctx, rng, dims.transB ? [n, k] : [k, n]);
@@ -40,7 +48,7 @@ async function benchOne(
     const t = await timeGpu(ctx, () => matmulKernel(ctx, a.buffer, b.buffer, c.buffer, dims, { variant }), {
       repeats,
     });
-    return { ms: t.ms, gflops: matmulFlops(1, m, n, k) / t.ms / 1e6 };
+    return { ...t, gflops: matmulFlops(1, m, n, k) / t.ms / 1e6 };
   } finally {
     for (const x of [a, b, c]) x.dispose();
   }
@@ -92,8 +100,8 @@ export const matmulSuite: BenchSuite = {
         // Without an earlier size to go by, a quick unreported probe at a small size gives the estimate.
         if (!speed.has(variant) && size > PROBE_SIZE) speed.set(variant, await probe(ctx, rng, variant));
         const known = speed.get(variant);
-        // Warm-up + repeats, each at least one run.
-        const estimate = known ? (matmulFlops(1, size, size, size) / known / 1e9) * (options.repeats + 1) : 0;
+        // Warm-up, one calibration run and the repeats, each at least one run.
+        const estimate = known ? (matmulFlops(1, size, size, size) / known / 1e9) * (options.repeats + 2) : 0;
         if (known && estimate > options.maxSeconds) {
           report({
             name,
@@ -109,7 +117,7 @@ export const matmulSuite: BenchSuite = {
         const r = await benchOne(ctx, rng, variant, { batch: 1, m: size, n: size, k: size }, options.repeats);
         speed.set(variant, r.gflops);
         largestRun = Math.max(largestRun, size);
-        report({ name, shape, ms: r.ms, gflops: r.gflops, adapter });
+        report({ name, shape, ...timingFields(r), gflops: r.gflops, adapter });
       }
     }
     // The layouts the models use (weights stored [out, in] are used transposed), default kernel.
@@ -131,7 +139,7 @@ export const matmulSuite: BenchSuite = {
         { batch: 1, m: s, n: s, k: s, transA, transB },
         options.repeats,
       );
-      report({ name, shape: `${s}x${s}x${s}`, ms: r.ms, gflops: r.gflops, adapter });
+      report({ name, shape: `${s}x${s}x${s}`, ...timingFields(r), gflops: r.gflops, adapter });
     }
   },
 };

@@ -7,7 +7,14 @@ import { scope, Tensor } from "../autograd/tensor.ts";
 import { Rng } from "../autograd/random.ts";
 import { softmax } from "../autograd/ops/softmax.ts";
 import { layerNorm } from "../autograd/ops/norm.ts";
-import { type BenchOptions, type BenchResult, type BenchSuite, selected, timeGpu } from "./harness.ts";
+import {
+  type BenchOptions,
+  type BenchResult,
+  type BenchSuite,
+  selected,
+  timeGpu,
+  timingFields,
+} from "./harness.ts";
 
 function randomTensor(ctx: GpuContext, rng: Rng, shape: number[]): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
@@ -43,7 +50,7 @@ export const rowOpsSuite: BenchSuite = {
       report({
         name,
         shape: `${rows}x${cols}`,
-        ms: t.ms,
+        ...timingFields(t),
         gbps: bytes / t.ms / 1e6,
         adapter: ctx.adapterName,
       });

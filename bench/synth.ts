@@ -17,7 +17,7 @@ import type { GpuContext } from "../kernels/device.ts";
 import { writeSafetensors } from "../models/files.ts";
 import { loadModel } from "../models/model.ts";
 import type { BenchSuite } from "./harness.ts";
-import { timeGpu } from "./harness.ts";
+import { benchTimer, median, timeGpu, timingFields } from "./harness.ts";
 
 const VOCAB = 50257;
 
@@ -73,10 +73,70 @@ export async function randomGpt2(layers: number, d: number, heads: number): Prom
   return dir;
 }
 
-const SHAPES = [
+/** The GPT-2 shapes of the synth bench. */
+export const SHAPES = [
   { name: "gpt2-d128", layers: 4, d: 128, heads: 4 },
   { name: "gpt2-d256", layers: 6, d: 256, heads: 8 },
 ];
+
+/** One of the bench's GPT-2 shapes. */
+export type BenchShape = (typeof SHAPES)[number];
+
+/**
+ * The x-step bench problem for one shape: a random-weight GPT-2, a made-up class target over the
+ * full vocabulary, x and the ADMM shift, and Adam after one step (so its moments exist and the
+ * step can be captured as a step graph). `dispose()` frees it all and removes the model folder.
+ */
+export async function xstepProblem(ctx: GpuContext, shape: BenchShape) {
+  const dir = await randomGpt2(shape.layers, shape.d, shape.heads);
+  const model = await loadModel(ctx, dir);
+  const batch = 10, free = 30, suffix = [632, 373, 220]; // " It was " in GPT-2 ids
+  const length = free + suffix.length;
+  const rng = new Rng(5);
+  const target = makeTarget(
+    Tensor.from(ctx, rng.normals(25 * VOCAB, 1e-3), [25, VOCAB]).keep(),
+    Tensor.from(ctx, rng.normals(25 * shape.d), [25, shape.d]).keep(),
+    false,
+    null,
+  );
+  const banned = new Uint8Array(VOCAB);
+  for (let i = 0; i < VOCAB; i += 7) banned[i] = 1; // some banned ids, as the token filter would
+  const projector = makeProjector(model, banned, 200);
+  const problem: RoundProblem = {
+    model,
+    projector,
+    target,
+    head: { weight: model.headWeight, bias: model.headBias },
+    onehot: oneHot(ctx, new Array(batch).fill(1049), VOCAB).keep(),
+    length,
+    suffixIds: suffix,
+    prefixIds: [464],
+    batch,
+    seed: 1,
+  };
+  const x = Tensor.from(ctx, rng.normals(batch * length * shape.d, 0.05), [batch, length, shape.d], {
+    requiresGrad: true,
+  }).keep();
+  const shift = Tensor.from(ctx, rng.normals(batch * length * shape.d, 0.05), [batch, length, shape.d])
+    .keep();
+  const opt = new Adam([x], { lr: 0.008 });
+  const settings: Pick<AdmmSettings, "rho" | "matching" | "gradClip"> = {
+    rho: 0.7,
+    matching: "cos",
+    gradClip: 1,
+  };
+  xStep(problem, x, shift, opt, settings, null).dispose();
+  const dispose = async () => {
+    opt.dispose();
+    x.dispose();
+    shift.dispose();
+    disposeProjector(projector);
+    problem.onehot.dispose();
+    model.dispose();
+    await Deno.remove(dir, { recursive: true });
+  };
+  return { model, problem, projector, x, shift, opt, settings, batch, length, suffix, dispose };
+}
 
 /** x-step and z-step timings for the GPT-2 shapes. */
 export const synthSuite: BenchSuite = {
@@ -86,43 +146,9 @@ export const synthSuite: BenchSuite = {
       if (
         options.filter && !`xstep zstep ${shape.name}`.toLowerCase().includes(options.filter.toLowerCase())
       ) continue;
-      const dir = await randomGpt2(shape.layers, shape.d, shape.heads);
-      const model = await loadModel(ctx, dir);
-      const batch = 10, free = 30, suffix = [632, 373, 220]; // " It was " in GPT-2 ids
-      const length = free + suffix.length;
-      const rng = new Rng(5);
-      const target = makeTarget(
-        Tensor.from(ctx, rng.normals(25 * VOCAB, 1e-3), [25, VOCAB]).keep(),
-        Tensor.from(ctx, rng.normals(25 * shape.d), [25, shape.d]).keep(),
-        false,
-        null,
-      );
-      const banned = new Uint8Array(VOCAB);
-      for (let i = 0; i < VOCAB; i += 7) banned[i] = 1; // some banned ids, as the token filter would
-      const projector = makeProjector(model, banned, 200);
-      const problem: RoundProblem = {
-        model,
-        projector,
-        target,
-        head: { weight: model.headWeight, bias: model.headBias },
-        onehot: oneHot(ctx, new Array(batch).fill(1049), VOCAB).keep(),
-        length,
-        suffixIds: suffix,
-        prefixIds: [464],
-        batch,
-        seed: 1,
-      };
-      const x = Tensor.from(ctx, rng.normals(batch * length * shape.d, 0.05), [batch, length, shape.d], {
-        requiresGrad: true,
-      }).keep();
-      const shift = Tensor.from(ctx, rng.normals(batch * length * shape.d, 0.05), [batch, length, shape.d])
-        .keep();
-      const opt = new Adam([x], { lr: 0.008 });
-      const settings: Pick<AdmmSettings, "rho" | "matching" | "gradClip"> = {
-        rho: 0.7,
-        matching: "cos",
-        gradClip: 1,
-      };
+      const bench = await xstepProblem(ctx, shape);
+      const { model, problem, projector, x, shift, opt, batch, length, suffix } = bench;
+      const settings = bench.settings;
       // "eager": every step through the autograd; the default path replays a captured step graph
       // from the third step on (admm/inner_loop.ts), as runRound does.
       const eager = await timeGpu(ctx, () => xStep(problem, x, shift, opt, settings, null).dispose(), {
@@ -133,7 +159,7 @@ export const synthSuite: BenchSuite = {
       report({
         name: `xstep ${shape.name} eager`,
         shape: `B=${batch} T=${length}`,
-        ms: eager.ms,
+        ...timingFields(eager),
         adapter: ctx.adapterName,
       });
       const loop = new InnerLoop(problem, x, shift, opt, settings, null);
@@ -146,30 +172,37 @@ export const synthSuite: BenchSuite = {
       report({
         name: `xstep ${shape.name}`,
         shape: `B=${batch} T=${length}`,
-        ms: tx.ms,
+        ...timingFields(tx),
         adapter: ctx.adapterName,
       });
-      // The z-step reads its ids back once per decode, so it is timed as a whole.
+      // The z-step reads its ids back once per decode, so it is timed as a whole (its GPU time
+      // over the same runs, where the adapter has timestamp queries; no encode time: it waits).
       const zTimes: number[] = [];
+      const zGpu: number[] = [];
+      const timer = benchTimer(ctx);
       for (let r = 0; r < Math.max(2, Math.min(options.repeats, 5)); r++) {
         const t0 = performance.now();
-        await scope(ctx, () => constrainedDecode(model, topkCosine(projector, x), problem.prefixIds, suffix));
+        timer.begin();
+        try {
+          await scope(
+            ctx,
+            () => constrainedDecode(model, topkCosine(projector, x), problem.prefixIds, suffix),
+          );
+        } finally {
+          timer.end();
+        }
         zTimes.push(performance.now() - t0);
+        const g = await timer.read();
+        if (g && g.problem === null && g.untimed === 0) zGpu.push(g.sumMs);
       }
-      zTimes.sort((a, b) => a - b);
       report({
         name: `zstep ${shape.name}`,
         shape: `B=${batch} T=${length} k=200`,
-        ms: zTimes[zTimes.length >> 1],
+        ms: median(zTimes),
+        gpuMs: zGpu.length > 0 ? median(zGpu) : undefined,
         adapter: ctx.adapterName,
       });
-      opt.dispose();
-      x.dispose();
-      shift.dispose();
-      disposeProjector(projector);
-      problem.onehot.dispose();
-      model.dispose();
-      await Deno.remove(dir, { recursive: true });
+      await bench.dispose();
     }
   },
 };

@@ -130,9 +130,12 @@ export class GpuContext {
   private pendingErrors: string[] = [];
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
+  /** The pipeline last set on the open pass. */
+  private passPipeline: GPUComputePipeline | null = null;
   /** Compiled pipelines by entry point, then by WGSL source. */
   private pipelines = new Map<string, Map<string, GPUComputePipeline>>();
   private compiledPipelines = 0;
+  private sources = new WeakMap<GPUComputePipeline, string>();
   /** Bind group layout 0 of each pipeline (asked for on every dispatch). */
   private layouts = new WeakMap<GPUComputePipeline, GPUBindGroupLayout>();
   private paramChunks: Uint8Array[] = [];
@@ -201,9 +204,15 @@ export class GpuContext {
       const module = this.device.createShaderModule({ code });
       p = this.device.createComputePipeline({ layout: "auto", compute: { module, entryPoint } });
       byCode.set(code, p);
+      this.sources.set(p, code);
       this.compiledPipelines++;
     }
     return p;
+  }
+
+  /** The WGSL source a pipeline was compiled from (profiles name kernels by it). */
+  sourceOf(pipeline: GPUComputePipeline): string | undefined {
+    return this.sources.get(pipeline);
   }
 
   /** Number of distinct pipelines compiled so far. */
@@ -268,7 +277,11 @@ export class GpuContext {
   /** Encodes a dispatch whose bind group is already made (step-graph replays use it directly). */
   encodeDispatch(pipeline: GPUComputePipeline, bindGroup: GPUBindGroup, grid: [number, number, number]): void {
     const pass = this.openPass();
-    pass.setPipeline(pipeline);
+    // Consecutive dispatches of one kernel (a replayed step has runs of them) skip the rebind.
+    if (pipeline !== this.passPipeline) {
+      pass.setPipeline(pipeline);
+      this.passPipeline = pipeline;
+    }
     pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(grid[0], grid[1], grid[2]);
     this.dispatches++;
@@ -301,6 +314,7 @@ export class GpuContext {
     if (!this.pass) {
       const timestampWrites = this.passTimestamps?.();
       this.pass = this.encoder.beginComputePass(timestampWrites ? { timestampWrites } : undefined);
+      this.passPipeline = null;
     }
     return this.pass;
   }

@@ -44,6 +44,7 @@ type Replayable =
     pipeline: GPUComputePipeline;
     bindGroup: GPUBindGroup;
     grid: [number, number, number];
+    params: Uint8Array | null;
   }
   | { kind: "copy"; src: GPUBuffer; srcOffset: number; dst: GPUBuffer; dstOffset: number; bytes: number }
   | { kind: "live"; encode: () => void };
@@ -201,7 +202,7 @@ export class StepGraph {
         });
       }
       const bindGroup = ctx.device.createBindGroup({ layout: ctx.bindGroupLayout(c.pipeline), entries });
-      commands.push({ kind: "dispatch", pipeline: c.pipeline, bindGroup, grid: c.grid });
+      commands.push({ kind: "dispatch", pipeline: c.pipeline, bindGroup, grid: c.grid, params: c.params });
       dispatches++;
     }
     return new StepGraph(ctx, commands, [...rec.pinned], owned, dispatches);
@@ -218,6 +219,30 @@ export class StepGraph {
       else if (c.kind === "copy") ctx.copyBuffer(c.src, c.srcOffset, c.dst, c.dstOffset, c.bytes);
       else c.encode();
     }
+  }
+
+  /** Number of recorded commands (dispatches, copies and live segments). */
+  get length(): number {
+    return this.commands.length;
+  }
+
+  /** What command `i` is, for profiles: its kind, the pipeline, the grid and the first parameter words. */
+  describe(i: number): { kind: string; pipeline?: GPUComputePipeline; grid?: number[]; params?: number[] } {
+    const c = this.commands[i];
+    if (c.kind !== "dispatch") return { kind: c.kind };
+    const words = c.params
+      ? [...new Uint32Array(c.params.buffer, c.params.byteOffset, c.params.byteLength >> 2)]
+      : [];
+    return { kind: "dispatch", pipeline: c.pipeline, grid: c.grid, params: words };
+  }
+
+  /** Encodes command `i` alone (a kernel profile times each command on its own). */
+  replayCommand(i: number): void {
+    if (this.disposed) throw new GraphCaptureError("replayCommand() of a disposed step graph");
+    const c = this.commands[i];
+    if (c.kind === "dispatch") this.ctx.encodeDispatch(c.pipeline, c.bindGroup, c.grid);
+    else if (c.kind === "copy") this.ctx.copyBuffer(c.src, c.srcOffset, c.dst, c.dstOffset, c.bytes);
+    else c.encode();
   }
 
   /**
