@@ -4,8 +4,8 @@
  *
  * - the whole step: eager (through the autograd) and replayed, wall-clock per step with the sync
  *   amortised over many steps, and the CPU time spent encoding one replay;
- * - every kernel on its own: GPU time from timestamp queries (one timed region per command,
- *   repeated, median), grouped by kernel source and listed by cost.
+ * - every kernel on its own: GPU time from timestamp queries (each command repeated back to back
+ *   in one timed region, median of a few regions), grouped by kernel source and listed by cost.
  *
  * `deno run -A bench/xstep_profile.ts [--shape=gpt2-d256] [--top=25] [--json]`
  *
@@ -60,16 +60,19 @@ export async function profileXStep(ctx: GpuContext, shape: BenchShape, top: numb
   if (!timer.available) {
     console.log(`${ctx.adapterName}: no timestamp queries; per-kernel times skipped`);
   } else {
-    const reps = ctx.isCpuAdapter ? 3 : 7;
+    // Each command repeated back to back inside one timed region keeps the GPU busy (timed alone
+    // between syncs, an idle GPU clocks down and every kernel looks several times slower).
+    const reps = ctx.isCpuAdapter ? 2 : 20;
+    const rounds = ctx.isCpuAdapter ? 2 : 3;
     for (let i = 0; i < graph.length; i++) {
       const d = graph.describe(i);
       const times: number[] = [];
-      for (let r = 0; r < reps; r++) {
+      for (let r = 0; r < rounds; r++) {
         timer.begin();
-        graph.replayCommand(i);
+        for (let k = 0; k < reps; k++) graph.replayCommand(i);
         timer.end();
         const t = await timer.read();
-        if (t) times.push(t.sumMs);
+        if (t) times.push(t.sumMs / reps);
       }
       rows.push({
         i,
