@@ -12,6 +12,7 @@ import { finetuneCommand } from "./cli/finetune.ts";
 import { filterCommand } from "./cli/filter.ts";
 import { experimentCommand } from "./cli/experiment.ts";
 import { GpuDeviceLostError, GpuLimitError, GpuUnavailableError } from "./kernels/device.ts";
+import { GpuOutOfMemoryError } from "./kernels/pool.ts";
 
 const COMMANDS: Command[] = [
   synthCommand,
@@ -58,7 +59,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     return await cmd.run(rest);
   } catch (e) {
-    const known = [UsageError, GpuUnavailableError, GpuLimitError, GpuDeviceLostError];
+    const known = [UsageError, GpuUnavailableError, GpuLimitError, GpuDeviceLostError, GpuOutOfMemoryError];
     if (known.some((k) => e instanceof k) || (e as { userFacing?: boolean }).userFacing) {
       console.error(`error: ${(e as Error).message}`);
       return 2;

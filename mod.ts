@@ -74,9 +74,9 @@ export {
 // Models
 export {
   type CausalLM,
+  createModel,
   type ForwardInput,
   type ForwardOutput,
-  createModel,
   loadModel,
   positionIdsFromMask,
 } from "./models/model.ts";

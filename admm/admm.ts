@@ -23,7 +23,7 @@ import { scope, Tensor } from "../autograd/tensor.ts";
 import type { CausalLM } from "../models/model.ts";
 import { type MatchingKind, matchingLoss, type OutputLayer, type TargetGradient } from "./matching.ts";
 import { constrainedDecode, type Projector, topkCosine } from "./zstep.ts";
-import { InnerLoop } from "./inner_loop.ts";
+import { InnerLoop, ProjectionStep } from "./inner_loop.ts";
 
 /** Settings of one round (CLI flags in parentheses; defaults are the official values). */
 export interface AdmmSettings {
@@ -146,7 +146,7 @@ export function discreteMatchingLoss(problem: RoundProblem, ids: number[][], kin
 async function initialise(problem: RoundProblem, s: AdmmSettings, suffixEmbeds: Tensor): Promise<Tensor> {
   const { model, batch, length } = problem;
   const ctx = model.ctx;
-  const d = model.inputEmbedding.shape[1];
+  const d = model.embedRows.shape[1];
   const n = batch * length * d;
   // Each candidate's noise is a slice of one seeded stream, so it can be regenerated for the winner.
   const drawCandidate = (c: number) => {
@@ -227,8 +227,9 @@ export function xStep(
 /** Engine choices of {@link runRound} that do not change its result. */
 export interface RoundOptions {
   /**
-   * Replay the x-step as a captured step graph after its second step (default true; the result
-   * is bit-for-bit the same, kernels/graph.ts says why it is faster).
+   * Replay the x-step as a captured step graph after its second step, and the z-step after its
+   * first (default true; the result is bit-for-bit the same, kernels/graph.ts says why it is
+   * faster).
    */
   stepGraphs?: boolean;
 }
@@ -242,7 +243,7 @@ export async function runRound(
 ): Promise<RoundResult> {
   const { model, batch, length } = problem;
   const ctx = model.ctx;
-  const d = model.inputEmbedding.shape[1];
+  const d = model.embedRows.shape[1];
   const timings = { init: 0, zstep: 0, xstep: 0, final: 0 };
   // Scoped so the id tensors are freed (only the kept embeddings outlive it).
   const suffixEmbeds = ctx.noGrad(() =>
@@ -269,16 +270,13 @@ export async function runRound(
     ? suffixMask(ctx, batch, length, d, problem.suffixIds.length)
     : null;
   const inner = new InnerLoop(problem, x, shift, opt, s, freeMask, options.stepGraphs ?? true);
+  const projection = new ProjectionStep(problem, x, lambda, s.rho, options.stepGraphs ?? true);
 
   for (let outer = 0; outer < s.outerSteps; outer++) {
     pinSuffix(x, suffixEmbeds);
     // z-step: project x + λ/ρ onto token sequences.
     t0 = performance.now();
-    const ids = await scope(ctx, () => {
-      const u = ctx.noGrad(() => add(x, scale(lambda, 1 / s.rho)));
-      const cand = topkCosine(problem.projector, u);
-      return constrainedDecode(model, cand, problem.prefixIds, problem.suffixIds);
-    });
+    const ids = await projection.project();
     const z = ctx.noGrad(() =>
       scope(ctx, () => model.embed(Tensor.from(ctx, Float32Array.from(ids.flat()), [batch, length])).keep())
     );
@@ -345,6 +343,7 @@ export async function runRound(
   timings.final = performance.now() - t0;
 
   inner.dispose();
+  projection.dispose();
   bestX?.dispose();
   x.dispose();
   shift.dispose();

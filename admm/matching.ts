@@ -14,16 +14,17 @@
  * backward pass. No V×d matrix is formed, and no double backward is needed.
  */
 import { add, addScalar, div, mul, scale, sqrt, sub } from "../autograd/ops/elementwise.ts";
-import { linear, matmul } from "../autograd/ops/matmul.ts";
+import { matmul } from "../autograd/ops/matmul.ts";
 import { sumAll } from "../autograd/ops/reduce.ts";
 import { softmax } from "../autograd/ops/softmax.ts";
 import { fmtShape, ShapeError, Tensor } from "../autograd/tensor.ts";
+import { linearRows, type RowMatrix } from "../models/chunked.ts";
 import type { TargetNoise } from "./dp.ts";
 
 /** The output layer whose gradient is matched. */
 export interface OutputLayer {
-  /** [V, d] */
-  weight: Tensor;
+  /** [V, d], one tensor or row chunks (a matrix larger than one storage binding). */
+  weight: RowMatrix;
   /** [V], or null when the model has no output bias (GPT-2, Llama): then only the weight is matched. */
   bias: Tensor | null;
 }
@@ -48,7 +49,8 @@ export interface TargetGradient {
 
 /** Residuals R = softmax(H Wᵀ + b) − Y for hidden states H [B, d] and one-hot labels Y [B, V]. */
 export function outputResiduals(h: Tensor, head: OutputLayer, onehot: Tensor): Tensor {
-  const logits = linear(h, head.weight, head.bias ?? undefined, { weightLayout: "out_in" });
+  // Chunked weights: one product per chunk; autograd sums the chunks' parts of dL/dH = R·W.
+  const logits = linearRows(h, head.weight, head.bias);
   return sub(softmax(logits), onehot);
 }
 

@@ -183,7 +183,7 @@ export async function runSynth(
       throw new SynthError(`class ${c}: sequence length ${len} leaves no free token before the suffix`);
     }
   });
-  const vocabRows = model.inputEmbedding.shape[0];
+  const vocabRows = model.embedRows.shape[0];
   const banned = bannedTokenMask(vocabRows, codec.vocabSize, (id) => codec.decode([id]));
   const allowed = banned.length - banned.reduce((a, b) => a + b, 0);
   const rounds = o.perClass / o.batch;
@@ -197,7 +197,7 @@ export async function runSynth(
   });
 
   const projector = makeProjector(model, banned, o.topk);
-  const head = { weight: model.headWeight, bias: model.headBias };
+  const head = { weight: model.headRows, bias: model.headBias };
   try {
     for (let c = 0; c < task.labelWords.length; c++) {
       const pending = o.rhos.some((rho) =>
@@ -207,7 +207,7 @@ export async function runSynth(
       const dp = o.dp ? { ...o.dp, seed: deriveSeed(o.seed, "dp", c) } : undefined;
       const { target, report } = await computeTarget(model, rowsByClass[c], labelIds[c], codec.padId, dp);
       await onEvent({ kind: "target", classIndex: c, report });
-      const onehot = oneHot(ctx, new Array(o.batch).fill(labelIds[c]), model.headWeight.shape[0]).keep();
+      const onehot = oneHot(ctx, new Array(o.batch).fill(labelIds[c]), model.headRows.shape[0]).keep();
       const prefixIds = codec.encode(task.decodePrefix(c));
       try {
         for (const rho of o.rhos) {

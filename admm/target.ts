@@ -8,6 +8,8 @@ import { sum } from "../autograd/ops/reduce.ts";
 import { concat, reshape, slice } from "../autograd/ops/shape.ts";
 import { softmax } from "../autograd/ops/softmax.ts";
 import { scope, Tensor } from "../autograd/tensor.ts";
+import { GpuLimitError } from "../kernels/device.ts";
+import { formatBytes } from "../kernels/pool.ts";
 import type { CausalLM } from "../models/model.ts";
 import { leftPad as leftPadIds } from "../models/generate.ts";
 import { clipFactors, type DpOptions, drawNoise, gaussianSigma } from "./dp.ts";
@@ -35,7 +37,7 @@ export async function lastLayerFactors(
   chunk = 16,
 ): Promise<{ residuals: Tensor; hidden: Tensor }> {
   const ctx = model.ctx;
-  const vocab = model.headWeight.shape[0];
+  const vocab = model.headRows.shape[0];
   return await ctx.noGrad(() =>
     scope(ctx, () => {
       const rs: Tensor[] = [];
@@ -90,6 +92,16 @@ export async function computeTarget(
   const ctx = model.ctx;
   if (rows.length === 0) throw new RangeError("a class target needs at least one real example");
   const withBias = model.headBias !== null;
+  const noiseBytes = model.headRows.shape[0] * model.headRows.shape[1] * 4;
+  if (dp && noiseBytes > ctx.limits.maxStorageBufferBindingSize) {
+    // The dense noise is one [V, d] tensor; it is not split into row chunks like the weights.
+    const limit = formatBytes(ctx.limits.maxStorageBufferBindingSize);
+    throw new GpuLimitError(
+      `differential privacy adds dense noise of the output layer's size (${formatBytes(noiseBytes)}), more ` +
+        `than this adapter's ${limit} storage binding limit; DP targets are not supported for models this ` +
+        `large on this adapter (run without --dp, or on an adapter with a larger limit)`,
+    );
+  }
   let { residuals, hidden } = await lastLayerFactors(model, rows, rows.map(() => labelId), padId);
   const n = rows.length;
   const report: TargetReport = { examples: n, signalNorm: 0 };
@@ -119,7 +131,7 @@ export async function computeTarget(
   if (!dp) return { target: clean, report };
   clean.normW2.dispose();
   clean.normB2?.dispose();
-  const [rowsV, dim] = model.headWeight.shape;
+  const [rowsV, dim] = model.headRows.shape;
   const sigma = gaussianSigma(dp.epsilon, dp.delta, dp.clip / n);
   const noise = drawNoise(ctx, rowsV, dim, withBias, sigma, dp.seed);
   noise.weight.keep();

@@ -4,26 +4,38 @@
  * its vector (banned ids excluded); a greedy decode of the language model, conditioned on the
  * task's prefix, then picks at each free position the highest-scoring candidate. Everything runs
  * on the GPU; the chosen ids are read back once per decode.
+ *
+ * An embedding larger than one storage binding is held in row chunks (models/chunked.ts): the
+ * scores and top-k then run per chunk and the per-chunk top-k lists are merged.
  */
-import { pickCandidateByDotKernel } from "../kernels/candidates.ts";
+import { pickCandidateByDotKernel, pickCandidateKernel } from "../kernels/candidates.ts";
 import { add, div, mul, sqrt } from "../autograd/ops/elementwise.ts";
 import { linear } from "../autograd/ops/matmul.ts";
 import { sum } from "../autograd/ops/reduce.ts";
-import { reshape, transpose } from "../autograd/ops/shape.ts";
-import { topk } from "../autograd/ops/topk.ts";
+import { concat, reshape, slice, transpose } from "../autograd/ops/shape.ts";
+import { type TopK, topk } from "../autograd/ops/topk.ts";
 import { scope, Tensor } from "../autograd/tensor.ts";
+import { mergeChunkTopk, rowBlocks, RowChunks } from "../models/chunked.ts";
 import type { CausalLM } from "../models/model.ts";
+
+/** One row block of the vocabulary (the whole vocabulary when the embedding is one tensor). */
+export interface ProjectorChunk {
+  /** First vocabulary id of the block. */
+  start: number;
+  /**
+   * The block's input-embedding rows scaled to unit norm, stored transposed as [d, rows] so that
+   * the scores are a plain (non-transposed) matmul, the layout our matmul kernels run fastest.
+   */
+  unitEmbeddingsT: Tensor;
+  /** 0 for allowed ids, a large negative for banned ones, [rows]. */
+  banPenalty: Tensor;
+}
 
 /** What the z-step needs that does not change during a run. */
 export interface Projector {
   model: CausalLM;
-  /**
-   * Input-embedding rows scaled to unit norm, stored transposed as [d, V] so that the scores are a
-   * plain (non-transposed) matmul, the layout our matmul kernels run fastest.
-   */
-  unitEmbeddingsT: Tensor;
-  /** 0 for allowed ids, a large negative for banned ones, [V]. */
-  banPenalty: Tensor;
+  /** The vocabulary in row blocks, one per chunk of the input embedding. */
+  chunks: ProjectorChunk[];
   /** Candidate-set size (official: 200). */
   topk: number;
 }
@@ -33,31 +45,36 @@ const BANNED_SCORE = -1e30;
 /** Precomputes the unit-norm embedding rows and the ban penalty. */
 export function makeProjector(model: CausalLM, banned: Uint8Array, topkSize: number): Projector {
   const ctx = model.ctx;
-  const e = model.inputEmbedding;
-  if (banned.length !== e.shape[0]) {
-    throw new RangeError(`ban mask has ${banned.length} entries for ${e.shape[0]} embedding rows`);
+  const rows = model.embedRows.shape[0];
+  if (banned.length !== rows) {
+    throw new RangeError(`ban mask has ${banned.length} entries for ${rows} embedding rows`);
   }
   const allowed = banned.length - banned.reduce((a, b) => a + b, 0);
   if (topkSize > allowed) {
     throw new RangeError(`--topk ${topkSize} is larger than the ${allowed} tokens the filter allows`);
   }
-  return ctx.noGrad(() =>
-    scope(ctx, () => {
-      const norms = sqrt(add(sum(mul(e, e), -1, true), Tensor.full(ctx, [1], 1e-12)));
-      const unit = transpose(div(e, norms), 0, 1).keep();
-      const penalty = Tensor.from(ctx, Float32Array.from(banned, (b) => (b ? BANNED_SCORE : 0)), [
-        banned.length,
-      ])
-        .keep();
-      return { model, unitEmbeddingsT: unit, banPenalty: penalty, topk: topkSize };
-    })
+  // One scope per chunk: its temporaries are freed (and reused by the next chunk) right away.
+  const chunks = rowBlocks(model.embedRows).map(({ tensor: e, start }) =>
+    ctx.noGrad(() =>
+      scope(ctx, (): ProjectorChunk => {
+        const norms = sqrt(add(sum(mul(e, e), -1, true), Tensor.full(ctx, [1], 1e-12)));
+        const unit = transpose(div(e, norms), 0, 1).keep();
+        const ban = banned.subarray(start, start + e.shape[0]);
+        const penalty = Tensor.from(ctx, Float32Array.from(ban, (b) => (b ? BANNED_SCORE : 0)), [ban.length])
+          .keep();
+        return { start, unitEmbeddingsT: unit, banPenalty: penalty };
+      })
+    )
   );
+  return { model, chunks, topk: topkSize };
 }
 
 /** Frees the projector's tensors. */
 export function disposeProjector(p: Projector): void {
-  p.unitEmbeddingsT.dispose();
-  p.banPenalty.dispose();
+  for (const c of p.chunks) {
+    c.unitEmbeddingsT.dispose();
+    c.banPenalty.dispose();
+  }
 }
 
 /**
@@ -67,13 +84,26 @@ export function disposeProjector(p: Projector): void {
  */
 export function topkCosine(p: Projector, u: Tensor): Tensor {
   const [b, t, d] = u.shape;
-  return p.model.ctx.noGrad(() =>
-    scope(p.model.ctx, () => {
-      // [BT, V] scores with the ban penalty fused into the product's store (a separate
-      // broadcast add over BT × V costs as much again on a CPU adapter).
-      const scores = linear(reshape(u, [b * t, d]), p.unitEmbeddingsT, p.banPenalty);
-      const { indices } = topk(scores, p.topk);
-      return reshape(indices, [b, t, p.topk]);
+  const ctx = p.model.ctx;
+  const n = b * t;
+  // Query rows per block, so that one block's scores against the widest chunk fit a binding.
+  const widest = Math.max(...p.chunks.map((c) => c.banPenalty.size));
+  const perBlock = Math.max(1, Math.floor(ctx.limits.maxStorageBufferBindingSize / (widest * 4)));
+  return ctx.noGrad(() =>
+    scope(ctx, () => {
+      const q = reshape(u, [n, d]);
+      const blocks: Tensor[] = [];
+      for (let r = 0; r < n; r += perBlock) {
+        const rows = perBlock >= n ? q : slice(q, 0, r, Math.min(n, r + perBlock));
+        const parts: TopK[] = p.chunks.map((c) => {
+          // Scores with the ban penalty fused into the product's store (a separate broadcast
+          // add over rows × V costs as much again on a CPU adapter).
+          const scores = linear(rows, c.unitEmbeddingsT, c.banPenalty);
+          return topk(scores, Math.min(p.topk, c.banPenalty.size));
+        });
+        blocks.push(mergeChunkTopk(parts, p.chunks.map((c) => c.start), p.topk));
+      }
+      return reshape(blocks.length === 1 ? blocks[0] : concat(blocks, 0), [b, t, p.topk]);
     })
   );
 }
@@ -89,6 +119,25 @@ export async function constrainedDecode(
   prefixIds: number[],
   suffixIds: number[],
 ): Promise<number[][]> {
+  const chosen = encodeConstrainedDecode(model, candidates, prefixIds, suffixIds);
+  try {
+    return await readDecodedIds(chosen, suffixIds);
+  } finally {
+    chosen.dispose();
+  }
+}
+
+/**
+ * The GPU part of {@link constrainedDecode}: encodes the whole decode and returns the chosen ids
+ * as a [B, T] tensor (free positions filled, suffix positions 0), without reading anything back,
+ * so that a z-step can be captured as a step graph and replayed.
+ */
+export function encodeConstrainedDecode(
+  model: CausalLM,
+  candidates: Tensor,
+  prefixIds: number[],
+  suffixIds: number[],
+): Tensor {
   const ctx = model.ctx;
   const [batch, positions, k] = candidates.shape;
   const free = positions - suffixIds.length;
@@ -98,13 +147,14 @@ export async function constrainedDecode(
     );
   }
   if (prefixIds.length === 0) throw new RangeError("the decoder needs a non-empty prefix");
-  const vocab = model.headWeight.shape[0];
+  const vocab = model.headRows.shape[0];
+  const chunkedHead = model.headRows instanceof RowChunks;
   const bad = prefixIds.find((id) => !(Number.isInteger(id) && id >= 0 && id < vocab));
   if (bad !== undefined) {
     throw new RangeError(`decoder prefix id ${bad} is outside the vocabulary [0, ${vocab})`);
   }
   const chosen = Tensor.zeros(ctx, [batch, positions]);
-  await ctx.noGrad(() =>
+  ctx.noGrad(() =>
     scope(ctx, () => {
       // One scope for the whole decode: the cache may hold tensors made during the steps.
       const cache = model.newCache(batch, prefixIds.length + free);
@@ -118,23 +168,44 @@ export async function constrainedDecode(
       let hidden = model.forward({ ids: prefix, cache, logits: "none" }).lastHidden;
       for (let t = 0; t < free; t++) {
         const next = Tensor.empty(ctx, [batch, 1]);
-        pickCandidateByDotKernel(
-          ctx,
-          hidden.buffer,
-          model.headWeight.buffer,
-          model.headBias?.buffer ?? null,
-          candidates.buffer,
-          chosen.buffer,
-          next.buffer,
-          { batch, vocab, k, positions, t, dim: hidden.shape[2], steps: hidden.shape[1] },
-        );
+        if (chunkedHead) {
+          // The dot-product pick reads one [V, d] buffer: with a chunked output layer, pick from
+          // the last position's full logits [B, V] instead (same choice up to rounding).
+          const logits = model.head(
+            reshape(slice(hidden, 1, hidden.shape[1] - 1, hidden.shape[1]), [batch, -1]),
+          );
+          pickCandidateKernel(ctx, logits.buffer, candidates.buffer, chosen.buffer, next.buffer, {
+            batch,
+            vocab,
+            k,
+            positions,
+            t,
+          });
+        } else {
+          pickCandidateByDotKernel(
+            ctx,
+            hidden.buffer,
+            model.headWeight.buffer,
+            model.headBias?.buffer ?? null,
+            candidates.buffer,
+            chosen.buffer,
+            next.buffer,
+            { batch, vocab, k, positions, t, dim: hidden.shape[2], steps: hidden.shape[1] },
+          );
+        }
         if (t + 1 < free) hidden = model.forward({ ids: next, cache, logits: "none" }).lastHidden;
       }
       cache.dispose();
     })
   );
+  return chosen;
+}
+
+/** Reads the ids chosen by {@link encodeConstrainedDecode} as [B][T] rows ending with the suffix. */
+export async function readDecodedIds(chosen: Tensor, suffixIds: number[]): Promise<number[][]> {
+  const [batch, positions] = chosen.shape;
+  const free = positions - suffixIds.length;
   const flat = await chosen.read();
-  chosen.dispose();
   const rows: number[][] = [];
   for (let b = 0; b < batch; b++) {
     const row = Array.from(flat.subarray(b * positions, b * positions + free), Math.round);

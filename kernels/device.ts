@@ -518,7 +518,9 @@ export async function createContext(options: ContextOptions = {}): Promise<GpuCo
   if (lowered !== undefined) {
     if (!(Number.isInteger(lowered) && lowered >= 4 && lowered % 4 === 0)) {
       device.destroy();
-      throw new RangeError(`maxStorageBufferBindingSize must be a positive multiple of 4 bytes, got ${lowered}`);
+      throw new RangeError(
+        `maxStorageBufferBindingSize must be a positive multiple of 4 bytes, got ${lowered}`,
+      );
     }
     // Only the engine's view is lowered: WebGPU does not accept limits below its defaults.
     limits.maxStorageBufferBindingSize = Math.min(limits.maxStorageBufferBindingSize, lowered);

@@ -13,7 +13,8 @@ import type { GpuContext } from "../kernels/device.ts";
 import type { Tensor } from "../autograd/tensor.ts";
 import type { ModelConfig } from "./config.ts";
 import type { KVCache } from "./kvcache.ts";
-import { type LoadOptions, loadTransformer } from "./transformer.ts";
+import { buildTransformer, type LoadOptions, loadTransformer, type TransformerLM } from "./transformer.ts";
+import type { RowChunks, RowMatrix } from "./chunked.ts";
 import { Gpt2Block } from "./gpt2.ts";
 import { LlamaBlock } from "./llama.ts";
 import { PhiBlock } from "./phi.ts";
@@ -59,18 +60,30 @@ export interface ForwardOutput {
 export interface CausalLM {
   readonly config: ModelConfig;
   readonly ctx: GpuContext;
-  /** Input embedding matrix E [V, d]. */
+  /**
+   * Input embedding matrix E [V, d]: one tensor, or row chunks when it is larger than one
+   * storage binding (use the helpers of models/chunked.ts, which handle both).
+   */
+  readonly embedRows: RowMatrix;
+  /** Output layer weight [V, d], whole or in row chunks (GPT-2 and tied models: the same as E). */
+  readonly headRows: RowMatrix;
+  /** E as one tensor; throws GpuLimitError when it is held in row chunks (see `embedRows`). */
   readonly inputEmbedding: Tensor;
-  /** Output layer weight [V, d] (GPT-2 and tied models: the same tensor as E). */
+  /** The output layer weight as one tensor; throws GpuLimitError when chunked (see `headRows`). */
   readonly headWeight: Tensor;
   /** Output layer bias [V] (Phi), else null. */
   readonly headBias: Tensor | null;
   /** `E[ids]`: [B, T] ids → [B, T, d]. */
   embed(ids: Tensor): Tensor;
+  /** The output layer `h · Wᵀ (+ b)`: [..., d] → [..., V] (row-chunked weights included). */
+  head(h: Tensor): Tensor;
   forward(inp: ForwardInput): ForwardOutput;
   /** A KV cache for `batch` sequences of up to `maxLength` tokens (prompt included). */
   newCache(batch: number, maxLength: number): KVCache;
-  /** Parameters by Hugging Face name (a tied output layer appears once, as the embedding). */
+  /**
+   * Parameters by Hugging Face name (a tied output layer appears once, as the embedding); a
+   * matrix held in row chunks appears as its chunks, named `name[start:end]` by row range.
+   */
   parameters(): Map<string, Tensor>;
   /** Writes model.safetensors (F32) and config.json into `dir` (created if needed). */
   save(dir: string): Promise<void>;
@@ -79,9 +92,26 @@ export interface CausalLM {
 
 /**
  * Loads a model folder (config.json, model.safetensors or a sharded index) onto the GPU.
- * F16/BF16 weights are widened to f32. Throws ConfigError / CheckpointError / SafetensorsError
- * with the file and tensor named, and GpuLimitError for a tensor larger than the binding limit.
+ * F16/BF16 weights are widened to f32. The input embedding and output layer are held in row
+ * chunks when larger than one storage binding (or `opts.maxChunkBytes`). Throws ConfigError /
+ * CheckpointError / SafetensorsError with the file and tensor named, and GpuLimitError for any
+ * other tensor larger than the binding limit.
  */
 export function loadModel(ctx: GpuContext, dir: string, opts: LoadOptions = {}): Promise<CausalLM> {
   return loadTransformer(ctx, dir, opts, { gpt2: Gpt2Block, llama: LlamaBlock, phi: PhiBlock });
+}
+
+/**
+ * A model from tensors already on the GPU: `rawConfig` is a config.json object and `weights`
+ * holds every parameter by canonical Hugging Face name (the embedding and output layer may be
+ * {@link RowChunks}). Used for random-weight benchmarks without writing a checkpoint; the model
+ * owns the tensors. Throws ConfigError / CheckpointError for an unsupported config or missing
+ * or wrong-shaped weights.
+ */
+export function createModel(
+  ctx: GpuContext,
+  rawConfig: Record<string, unknown>,
+  weights: Map<string, Tensor | RowChunks>,
+): TransformerLM {
+  return buildTransformer(ctx, rawConfig, weights, { gpt2: Gpt2Block, llama: LlamaBlock, phi: PhiBlock });
 }

@@ -7,7 +7,6 @@
  * @module
  */
 import { scope, Tensor } from "../autograd/tensor.ts";
-import { linear } from "../autograd/ops/matmul.ts";
 import { crossEntropy } from "../autograd/ops/loss.ts";
 import { concat, reshape, slice } from "../autograd/ops/shape.ts";
 import type { CausalLM } from "./model.ts";
@@ -71,9 +70,7 @@ export async function sequenceNll(
         const parts: Tensor[] = [];
         for (let r = 0; r < B * L; r += chunkRows) {
           const end = Math.min(B * L, r + chunkRows);
-          const logits = linear(slice(h, 0, r, end), model.headWeight, model.headBias ?? undefined, {
-            weightLayout: "out_in",
-          });
+          const logits = model.head(slice(h, 0, r, end));
           parts.push(crossEntropy(logits, targets.slice(r, end), { reduction: "none", ignoreIndex: IGNORE }));
         }
         return parts.length === 1 ? parts[0] : concat(parts, 0);

@@ -12,23 +12,37 @@ import { GpuLimitError } from "../kernels/device.ts";
 import { formatBytes } from "../kernels/pool.ts";
 import { fmtShape, ShapeError, Tensor } from "../autograd/tensor.ts";
 import { gelu, relu, silu } from "../autograd/ops/elementwise.ts";
-import { embedding } from "../autograd/ops/embedding.ts";
 import { linear } from "../autograd/ops/matmul.ts";
 import { layerNorm, rmsNorm } from "../autograd/ops/norm.ts";
 import { reshape, select, transpose } from "../autograd/ops/shape.ts";
 import { causalAttention, causalAttentionQkv } from "../autograd/ops/attention.ts";
-import type { ModelConfig, ModelFamily } from "./config.ts";
+import { type ModelConfig, type ModelFamily, parseModelConfig } from "./config.ts";
 import { ConfigError } from "./errors.ts";
 import { loadModelConfig, openCheckpoint, writeFileAtomic, writeSafetensors } from "./files.ts";
 import type { TensorToWrite } from "./safetensors.ts";
 import { checkWeights } from "./weight_names.ts";
 import { KVCache, positionIdsFromMask } from "./kvcache.ts";
+import {
+  chunkLimit,
+  gatherRows,
+  linearRows,
+  RowChunks,
+  type RowMatrix,
+  uploadRowMatrix,
+  wholeTensor,
+} from "./chunked.ts";
 import type { CausalLM, ForwardInput, ForwardOutput } from "./model.ts";
 
 /** Options for loading a model. */
 export interface LoadOptions {
   /** Mark every parameter `requiresGrad` (for fine-tuning). Default false. */
   requiresGrad?: boolean;
+  /**
+   * Split the vocabulary matrices (input embedding, output layer) into row chunks of at most
+   * this many bytes. Default: the adapter's storage binding limit, the largest a kernel can
+   * bind; matrices above it are always split (models/chunked.ts). Lower values are for tests.
+   */
+  maxChunkBytes?: number;
 }
 
 /** Per-call state a block needs besides its input. */
@@ -61,21 +75,25 @@ export interface FamilyBlock {
 export class TransformerLM implements CausalLM {
   readonly config: ModelConfig;
   readonly ctx: GpuContext;
-  readonly inputEmbedding: Tensor;
-  readonly headWeight: Tensor;
+  readonly embedRows: RowMatrix;
+  readonly headRows: RowMatrix;
   readonly headBias: Tensor | null;
   /** config.json as read (written back by `save`). */
   readonly rawConfig: Record<string, unknown>;
   /** generation_config.json as read, if there was one. */
   readonly rawGenerationConfig: Record<string, unknown> | null;
-  private readonly weights: Map<string, Tensor>;
+  private readonly weights: Map<string, Tensor | RowChunks>;
   private readonly family: FamilyBlock;
   private disposed = false;
 
+  /**
+   * A model over parameters already on the GPU, by canonical name; the vocabulary matrices may
+   * be {@link RowChunks}. The model owns (and disposes) them.
+   */
   constructor(
     ctx: GpuContext,
     config: ModelConfig,
-    weights: Map<string, Tensor>,
+    weights: Map<string, Tensor | RowChunks>,
     family: FamilyBlock,
     raw: { config: Record<string, unknown>; generation: Record<string, unknown> | null },
   ) {
@@ -85,22 +103,42 @@ export class TransformerLM implements CausalLM {
     this.family = family;
     this.rawConfig = raw.config;
     this.rawGenerationConfig = raw.generation;
-    this.inputEmbedding = this.w(family.embedName);
-    this.headWeight = config.tieWordEmbeddings ? this.inputEmbedding : this.w("lm_head.weight");
+    this.embedRows = this.rows(family.embedName);
+    this.headRows = config.tieWordEmbeddings ? this.embedRows : this.rows("lm_head.weight");
     this.headBias = config.lmHeadBias ? this.w("lm_head.bias") : null;
   }
 
-  /** The parameter `name` (canonical HF name); throws if absent. */
+  get inputEmbedding(): Tensor {
+    return wholeTensor(this.embedRows, "the input embedding");
+  }
+
+  get headWeight(): Tensor {
+    return wholeTensor(this.headRows, "the output layer weight");
+  }
+
+  /** The parameter `name` (canonical HF name); throws if absent or held in row chunks. */
   w(name: string): Tensor {
+    return wholeTensor(this.rows(name), `parameter '${name}'`);
+  }
+
+  /** The parameter `name`, whole or in row chunks; throws if absent. */
+  rows(name: string): RowMatrix {
     const t = this.weights.get(name);
     if (!t) throw new Error(`model has no parameter '${name}'`);
     if (this.disposed) throw new Error("model used after dispose()");
     return t;
   }
 
+  /** Names of the parameters held in row chunks (larger than one storage binding). */
+  get chunkedParameters(): Map<string, RowChunks> {
+    const out = new Map<string, RowChunks>();
+    for (const [name, t] of this.weights) if (t instanceof RowChunks) out.set(name, t);
+    return out;
+  }
+
   /** The parameter `name`, or null when the checkpoint has none (optional biases). */
   maybe(name: string): Tensor | null {
-    return this.weights.get(name) ?? null;
+    return this.weights.has(name) ? this.w(name) : null;
   }
 
   /** `x · Wᵀ + b` for the projection `prefix` (its `.weight` and optional `.bias`). */
@@ -170,7 +208,7 @@ export class TransformerLM implements CausalLM {
   }
 
   embed(ids: Tensor): Tensor {
-    return embedding(this.inputEmbedding, ids);
+    return gatherRows(this.embedRows, ids);
   }
 
   forward(inp: ForwardInput): ForwardOutput {
@@ -247,9 +285,8 @@ export class TransformerLM implements CausalLM {
     return { lastHidden, logits };
   }
 
-  /** The output layer: [..., d] → [..., V]. */
   head(h: Tensor): Tensor {
-    return linear(h, this.headWeight, this.headBias ?? undefined, { weightLayout: "out_in" });
+    return linearRows(h, this.headRows, this.headBias);
   }
 
   newCache(batch: number, maxLength: number): KVCache {
@@ -267,7 +304,12 @@ export class TransformerLM implements CausalLM {
   }
 
   parameters(): Map<string, Tensor> {
-    return new Map(this.weights);
+    const out = new Map<string, Tensor>();
+    for (const [name, t] of this.weights) {
+      if (t instanceof Tensor) out.set(name, t);
+      else t.chunks.forEach((c, i) => out.set(`${name}[${t.starts[i]}:${t.starts[i] + c.shape[0]}]`, c));
+    }
+    return out;
   }
 
   async save(dir: string): Promise<void> {
@@ -331,31 +373,69 @@ export async function loadTransformer(
   // Tied output layer: transformers uses the embedding matrix whatever lm_head holds.
   if (config.tieWordEmbeddings) names.delete("lm_head.weight");
   const limit = ctx.limits.maxStorageBufferBindingSize;
+  const chunkBytes = chunkLimit(ctx, opts.maxChunkBytes);
   for (const [canonical, stored] of names) {
     const info = file.info(stored);
     const bytes = info.numel * 4;
-    if (bytes > limit) {
+    if (bytes > limit && !splitsByRows(family, canonical)) {
       throw new GpuLimitError(
         `tensor '${canonical}' ${fmtShape(info.shape)} needs ${formatBytes(bytes)} as f32, more than this ` +
-          `adapter's ${formatBytes(limit)} storage binding limit; models whose tensors exceed it are not ` +
-          `supported yet (use an adapter with a larger limit)`,
+          `adapter's ${formatBytes(limit)} storage binding limit; only the input embedding and the output ` +
+          `layer are split into row chunks (use an adapter with a larger limit)`,
       );
     }
   }
-  const weights = new Map<string, Tensor>();
+  const weights = new Map<string, Tensor | RowChunks>();
+  const options = (name: string) => ({ name, requiresGrad: opts.requiresGrad ?? false });
   try {
     for (const [canonical, stored] of names) {
       const info = file.info(stored);
       const data = await file.read(stored);
-      const t = Tensor.from(ctx, data, info.shape, {
-        name: canonical,
-        requiresGrad: opts.requiresGrad ?? false,
-      });
-      weights.set(canonical, t.keep());
+      if (splitsByRows(family, canonical)) {
+        const shape = info.shape as [number, number];
+        weights.set(canonical, uploadRowMatrix(ctx, data, shape, chunkBytes, options(canonical)));
+        continue;
+      }
+      weights.set(canonical, Tensor.from(ctx, data, info.shape, options(canonical)).keep());
     }
   } catch (e) {
     for (const t of weights.values()) t.dispose();
     throw e;
   }
   return new TransformerLM(ctx, config, weights, family, { config: rawConfig, generation: rawGeneration });
+}
+
+/** The vocabulary matrices, which are held in row chunks when they do not fit one binding. */
+function splitsByRows(family: FamilyBlock, canonical: string): boolean {
+  return canonical === family.embedName || canonical === "lm_head.weight";
+}
+
+/**
+ * A model from parameters already on the GPU (random weights for a benchmark, weights built in
+ * memory): `rawConfig` is a config.json object, `weights` every tensor that
+ * `expectedWeights(config)` lists, by canonical name; the vocabulary matrices may be
+ * {@link RowChunks}. Shapes are checked. The model owns the tensors (dispose frees them).
+ */
+export function buildTransformer(
+  ctx: GpuContext,
+  rawConfig: Record<string, unknown>,
+  weights: Map<string, Tensor | RowChunks>,
+  families: Record<ModelFamily, FamilyBlock>,
+): TransformerLM {
+  const config = parseModelConfig(rawConfig, "config");
+  if (config.activation === "gelu") {
+    throw new ConfigError(`config: activation "gelu" (exact erf form) is not implemented`);
+  }
+  const tensors = new Map([...weights].map(([name, t]) => [name, { shape: t.shape }]));
+  const names = checkWeights(config, { tensors }, "weights");
+  for (const [name, t] of weights) {
+    if (t instanceof RowChunks && !splitsByRows(families[config.family], name)) {
+      throw new ConfigError(`weights: only the vocabulary matrices may be row chunks, not '${name}'`);
+    }
+  }
+  if (config.tieWordEmbeddings) names.delete("lm_head.weight");
+  return new TransformerLM(ctx, config, weights, families[config.family], {
+    config: rawConfig,
+    generation: null,
+  });
 }

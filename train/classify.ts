@@ -35,7 +35,7 @@ export async function optionLogLikelihoods(
   maxLength = Infinity,
 ): Promise<number[][]> {
   const ctx = model.ctx;
-  const vocab = model.headWeight.shape[0];
+  const vocab = model.headRows.shape[0];
   const rows: { ids: number[]; optionLength: number; q: number; o: number }[] = [];
   queries.forEach((q, qi) =>
     q.options.forEach((opt, oi) => {

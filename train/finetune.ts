@@ -16,7 +16,7 @@
 import { crossEntropy } from "../autograd/ops/loss.ts";
 import { embedding } from "../autograd/ops/embedding.ts";
 import { scale } from "../autograd/ops/elementwise.ts";
-import { linear, matmul } from "../autograd/ops/matmul.ts";
+import { matmul } from "../autograd/ops/matmul.ts";
 import { reshape } from "../autograd/ops/shape.ts";
 import { AdamW, clipGradNorm, linearWarmupDecay } from "../autograd/optim.ts";
 import { Rng } from "../autograd/random.ts";
@@ -168,7 +168,7 @@ export function optionScores(model: CausalLM, plan: ScoringPlan): Tensor {
   const k = plan.tokens.length;
   const flat = reshape(out.lastHidden, [n * length, d]);
   const picked = embedding(flat, Tensor.from(ctx, plan.gather, [k]), { hostIds: plan.gather });
-  const logits = linear(picked, model.headWeight, model.headBias ?? undefined, { weightLayout: "out_in" });
+  const logits = model.head(picked);
   const nll = crossEntropy(logits, plan.tokens, { reduction: "none" }); // [k]
   const rows = plan.examples * plan.options;
   const meanNll = matmul(Tensor.from(ctx, plan.average, [rows, k]), reshape(nll, [k, 1])); // [rows, 1]
