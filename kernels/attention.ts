@@ -29,6 +29,10 @@
  * Masked keys are flagged with a large finite negative score (GPU variant) or skipped (CPU
  * variant) and get probability exactly 0; a row with no visible key outputs zeros and passes no
  * gradient (its `L` is a large positive number, so every `exp(s − L)` is 0).
+ *
+ * On GPUs, calls with enough queries run the tiled kernels of kernels/attention_flash.ts instead
+ * (K/V tiles in workgroup memory, the forward's log-sum-exp saved for the backward); the GPU
+ * variant here serves decode steps and is the baseline they are measured against.
  */
 import { type GpuContext, splitGrid } from "./device.ts";
 import { cachedWgsl, launchLinear, LINEAR_MAIN, packParams } from "./launch.ts";
@@ -91,7 +95,7 @@ export interface AttentionDims {
  * The parameter block shared by every kernel. Layouts come first as vec4u (offset, batch, head,
  * token) so that they sit on the 16-byte boundaries uniform structs need.
  */
-const PARAMS_WGSL = /* wgsl */ `
+export const PARAMS_WGSL = /* wgsl */ `
 struct P {
   lq: vec4u, lk: vec4u, lv: vec4u, lo: vec4u,
   rows: u32, heads: u32, kvHeads: u32, tq: u32,
@@ -110,8 +114,8 @@ fn keyVisible(b: u32, j: u32) -> bool {
   return select(M[b * p.tk + j] > 0.5, true, p.hasMask == 0u);
 }`;
 
-/** Parameters of a call; layout words are divided by `unit` (4 when the CPU variant reads vec4f). */
-function params(dims: AttentionDims, rows: number, unit: number): Uint8Array {
+/** Parameters of a call; layout words are divided by `unit` (4 when a kernel reads vec4f). */
+export function params(dims: AttentionDims, rows: number, unit: number): Uint8Array {
   const l = (x: HeadLayout) => [x.offset, x.batch, x.head, x.token].map((v) => v / unit);
   const { q, k, v, out } = dims.layout;
   return packParams([
@@ -170,8 +174,8 @@ fn reduceMax(v: f32, lid: u32) -> f32 {
 }
 `;
 
-/** Q, K, V and the mask as storage arrays of `type` (f32, or vec4f in the CPU variant). */
-const bindingsIn = (type: string) => /* wgsl */ `
+/** Q, K, V and the mask as storage arrays of `type` (f32, or vec4f where rows allow it). */
+export const bindingsIn = (type: string) => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> Q: array<${type}>;
 @group(0) @binding(1) var<storage, read> K: array<${type}>;
 @group(0) @binding(2) var<storage, read> V: array<${type}>;
@@ -448,13 +452,17 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
 // every layout word are multiples of 4: llvmpipe gathers each lane's load on its own, so four
 // floats per load matter more there than anything else.
 
-/** How the CPU kernels see a head row: `count` elements of type `type` (f32 or vec4f). */
-interface HeadVector {
+/** How a kernel sees a head row: `count` elements of type `type` (f32 or vec4f). */
+export interface HeadVector {
   type: string;
   count: number;
 }
 
-function headVector(dims: AttentionDims): HeadVector {
+/**
+ * vec4f rows when the head size and every layout word are multiples of 4 (then every row starts
+ * on a 16-byte boundary), else f32.
+ */
+export function headVector(dims: AttentionDims): HeadVector {
   const { q, k, v, out } = dims.layout;
   const words = [q, k, v, out].flatMap((l) => [l.offset, l.batch, l.head, l.token]);
   if (dims.headDim % 4 === 0 && words.every((w) => w % 4 === 0)) {

@@ -1,7 +1,9 @@
 /**
  * Causal self-attention with grouped-query heads, an optional key padding mask and a query
  * offset for KV caches: `softmax(scale · q kᵀ + causal/padding mask) v`, forward and backward as
- * dedicated row kernels (kernels/attention.ts), plus the float64 reference.
+ * dedicated kernels, plus the float64 reference. On GPUs the tiled flash kernels
+ * (kernels/attention_flash.ts) run when `useFlashAttention` says so, else the row kernels
+ * (kernels/attention.ts), which CPU adapters always use.
  *
  * Two entry points: {@link causalAttention} on q, k, v of shape [B, heads, T, Dh] (output in the
  * same layout, or with heads merged [B, T, H·Dh] for the output projection), and
@@ -20,8 +22,19 @@ import {
   MAX_HEAD_DIM,
   tokensLayout,
 } from "../../kernels/attention.ts";
+import {
+  flashAttentionBackwardKeyKernel,
+  flashAttentionBackwardQueryKernel,
+  flashAttentionForwardKernel,
+  useFlashAttention,
+} from "../../kernels/attention_flash.ts";
+export {
+  type FlashAttentionOptions,
+  flashAttentionOptions,
+  setFlashAttentionOptions,
+} from "../../kernels/attention_flash.ts";
 import type { HostTensor } from "../reference.ts";
-import { record } from "../tape.ts";
+import { needsGrad, record } from "../tape.ts";
 import { fmtShape, ShapeError, Tensor } from "../tensor.ts";
 
 /** Options for {@link causalAttention}. */
@@ -128,18 +141,38 @@ function attentionOp(
   // Without a mask any bound buffer will do: the kernels never read it.
   const maskBuf = mask ? mask.buffer : k.buffer;
   const out = Tensor.empty(ctx, outShape);
-  attentionForwardKernel(ctx, dims, q.buffer, k.buffer, v.buffer, maskBuf, out.buffer);
   const fused = q === k && k === v;
-  return record(out, op, fused ? [q] : [q, k, v], (g) => {
-    const { batch, heads, kvHeads, queries, keys, headDim } = dims;
+  const graphInputs = fused ? [q] : [q, k, v];
+  const { batch, heads, kvHeads, queries, keys, headDim } = dims;
+  // The flash forward saves each row's log-sum-exp for the backward (column 0 of a [rows, 2]
+  // tensor whose column 1 the query side fills with dO·O). It is an intermediate of the graph,
+  // like `out`: it lives as long as the scope the forward ran in.
+  const flash = useFlashAttention(ctx, dims);
+  const saved = flash && needsGrad(...graphInputs) ? Tensor.empty(ctx, [batch * heads * queries, 2]) : null;
+  if (flash) {
+    flashAttentionForwardKernel(
+      ctx,
+      dims,
+      q.buffer,
+      k.buffer,
+      v.buffer,
+      maskBuf,
+      out.buffer,
+      saved?.buffer ?? null,
+    );
+  } else {
+    attentionForwardKernel(ctx, dims, q.buffer, k.buffer, v.buffer, maskBuf, out.buffer);
+  }
+  return record(out, op, graphInputs, (g) => {
     const gradOf = (t: Tensor, rows: number) =>
       fused || t.size === batch * rows * headDim ? Tensor.empty(ctx, t.shape) : Tensor.zeros(ctx, t.shape);
     const gq = gradOf(q, heads * queries);
     const needKv = fused || k.requiresGrad || v.requiresGrad;
     const gk = fused ? gq : needKv ? gradOf(k, kvHeads * keys) : null;
     const gv = fused ? gq : needKv ? gradOf(v, kvHeads * keys) : null;
-    const lseAndDelta = Tensor.empty(ctx, [batch * heads * queries, 2]);
-    attentionBackwardQueryKernel(
+    const lseAndDelta = saved ?? Tensor.empty(ctx, [batch * heads * queries, 2]);
+    const queryKernel = saved ? flashAttentionBackwardQueryKernel : attentionBackwardQueryKernel;
+    queryKernel(
       ctx,
       dims,
       q.buffer,
@@ -152,7 +185,8 @@ function attentionOp(
       lseAndDelta.buffer,
     );
     if (gk && gv) {
-      attentionBackwardKeyKernel(
+      const keyKernel = flash ? flashAttentionBackwardKeyKernel : attentionBackwardKeyKernel;
+      keyKernel(
         ctx,
         dims,
         q.buffer,

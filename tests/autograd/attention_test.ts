@@ -7,7 +7,8 @@ import {
 import { ShapeError, Tensor } from "../../autograd/tensor.ts";
 import { Rng } from "../../autograd/random.ts";
 import { host, type HostTensor } from "../../autograd/reference.ts";
-import { checkOp, ctx, gpuTest, randHost, withKernelVariants } from "../helpers.ts";
+import { checkOp, ctx, gpuTest, randHost } from "../helpers.ts";
+import { withAttentionVariants } from "./attention_variants.ts";
 
 const rng = new Rng(41);
 
@@ -128,7 +129,7 @@ for (const c of CASES) {
   Deno.test({
     name: `attention ${c.name}: forward and gradients of q, k, v`,
     ...gpuTest,
-    fn: () => withKernelVariants(() => check(c)),
+    fn: () => withAttentionVariants(() => check(c)),
   });
 }
 
@@ -136,7 +137,7 @@ Deno.test({
   name: "attention: more keys and queries than one workgroup block (online softmax across blocks)",
   ...gpuTest,
   fn: () =>
-    withKernelVariants(() =>
+    withAttentionVariants(() =>
       check({ name: "long", b: 1, h: 2, hkv: 1, tq: 270, tk: 300, dh: 3, pads: [40] })
     ),
 });
@@ -144,7 +145,7 @@ Deno.test({
 Deno.test({
   name: "attention: a head size of 128 (two columns per thread)",
   ...gpuTest,
-  fn: () => withKernelVariants(() => check({ name: "dh128", b: 1, h: 2, hkv: 2, tq: 3, tk: 4, dh: 128 })),
+  fn: () => withAttentionVariants(() => check({ name: "dh128", b: 1, h: 2, hkv: 2, tq: 3, tk: 4, dh: 128 })),
 });
 
 for (
@@ -154,7 +155,7 @@ for (
     name: `attention on a fused q/k/v projection [B, T, 3·H·Dh], ${name}: forward and gradient`,
     ...gpuTest,
     fn: () =>
-      withKernelVariants(async () => {
+      withAttentionVariants(async () => {
         const [B, H, T] = [2, 3, 7];
         const inputs = [randHost(rng, [B, T, 3 * H * dh])];
         if (pads) inputs.push(leftPadMask([...pads], T));
@@ -174,7 +175,7 @@ Deno.test({
   name: "attention: fully masked query rows (left padding) give zeros, not NaN",
   ...gpuTest,
   fn: () =>
-    withKernelVariants(async () => {
+    withAttentionVariants(async () => {
       const c = await ctx();
       const [B, H, T, D] = [1, 2, 6, 4];
       const q = Tensor.from(c, rng.normals(B * H * T * D), [B, H, T, D], { requiresGrad: true });
