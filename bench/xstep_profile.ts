@@ -83,6 +83,37 @@ export async function profileXStep(ctx: GpuContext, shape: BenchShape, top: numb
       });
     }
   }
+  // In context: the GPU time of whole replays, and of replays without each of the costliest
+  // kernel groups; the difference is what the group costs inside the step (overlap and
+  // barriers included), which the per-kernel times above only bound.
+  const ablation: { name: string; n: number; ms: number }[] = [];
+  let replayGpuMs = NaN;
+  if (timer.available) {
+    const [rounds, perRound] = ctx.isCpuAdapter ? [2, 2] : [3, 30];
+    const replayGpu = async (skip?: Set<number>) => {
+      const times: number[] = [];
+      for (let r = 0; r < rounds; r++) {
+        timer.begin();
+        for (let k = 0; k < perRound; k++) graph.replay(skip);
+        timer.end();
+        const t = await timer.read();
+        if (t) times.push(t.spanMs / perRound);
+      }
+      return median(times);
+    };
+    replayGpuMs = await replayGpu();
+    const groups = new Map<string, Set<number>>();
+    for (const r of rows) {
+      if (r.name === "copy" || r.name === "live") continue;
+      const g = groups.get(r.name) ?? new Set<number>();
+      g.add(r.i);
+      groups.set(r.name, g);
+    }
+    const cost = (g: Set<number>) => [...g].reduce((a, i) => a + rows[i].ms, 0);
+    for (const [name, g] of [...groups].sort((a, b) => cost(b[1]) - cost(a[1])).slice(0, 8)) {
+      ablation.push({ name, n: g.size, ms: replayGpuMs - await replayGpu(g) });
+    }
+  }
   graph.dispose();
   await bench.dispose();
 
@@ -95,6 +126,7 @@ export async function profileXStep(ctx: GpuContext, shape: BenchShape, top: numb
     encodeReplayMs: median(encode),
     commands: graph.length,
     kernelSumMs: kernelSum,
+    replayGpuMs,
   };
   if (json) {
     console.log(JSON.stringify(summary));
@@ -125,7 +157,12 @@ export async function profileXStep(ctx: GpuContext, shape: BenchShape, top: numb
     g.ms += r.ms;
     byName.set(r.name, g);
   }
-  console.log("\n  by kernel:");
+  console.log(`\n  GPU time of a replay (timestamps, several in a row): ${replayGpuMs.toFixed(3)} ms; in context,`);
+  console.log("  what removing each group of kernels saves:");
+  for (const a of ablation) {
+    console.log(`  ${a.ms.toFixed(3).padStart(9)} ms  ${String(a.n).padStart(3)}×  ${a.name}`);
+  }
+  console.log("\n  by kernel (each timed alone):");
   for (const [name, g] of [...byName].sort((a, b) => b[1].ms - a[1].ms)) {
     console.log(`  ${g.ms.toFixed(3).padStart(9)} ms  ${String(g.n).padStart(3)}×  ${name}`);
   }

@@ -89,14 +89,19 @@ export interface FlashAttentionOptions {
    * `flash` / `rows`: always that kernel family.
    */
   mode: "auto" | "flash" | "rows";
-  /** Fewest queries for which `auto` picks the flash kernels. */
+  /**
+   * Fewest queries for which `auto` picks the flash kernels. 128: on an H200 (docs/gpu/run4) the
+   * row kernels were faster at the x-step's 33 queries (forward 0.022 vs 0.061 ms GPU, backward
+   * 0.065 vs 0.13 ms for B10 H8 Dh32) and the flash kernels at 256 (backward 0.54 vs 1.70 ms for
+   * B1 H32 Dh64); between the two was not measured.
+   */
   minQueries: number;
   /** Forced block shape parts per kernel kind (tests, tuning); the rest is chosen as usual. */
   tiling: Partial<Record<FlashKind, Partial<FlashTiling>>>;
 }
 
 /** The current settings; change them with {@link setFlashAttentionOptions}. */
-export const flashAttentionOptions: FlashAttentionOptions = { mode: "auto", minQueries: 16, tiling: {} };
+export const flashAttentionOptions: FlashAttentionOptions = { mode: "auto", minQueries: 128, tiling: {} };
 
 /** Changes some of {@link flashAttentionOptions}; returns the previous settings (to restore them). */
 export function setFlashAttentionOptions(o: Partial<FlashAttentionOptions>): FlashAttentionOptions {

@@ -208,13 +208,19 @@ export class StepGraph {
     return new StepGraph(ctx, commands, [...rec.pinned], owned, dispatches);
   }
 
-  /** Encodes the captured step again into the context's open batch (nothing is submitted). */
-  replay(): void {
+  /**
+   * Encodes the captured step again into the context's open batch (nothing is submitted).
+   * `skip` leaves out the commands with those indices: for profiles that measure what a group
+   * of kernels costs in context (the step's results are then meaningless).
+   */
+  replay(skip?: ReadonlySet<number>): void {
     if (this.disposed) throw new GraphCaptureError("replay() of a disposed step graph");
     const ctx = this.ctx;
     if (ctx.recorder) throw new GraphCaptureError("replay() while another step graph is being captured");
     ctx.checkAlive();
-    for (const c of this.commands) {
+    for (let i = 0; i < this.commands.length; i++) {
+      if (skip?.has(i)) continue;
+      const c = this.commands[i];
       if (c.kind === "dispatch") ctx.encodeDispatch(c.pipeline, c.bindGroup, c.grid);
       else if (c.kind === "copy") ctx.copyBuffer(c.src, c.srcOffset, c.dst, c.dstOffset, c.bytes);
       else c.encode();
