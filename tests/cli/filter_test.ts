@@ -77,7 +77,10 @@ Deno.test({
       }
     }
     for (const r of kept1) {
-      if (!("round" in r) || typeof r.align_loss !== "number" || !(r.align_loss >= 0 && r.align_loss <= 2)) {
+      // 1 − cos lies in [0, 2]; computed in f32 it can round to a few 1e-6 below 0 (a text whose
+      // gradient is nearly parallel to the target's).
+      const bad = typeof r.align_loss !== "number" || !(r.align_loss >= -1e-5 && r.align_loss <= 2 + 1e-5);
+      if (!("round" in r) || bad) {
         throw new Error(`record lost fields or has a bad score: ${JSON.stringify(r)}`);
       }
     }
