@@ -11,6 +11,7 @@ import { pplCommand } from "./cli/ppl.ts";
 import { finetuneCommand } from "./cli/finetune.ts";
 import { filterCommand } from "./cli/filter.ts";
 import { experimentCommand } from "./cli/experiment.ts";
+import { tuneCommand } from "./cli/tune.ts";
 import { GpuDeviceLostError, GpuLimitError, GpuUnavailableError } from "./kernels/device.ts";
 import { GpuOutOfMemoryError } from "./kernels/pool.ts";
 
@@ -22,6 +23,7 @@ const COMMANDS: Command[] = [
   finetuneCommand,
   filterCommand,
   experimentCommand,
+  tuneCommand,
   infoCommand,
 ];
 

@@ -32,6 +32,7 @@
  */
 import { type GpuContext, GpuLimitError, splitGrid } from "./device.ts";
 import { packParams } from "./launch.ts";
+import { planSkinnyMatmul, skinnyMatmulKernel, type SkinnyPlan, skinnyRouting } from "./matmul_skinny.ts";
 
 /** The matmul variants, from the simplest to the most optimised. */
 export const MATMUL_VARIANTS = ["naive", "tiled", "vec4", "blocked"] as const;
@@ -77,22 +78,48 @@ export const BLOCKED_TUNING: MatmulTuning = { tm: 8, tn: 8, wgx: 8, wgy: 8, bk: 
 export const VEC4_TUNING: MatmulTuning = { tm: 12, tn: 12, wgx: 2, wgy: 4, bk: 4 };
 /**
  * Tuning of `vec4` for large products: 24×24 outputs per thread do half the loads per FMA of
- * 12×12 and ran 5–20% faster at 768³ and 1024³ on llvmpipe, but take 2–10 s to compile per layout
- * and were slower at 512³ and no faster, or slower, on the shapes of this project's models
- * (330×1024×256, the LM head 330×50257×128), so they are used only when M, N and K are all at
- * least {@link VEC4_LARGE_FROM} and both operands are read as vec4.
+ * 12×12. With the FMA order of `vec4Wgsl` (k innermost) they ran ~50% faster than before at 1024³
+ * on lavapipe (28.8 vs 19.5 CPU-equivalent GFLOP/s), but a 24×24 layout takes 15–30 s to compile
+ * cold (about 2 s once Mesa's on-disk shader cache has it), against 0.3–3 s for 12×12, so they are
+ * used only when M, N and K are all at least {@link VEC4_LARGE_FROM} and both operands are read
+ * as vec4. Smaller products (512³, the models' 320×1024×256) also ran 15–50% faster with 16×16 to
+ * 24×24 tiles: kernels/autotune.ts measures that per adapter and shape class and caches the choice
+ * (docs/bench-cpu.md, "FMA order and autotuned tiles").
  */
 export const VEC4_LARGE_TUNING: MatmulTuning = { tm: 24, tn: 24, wgx: 2, wgy: 4, bk: 4 };
 /** Smallest M, N and K for which `vec4` uses {@link VEC4_LARGE_TUNING}. */
 export const VEC4_LARGE_FROM = 768;
 
-function defaultTuning(variant: MatmulVariant, dims?: MatmulDims): MatmulTuning {
+/** The static tuning of a variant for a launch's dims (what runs when nothing was tuned). */
+export function defaultTuning(variant: MatmulVariant, dims?: MatmulDims): MatmulTuning {
   if (variant !== "vec4") return BLOCKED_TUNING;
   // Only with vec4 loads on both sides: the scalar-load fallback of a 24×24 tile is 192 loads per
   // step of 4 k, which takes tens of seconds to compile.
   const vec = dims && vec4Operands(dims);
   const large = dims && vec?.vecA && vec.vecB && Math.min(dims.m, dims.n, dims.k) >= VEC4_LARGE_FROM;
   return large ? VEC4_LARGE_TUNING : VEC4_TUNING;
+}
+
+/**
+ * Picks the tuning of one launch, or undefined for the static default. kernels/autotune.ts installs
+ * one per context with the tilings it measured for this adapter.
+ */
+export type MatmulTuningLookup = (variant: MatmulVariant, dims: MatmulDims) => MatmulTuning | undefined;
+
+const tuningLookups = new WeakMap<GpuContext, MatmulTuningLookup>();
+
+/**
+ * Installs the context's tuning lookup (null removes it). {@link matmulKernel} asks it before the
+ * static defaults, except for launches that pass their own `tuning`.
+ */
+export function setMatmulTuningLookup(ctx: GpuContext, lookup: MatmulTuningLookup | null): void {
+  if (lookup) tuningLookups.set(ctx, lookup);
+  else tuningLookups.delete(ctx);
+}
+
+/** The context's installed tuning lookup, if any. */
+export function matmulTuningLookup(ctx: GpuContext): MatmulTuningLookup | undefined {
+  return tuningLookups.get(ctx);
 }
 
 /** Options for {@link matmulKernel}. */
@@ -448,9 +475,13 @@ function vec4Wgsl(l: Layout, t: MatmulTuning, vecA: boolean, vecB: boolean): str
     }
     b = (kk, j) => `b${kk}_${j}`;
   }
-  for (let kk = 0; kk < 4; kk++) {
-    for (let i = 0; i < tm; i++) {
-      for (let j = 0; j < tn; j++) body.push(`c${i}_${j} = fma(${a(i, kk)}, ${b(kk, j)}, c${i}_${j});`);
+  // The 4 FMAs of one accumulator are emitted together (k innermost). Tiles this large keep more
+  // accumulators than the CPU has registers; with k outermost each one was reloaded and spilled
+  // 4 times per step. On llvmpipe this order ran 24×24 tiles ~50% faster at 1024³ (every layout)
+  // and 12×12 ones 0–15% faster (docs/bench-cpu.md, "FMA order and autotuned tiles").
+  for (let i = 0; i < tm; i++) {
+    for (let j = 0; j < tn; j++) {
+      for (let kk = 0; kk < 4; kk++) body.push(`c${i}_${j} = fma(${a(i, kk)}, ${b(kk, j)}, c${i}_${j});`);
     }
   }
   // The last K % 4 steps (only when neither operand is vectorised along k), one k at a time.
@@ -547,9 +578,53 @@ function checkTuning(ctx: GpuContext, variant: MatmulVariant, t: MatmulTuning): 
   }
 }
 
+/** Tile workgroups below which a long-K product is split along K (llvmpipe: 2 cores; a GPU: ~132 SMs). */
+const SPLIT_K_BELOW = { cpu: 16, gpu: 132 };
+/** Shortest K worth splitting: below it, the tile kernel's few workgroups finish quickly anyway. */
+const SPLIT_K_FROM = { cpu: 512, gpu: 2048 };
+
+/**
+ * Which kernel runs a product by default: the tile kernel ("tile"), or the skinny / split-K kernel
+ * of matmul_skinny.ts with its plan. Explicit `variant` or `tuning` options always get the tile
+ * kernels (benches and tests compare them). The skinny kernel is chosen
+ * - on CPU adapters, when more than half of the tile kernel's outputs would lie outside C (M or N
+ *   well below the 48×24 tile: the logits [10, 128] · [128, 50257] computed 48 rows for 10), when
+ *   an operand's contiguous axis is not a multiple of 4 (a vocabulary of 50,257), or when a long
+ *   K runs in fewer tiles than it takes to keep both cores busy;
+ * - on GPUs (`ctx.cpuKernels` false), only for long K in fewer 64×64 tiles than the GPU has SMs:
+ *   `blocked` is fine for skinny products, but `dLogits · W` (M = 10, N = 128, K = 50,257) ran
+ *   as 2 workgroups, each looping over all of K.
+ */
+export function chooseMatmulPath(
+  ctx: GpuContext,
+  a: GPUBuffer,
+  b: GPUBuffer,
+  dims: MatmulDims,
+  options: MatmulKernelOptions = {},
+): "tile" | SkinnyPlan {
+  if (options.variant || options.tuning || dims.k === 0 || !skinnyRouting.enabled) return "tile";
+  const variant = defaultMatmulVariant(ctx);
+  const { bm, bn } = tileOf(variant, tuningLookups.get(ctx)?.(variant, dims) ?? defaultTuning(variant, dims));
+  const { batch, m, n, k } = dims;
+  const tilesM = Math.ceil(m / bm);
+  const tilesN = Math.ceil(n / bn);
+  const tileGroups = tilesM * tilesN * batch;
+  const cpu = ctx.cpuKernels;
+  const useful = (m * n) / (tilesM * bm * tilesN * bn);
+  // The tile kernels read an operand whose contiguous axis is not a multiple of 4 with scalar
+  // loads; the skinny kernel reads it as shifted vec4s (1.6–2× faster on llvmpipe at 1021³).
+  const vec = vec4Operands(dims);
+  const skinny = cpu && (useful < 0.5 || !vec.vecA || !vec.vecB);
+  const longK = tileGroups < (cpu ? SPLIT_K_BELOW.cpu : SPLIT_K_BELOW.gpu) &&
+    k >= (cpu ? SPLIT_K_FROM.cpu : SPLIT_K_FROM.gpu);
+  if (!skinny && !longK) return "tile";
+  return planSkinnyMatmul(ctx, dims, a, b) ?? "tile";
+}
+
 /**
  * Encodes `C[b] = op(A[b]) · op(B[b]) (+ bias)` for `b < batch` into the context's open batch.
- * `c` receives `batch × M × N` contiguous values.
+ * `c` receives `batch × M × N` contiguous values. Without an explicit variant, skinny and long-K
+ * products go to the kernel of matmul_skinny.ts (see {@link chooseMatmulPath}).
  */
 export function matmulKernel(
   ctx: GpuContext,
@@ -566,8 +641,14 @@ export function matmulKernel(
     }
   }
   if (batch === 0 || m === 0 || n === 0) return;
+  const path = chooseMatmulPath(ctx, a, b, dims, options);
+  if (path !== "tile") return skinnyMatmulKernel(ctx, a, b, c, dims, path, options.bias);
   const variant = options.variant ?? defaultMatmulVariant(ctx);
-  const tuning = { ...defaultTuning(variant, dims), ...options.tuning };
+  // A launch's own tuning (bench sweeps, the autotuner's candidates) is relative to the static
+  // default, so it means the same whatever was tuned; otherwise the installed table comes first.
+  const tuning = options.tuning
+    ? { ...defaultTuning(variant, dims), ...options.tuning }
+    : tuningLookups.get(ctx)?.(variant, dims) ?? defaultTuning(variant, dims);
   checkTuning(ctx, variant, tuning);
   const vec = vec4Operands(dims);
   const layout = {

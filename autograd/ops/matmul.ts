@@ -20,7 +20,8 @@ import { type MatmulDims, matmulKernel } from "../../kernels/matmul.ts";
 import type { HostTensor } from "../reference.ts";
 import { record } from "../tape.ts";
 import { fmtShape, ShapeError, Tensor } from "../tensor.ts";
-import { sumToShape } from "./elementwise.ts";
+import { add, sumToShape } from "./elementwise.ts";
+import { transpose } from "./shape.ts";
 
 /** Options of {@link matmul}. */
 export interface MatmulOptions {
@@ -184,6 +185,11 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
   const transB = !!options.transB;
   sameCtx("matmul", a, b);
   const out = product(a, b, transA, transB);
+  if (a === b && transB && !transA) {
+    // A Gram matrix x·xᵀ (the matching loss's R·Rᵀ over the vocabulary): the two gradients
+    // g·x and gᵀ·x add up to one product, (g + gᵀ)·x, instead of two large products and a sum.
+    return record(out, "matmul", [a], (g) => [product(add(g, transpose(g, -1, -2)), a, false, false)]);
+  }
   return record(out, "matmul", [a, b], (g) => productGrads(a, b, g, transA, transB));
 }
 
