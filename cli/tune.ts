@@ -93,7 +93,9 @@ export async function tuneForModel(
   model: CausalLM,
   opts: TuneForModelOptions,
 ): Promise<AutotuneReport | null> {
-  const mode = autotuneMode();
+  // Measuring on a CPU adapter costs minutes of shader compiles: there only the cache (written by
+  // `tune`) is used unless GRADMM_AUTOTUNE=on; GPUs tune the missing classes in seconds.
+  const mode = autotuneMode(model.ctx.isCpuAdapter ? "cache" : "on");
   if (mode === "off") return null;
   const log = opts.log ?? (() => {});
   const shapes = await modelMatmulShapes(model, opts);

@@ -594,13 +594,14 @@ export function defaultCacheDir(): string | null {
 
 /**
  * Whether commands should tune, from GRADMM_AUTOTUNE: `0`/`off`/`false` = never (static
- * defaults), `cache` = use cached tunings but measure nothing, anything else or unset = tune what
- * the cache lacks.
+ * defaults), `cache` = use cached tunings but measure nothing, `on`/`1` = tune what the cache
+ * lacks; unset or anything else = `fallback` (the caller's default for its adapter).
  */
-export function autotuneMode(): "off" | "cache" | "on" {
+export function autotuneMode(fallback: "off" | "cache" | "on" = "on"): "off" | "cache" | "on" {
   const v = env("GRADMM_AUTOTUNE")?.toLowerCase();
   if (v === "0" || v === "off" || v === "false" || v === "no") return "off";
-  return v === "cache" ? "cache" : "on";
+  if (v === "cache") return "cache";
+  return v === "on" || v === "1" ? "on" : fallback;
 }
 
 /** What identifies a cache file's validity: the adapter, the runtime and the kernels. */

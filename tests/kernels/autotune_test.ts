@@ -403,6 +403,8 @@ Deno.test("autotune: GRADMM_AUTOTUNE selects off, cache-only or on", () => {
       return autotuneMode();
     };
     assert.strictEqual(mode(null), "on");
+    assert.strictEqual(autotuneMode("cache"), "cache", "unset: the caller's fallback");
+    assert.strictEqual(mode("on"), "on");
     assert.strictEqual(mode("1"), "on");
     assert.strictEqual(mode("0"), "off");
     assert.strictEqual(mode("off"), "off");
