@@ -5,7 +5,7 @@
  * kernel of kernels/matmul_skinny.ts where `chooseMatmulPath` picks it), alternately in the same
  * process on the same buffers, so that the load of a shared machine hits both alike.
  *
- *   deno run -A bench/matmul_shapes.ts [--json] [--filter=TEXT] [--rounds=3] [--repeats=3]
+ *   deno run -A bench/matmul_shapes.ts [--json] [--filter=TEXT] [--rounds=3] [--repeats=3] [--more]
  *
  * Each entry is the median over the rounds of `timeGpu`'s median (wall clock, sync amortised).
  */
@@ -19,6 +19,7 @@ import {
   matmulKernel,
 } from "../kernels/matmul.ts";
 import { createContext, type GpuContext } from "../kernels/device.ts";
+import { planSkinnyMatmul, skinnyMatmulKernel, type SkinnyPlan } from "../kernels/matmul_skinny.ts";
 import { Tensor } from "../autograd/tensor.ts";
 import { Rng } from "../autograd/random.ts";
 import { type BenchResult, formatJson, formatTable, median, selected, timeGpu } from "./harness.ts";
@@ -38,7 +39,18 @@ export const XSTEP_PRODUCTS: { name: string; dims: MatmulDims }[] = [
   { name: "dR of R·Rᵀ (gᵀ·R, before only)", dims: { batch: 1, m: 10, n: V, k: 10, transA: true } },
   { name: "linear c_fc x·W", dims: { batch: 1, m: 330, n: 512, k: 128 } },
   { name: "linear c_proj dx = g·Wᵀ", dims: { batch: 1, m: 330, n: 512, k: 128, transB: true } },
+  // gpt2-d256's layers (6 × 256, MLP 1024): the H200 profile's costliest products.
+  { name: "d256 c_fc x·W", dims: { batch: 1, m: 330, n: 1024, k: 256 } },
+  { name: "d256 c_proj x·W", dims: { batch: 1, m: 330, n: 256, k: 1024 } },
+  { name: "d256 c_fc dx = g·Wᵀ", dims: { batch: 1, m: 330, n: 256, k: 1024, transB: true } },
+  { name: "d256 c_attn dx = g·Wᵀ", dims: { batch: 1, m: 330, n: 256, k: 768, transB: true } },
 ];
+
+/**
+ * Extra paths with `--more`: the skinny kernel forced even where the routing keeps the tiles, and
+ * the tile kernel with 32×32 tiles (4×4 per thread), to see which small-M choice pays on an adapter.
+ */
+const MORE_TUNING = { tm: 4, tn: 4, wgx: 8, wgy: 8 };
 
 function randomTensor(ctx: GpuContext, rng: Rng, shape: number[]): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
@@ -53,7 +65,7 @@ const shapeOf = (d: MatmulDims) => `${d.m}${d.transA ? "ᵀ" : ""}x${d.n}x${d.k}
  */
 export async function benchXstepProducts(
   ctx: GpuContext,
-  options: { filter: string; rounds: number; repeats: number },
+  options: { filter: string; rounds: number; repeats: number; more?: boolean },
   report: (r: BenchResult) => void,
 ): Promise<void> {
   const rng = new Rng(3);
@@ -65,30 +77,40 @@ export async function benchXstepProducts(
     const b = randomTensor(ctx, rng, dims.transB ? [n, k] : [k, n]);
     const c = Tensor.empty(ctx, [m, n]);
     const path = chooseMatmulPath(ctx, a.buffer, b.buffer, dims);
-    const runs = {
+    const forced = planSkinnyMatmul(ctx, dims, a.buffer, b.buffer);
+    const runs: Record<string, () => void> = {
       tile: () => matmulKernel(ctx, a.buffer, b.buffer, c.buffer, dims, { variant }),
       routed: () => matmulKernel(ctx, a.buffer, b.buffer, c.buffer, dims),
     };
-    const ms: Record<keyof typeof runs, number[]> = { tile: [], routed: [] };
+    if (options.more) {
+      runs["tile 32x32"] = () =>
+        matmulKernel(ctx, a.buffer, b.buffer, c.buffer, dims, { variant, tuning: MORE_TUNING });
+      if (forced) runs.skinny = () => skinnyMatmulKernel(ctx, a.buffer, b.buffer, c.buffer, dims, forced);
+    }
+    const keys = Object.keys(runs);
+    const ms: Record<string, number[]> = Object.fromEntries(keys.map((key) => [key, []]));
     for (let r = 0; r < options.rounds; r++) {
-      for (const key of ["tile", "routed"] as const) {
+      for (const key of keys) {
         ms[key].push((await timeGpu(ctx, runs[key], { repeats: options.repeats, timestamps: false })).ms);
       }
     }
-    for (const key of ["tile", "routed"] as const) {
+    const plan = (p: SkinnyPlan) => `skinny ${p.tm}x${p.tn}, ${p.splits} split${p.splits > 1 ? "s" : ""}`;
+    for (const key of keys) {
       const t = median(ms[key]);
       const how = key === "tile"
         ? variant
-        : path === "tile"
-        ? `${variant} (routed)`
-        : `skinny ${path.tm}x${path.tn}, ${path.splits} split${path.splits > 1 ? "s" : ""}`;
+        : key === "routed"
+        ? (path === "tile" ? `${variant} (routed)` : plan(path))
+        : key === "skinny"
+        ? `${plan(forced!)} (forced)`
+        : `${variant} ${key}`;
       report({
         name: `${name} [${how}]`,
         shape: shapeOf(dims),
         ms: t,
         gflops: matmulFlops(1, m, n, k) / t / 1e6,
         adapter: ctx.adapterName,
-        note: `rounds: ${ms[key].map((x) => x.toFixed(2)).join(", ")} ms`,
+        note: `rounds: ${ms[key].map((x) => x.toFixed(3)).join(", ")} ms`,
       });
     }
     for (const x of [a, b, c]) x.dispose();
@@ -103,6 +125,7 @@ if (import.meta.main) {
       filter: { type: "string", default: "" },
       rounds: { type: "string", default: "3" },
       repeats: { type: "string", default: "3" },
+      more: { type: "boolean", default: false },
     },
   });
   const ctx = await createContext();
@@ -111,7 +134,12 @@ if (import.meta.main) {
   const rows: BenchResult[] = [];
   await benchXstepProducts(
     ctx,
-    { filter: values.filter, rounds: Number(values.rounds), repeats: Number(values.repeats) },
+    {
+      filter: values.filter,
+      rounds: Number(values.rounds),
+      repeats: Number(values.repeats),
+      more: values.more,
+    },
     (r) => {
       if (values.json) console.log(formatJson(r));
       else console.error(`${r.name}: ${r.ms?.toFixed(2)} ms`);

@@ -92,12 +92,37 @@ export const VEC4_LARGE_FROM = 768;
 
 /** The static tuning of a variant for a launch's dims (what runs when nothing was tuned). */
 export function defaultTuning(variant: MatmulVariant, dims?: MatmulDims): MatmulTuning {
+  if (variant === "blocked") return dims && smallForBlocked(dims) ? BLOCKED_SMALL_TUNING : BLOCKED_TUNING;
   if (variant !== "vec4") return BLOCKED_TUNING;
   // Only with vec4 loads on both sides: the scalar-load fallback of a 24×24 tile is 192 loads per
   // step of 4 k, which takes tens of seconds to compile.
   const vec = dims && vec4Operands(dims);
   const large = dims && vec?.vecA && vec.vecB && Math.min(dims.m, dims.n, dims.k) >= VEC4_LARGE_FROM;
   return large ? VEC4_LARGE_TUNING : VEC4_TUNING;
+}
+
+/**
+ * Tuning of `blocked` for products too small to fill a GPU with 64×64 tiles: 32×32 tiles (4×4 per
+ * thread, 8×8 threads). On an H200 (docs/gpu/run5) they ran the x-step's products 1.6–2.3× faster
+ * than 64×64 tiles: e.g. 330×1024×256 in 0.152 vs 0.325 ms, the logits 10×50257×128 in 0.175 vs
+ * 0.300 ms (M = 10 leaves 54 of 64 tile rows empty).
+ */
+export const BLOCKED_SMALL_TUNING: MatmulTuning = { tm: 4, tn: 4, wgx: 8, wgy: 8, bk: 16 };
+
+/** Fewer 64×64 tiles than this (about two per SM of a large GPU) counts as small for `blocked`. */
+const BLOCKED_SMALL_BELOW = 264;
+
+/** 64×64 tiles of a product, and the fraction of their outputs that lie inside C. */
+function blockedTiles(dims: MatmulDims): { tiles: number; useful: number } {
+  const bm = BLOCKED_TUNING.tm * BLOCKED_TUNING.wgy, bn = BLOCKED_TUNING.tn * BLOCKED_TUNING.wgx;
+  const tm = Math.ceil(dims.m / bm), tn = Math.ceil(dims.n / bn);
+  return { tiles: tm * tn * dims.batch, useful: (dims.m * dims.n) / (tm * bm * tn * bn) };
+}
+
+/** Whether `blocked` should use {@link BLOCKED_SMALL_TUNING}: few 64×64 tiles, or mostly empty ones. */
+function smallForBlocked(dims: MatmulDims): boolean {
+  const { tiles, useful } = blockedTiles(dims);
+  return tiles < BLOCKED_SMALL_BELOW || useful < 0.5;
 }
 
 /**
@@ -591,9 +616,11 @@ const SPLIT_K_FROM = { cpu: 512, gpu: 2048 };
  *   well below the 48×24 tile: the logits [10, 128] · [128, 50257] computed 48 rows for 10), when
  *   an operand's contiguous axis is not a multiple of 4 (a vocabulary of 50,257), or when a long
  *   K runs in fewer tiles than it takes to keep both cores busy;
- * - on GPUs (`ctx.cpuKernels` false), only for long K in fewer 64×64 tiles than the GPU has SMs:
- *   `blocked` is fine for skinny products, but `dLogits · W` (M = 10, N = 128, K = 50,257) ran
- *   as 2 workgroups, each looping over all of K.
+ * - on GPUs (`ctx.cpuKernels` false), for long K in fewer 64×64 tiles than the GPU has SMs
+ *   (`dLogits · W`, M = 10, N = 128, K = 50,257, ran as 2 workgroups, each looping over all of
+ *   K), and for small products whose B is not transposed: on an H200 (docs/gpu/run5) the skinny
+ *   kernel beat 32×32 `blocked` tiles there (330×512×128: 0.089 vs 0.157 ms; the dR products
+ *   10×50257×K: 0.08 vs 0.13–0.15 ms) but lost badly with Bᵀ (the logits h·Wᵀ: 6.0 vs 0.18 ms).
  */
 export function chooseMatmulPath(
   ctx: GpuContext,
@@ -615,9 +642,11 @@ export function chooseMatmulPath(
   // loads; the skinny kernel reads it as shifted vec4s (1.6–2× faster on llvmpipe at 1021³).
   const vec = vec4Operands(dims);
   const skinny = cpu && (useful < 0.5 || !vec.vecA || !vec.vecB);
-  const longK = tileGroups < (cpu ? SPLIT_K_BELOW.cpu : SPLIT_K_BELOW.gpu) &&
-    k >= (cpu ? SPLIT_K_FROM.cpu : SPLIT_K_FROM.gpu);
-  if (!skinny && !longK) return "tile";
+  const longK = cpu
+    ? tileGroups < SPLIT_K_BELOW.cpu && k >= SPLIT_K_FROM.cpu
+    : blockedTiles(dims).tiles < SPLIT_K_BELOW.gpu && k >= SPLIT_K_FROM.gpu;
+  const smallGpu = !cpu && !dims.transB && smallForBlocked(dims);
+  if (!skinny && !longK && !smallGpu) return "tile";
   return planSkinnyMatmul(ctx, dims, a, b) ?? "tile";
 }
 

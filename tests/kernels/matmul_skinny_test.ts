@@ -172,7 +172,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "skinny matmul: routing keeps the tile kernels for square products and explicit variants",
+  name:
+    "skinny matmul: routing keeps the tile kernels for large squares, Bᵀ layers on GPUs and explicit variants",
   ...gpuTest,
   fn: async () => {
     const g = await ctx();
@@ -181,8 +182,15 @@ Deno.test({
     try {
       for (const cpu of [true, false]) {
         g.cpuKernels = cpu;
-        const square = { batch: 1, m: 330, n: 512, k: 128 };
+        const square = { batch: 1, m: 2048, n: 2048, k: 2048 };
         assert.deepStrictEqual(chooseMatmulPath(g, t.buffer, t.buffer, square), "tile");
+        // A layer of the x-step: the tile kernel on CPU adapters; on GPUs the skinny kernel when
+        // B is read as stored (too few 64×64 tiles to fill the GPU), the tile kernel with Bᵀ.
+        const layer = { batch: 1, m: 330, n: 512, k: 128 };
+        const layerPath = chooseMatmulPath(g, t.buffer, t.buffer, layer);
+        if (cpu) assert.deepStrictEqual(layerPath, "tile");
+        else assert(layerPath !== "tile", "GPU: a small layer product goes to the skinny kernel");
+        assert.deepStrictEqual(chooseMatmulPath(g, t.buffer, t.buffer, { ...layer, transB: true }), "tile");
         const dH = { batch: 1, m: 10, n: 128, k: 50257 };
         assert.deepStrictEqual(chooseMatmulPath(g, t.buffer, t.buffer, dH, { variant: "vec4" }), "tile");
         const plan = chooseMatmulPath(g, t.buffer, t.buffer, dH);

@@ -5,6 +5,7 @@
  */
 import { throws as assertThrows } from "node:assert";
 import {
+  BLOCKED_TUNING,
   MATMUL_VARIANTS,
   type MatmulDims,
   matmulKernel,
@@ -113,6 +114,16 @@ Deno.test({
     // The tuning products with M, N, K ≥ VEC4_LARGE_FROM get by default, forced on a smaller
     // product (the reference stays cheap): 96×48 outputs per workgroup, M and N not multiples.
     await check("vec4", { batch: 1, m: 200, n: 100, k: 68 }, VEC4_LARGE_TUNING);
+  },
+});
+
+Deno.test({
+  name: "matmul kernel blocked: the 64×64 tuning of large products, on every case",
+  ...gpuTest,
+  fn: async () => {
+    // Small products default to 32×32 tiles (BLOCKED_SMALL_TUNING); large ones use 64×64 tiles,
+    // forced here on the small cases (partial tiles everywhere).
+    for (const c of CASES) await check("blocked", c, BLOCKED_TUNING);
   },
 });
 
