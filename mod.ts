@@ -81,6 +81,7 @@ export {
   positionIdsFromMask,
 } from "./models/model.ts";
 export { gatherRows, linearRows, RowChunks, type RowMatrix } from "./models/chunked.ts";
+export { HalfMatrix, HalfPrecisionError } from "./autograd/half.ts";
 export { randomModel } from "./models/random_model.ts";
 export { type ModelConfig, parseModelConfig, SUPPORTED_ARCHITECTURES } from "./models/config.ts";
 export { Tokenizer } from "./models/tokenizer.ts";

@@ -9,6 +9,8 @@
  * scores and top-k then run per chunk and the per-chunk top-k lists are merged.
  */
 import { pickCandidateByDotKernel, pickCandidateKernel } from "../kernels/candidates.ts";
+import { pickCandidateByDotHalfKernel } from "../kernels/matmul_f16.ts";
+import { HalfMatrix } from "../autograd/half.ts";
 import { add, div, mul, sqrt } from "../autograd/ops/elementwise.ts";
 import { linear } from "../autograd/ops/matmul.ts";
 import { sum } from "../autograd/ops/reduce.ts";
@@ -25,8 +27,10 @@ export interface ProjectorChunk {
   /**
    * The block's input-embedding rows scaled to unit norm, stored transposed as [d, rows] so that
    * the scores are a plain (non-transposed) matmul, the layout our matmul kernels run fastest.
+   * f16 when the model's embedding is f16: an f32 copy would take twice the memory of the
+   * embedding it comes from (the scores still accumulate in f32).
    */
-  unitEmbeddingsT: Tensor;
+  unitEmbeddingsT: Tensor | HalfMatrix;
   /** 0 for allowed ids, a large negative for banned ones, [rows]. */
   banPenalty: Tensor;
 }
@@ -54,11 +58,17 @@ export function makeProjector(model: CausalLM, banned: Uint8Array, topkSize: num
     throw new RangeError(`--topk ${topkSize} is larger than the ${allowed} tokens the filter allows`);
   }
   // One scope per chunk: its temporaries are freed (and reused by the next chunk) right away.
-  const chunks = rowBlocks(model.embedRows).map(({ tensor: e, start }) =>
+  const chunks = rowBlocks(model.embedRows).map(({ tensor: block, start }) =>
     ctx.noGrad(() =>
       scope(ctx, (): ProjectorChunk => {
+        // An f16 embedding is widened to a temporary f32 copy (exact), normalised in f32 and the
+        // unit rows rounded back to f16.
+        const e = block instanceof HalfMatrix ? block.toFloat32() : block;
         const norms = sqrt(add(sum(mul(e, e), -1, true), Tensor.full(ctx, [1], 1e-12)));
-        const unit = transpose(div(e, norms), 0, 1).keep();
+        const unitF32 = transpose(div(e, norms), 0, 1);
+        const unit = block instanceof HalfMatrix
+          ? HalfMatrix.fromTensor(unitF32, { name: "unit embeddings" })
+          : unitF32.keep();
         const ban = banned.subarray(start, start + e.shape[0]);
         const penalty = Tensor.from(ctx, Float32Array.from(ban, (b) => (b ? BANNED_SCORE : 0)), [ban.length])
           .keep();
@@ -181,6 +191,17 @@ export function encodeConstrainedDecode(
             positions,
             t,
           });
+        } else if (model.headRows instanceof HalfMatrix) {
+          pickCandidateByDotHalfKernel(
+            ctx,
+            hidden.buffer,
+            model.headRows.operand,
+            model.headBias?.buffer ?? null,
+            candidates.buffer,
+            chosen.buffer,
+            next.buffer,
+            { batch, k, positions, t, steps: hidden.shape[1] },
+          );
         } else {
           pickCandidateByDotKernel(
             ctx,

@@ -10,7 +10,7 @@ import { scoreExamples } from "../train/finetune.ts";
 import { buildPrompt, type Demonstration } from "../train/prompts.ts";
 import { type Command, numberFlag, parseFlags, UsageError } from "./args.ts";
 import { readText } from "./io.ts";
-import { openModel } from "./model.ts";
+import { openModel, WEIGHTS_HELP, weightsFlag } from "./model.ts";
 
 const HELP = `Usage: cli.ts eval --model M --task T --file F.jsonl [flags]
 
@@ -28,7 +28,8 @@ option's tokens after "<text><template>" (sst2/rotten_tomatoes/imdb: "<text> It 
   --seed N                seed for choosing demonstrations (default 0)
   --batch N               sequences per forward pass (default 16)
   --text-field NAME, --label-field NAME
-  --json                  print one JSON object instead of text`;
+  --json                  print one JSON object instead of text
+${WEIGHTS_HELP}`;
 
 export const evalCommand: Command = {
   name: "eval",
@@ -47,6 +48,7 @@ export const evalCommand: Command = {
       "text-field": { type: "string" },
       "label-field": { type: "string" },
       json: { type: "boolean" },
+      weights: { type: "string" },
     });
     if (v.help) {
       console.log(HELP);
@@ -59,6 +61,7 @@ export const evalCommand: Command = {
     const limit = numberFlag("eval", "limit", v.limit, Infinity, { min: 1 });
     const seed = numberFlag("eval", "seed", v.seed, 0, { min: 0, integer: true });
     const batch = numberFlag("eval", "batch", v.batch, 16, { min: 1, max: 1024, integer: true });
+    const weights = weightsFlag("eval", v.weights);
     const fields = { textField: v["text-field"] ?? "text", labelField: v["label-field"] ?? "label" };
     const all = parseJsonl(await readText(v.file, "eval file"), { ...fields, source: v.file })
       .flatMap((e) => {
@@ -87,7 +90,7 @@ export const evalCommand: Command = {
     }
 
     const ctx = await defaultContext();
-    const { model, tokenizer } = await openModel(ctx, v.model);
+    const { model, tokenizer } = await openModel(ctx, v.model, { weights });
     const options = task.evalOptions.map((o) => tokenizer.encode(o));
     const queries = scored.map((e) => ({
       prompt: tokenizer.encode(buildPrompt(task, e.text, demos)),

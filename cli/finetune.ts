@@ -111,10 +111,17 @@ export const finetuneCommand: Command = {
       "text-field": { type: "string" },
       "label-field": { type: "string" },
       overwrite: { type: "boolean" },
+      weights: { type: "string" },
     });
     if (v.help) {
       console.log(HELP);
       return 0;
+    }
+    if (v.weights !== undefined && v.weights !== "f32") {
+      throw new UsageError(
+        `finetune: --weights ${v.weights} is not supported: fine-tuning trains the weights, which stay f32 ` +
+          "(f16 weights are frozen; use them with synth, generate, ppl and eval)",
+      );
     }
     const num = (name: string, fallback: number, opts?: Parameters<typeof numberFlag>[4]) =>
       numberFlag("finetune", name, (v as Record<string, unknown>)[name], fallback, opts);

@@ -3,6 +3,7 @@ import { defaultContext } from "../kernels/device.ts";
 import { generateText } from "../models/generate.ts";
 import { type Command, numberFlag, parseFlags, UsageError } from "./args.ts";
 import { openModelForCommand } from "./ppl.ts";
+import { WEIGHTS_HELP, weightsFlag } from "./model.ts";
 
 const HELP = `Usage: cli.ts generate --model M --prompt TEXT [flags]
 
@@ -19,7 +20,8 @@ or after --max-new-tokens.
   --top-p P               sample only from the smallest set of tokens with probability ≥ P (default 1)
   --seed S                random seed for sampling (default 0)
   --no-cache              recompute the whole sequence every step (slow; for checking)
-  --ids                   also print the generated token ids on stderr`;
+  --ids                   also print the generated token ids on stderr
+${WEIGHTS_HELP}`;
 
 export const generateCommand: Command = {
   name: "generate",
@@ -37,6 +39,7 @@ export const generateCommand: Command = {
       seed: { type: "string" },
       "no-cache": { type: "boolean" },
       ids: { type: "boolean" },
+      weights: { type: "string" },
     });
     if (v.help) {
       console.log(HELP);
@@ -67,9 +70,10 @@ export const generateCommand: Command = {
     const topK = numberFlag("generate", "top-k", v["top-k"], 0, { min: 0, integer: true });
     const topP = numberFlag("generate", "top-p", v["top-p"], 1, { min: 1e-6, max: 1 });
     const seed = numberFlag("generate", "seed", v.seed, 0, { min: 0, max: 2 ** 32 - 1, integer: true });
+    const weights = weightsFlag("generate", v.weights);
 
     const ctx = await defaultContext();
-    const { model, tokenizer } = await openModelForCommand(ctx, v.model);
+    const { model, tokenizer } = await openModelForCommand(ctx, v.model, { weights });
     try {
       const prompt = tokenizer.tokenizer.encode(v.prompt);
       if (prompt.length === 0) {

@@ -7,6 +7,21 @@ import { loadTokenizer } from "../models/files.ts";
 import { resolveModel } from "../models/hub.ts";
 import { type CausalLM, loadModel } from "../models/model.ts";
 import type { Tokenizer } from "../models/tokenizer.ts";
+import { UsageError } from "./args.ts";
+
+/** How a command stores the model's matrices (`--weights`). */
+export type WeightFormat = "f32" | "f16";
+
+/** Help line of `--weights`, shared by the commands that accept it. */
+export const WEIGHTS_HELP =
+  "  --weights f32|f16       store the model's matrices as f16 (half the memory; f32 arithmetic; needs\n" +
+  "                          the adapter's shader-f16; accuracy cost in docs/f16.md). Default f32";
+
+/** Parses `--weights` (default f32). */
+export function weightsFlag(command: string, value: string | undefined): WeightFormat {
+  if (value === undefined || value === "f32" || value === "f16") return value ?? "f32";
+  throw new UsageError(`${command}: --weights must be f32 or f16, got '${value}'`);
+}
 
 /** A tokenizer whose pad id is always a number (GPT-2 has none: its EOS is used, as HF generation does). */
 export interface CommandTokenizer {
@@ -28,8 +43,12 @@ export interface OpenedModel {
 
 let lastProgress = 0;
 
-/** Resolves, downloads if needed, and loads `spec`. */
-export async function openModel(ctx: GpuContext, spec: string): Promise<OpenedModel> {
+/** Resolves, downloads if needed, and loads `spec` (with f16 matrices when `options.weights` is "f16"). */
+export async function openModel(
+  ctx: GpuContext,
+  spec: string,
+  options: { weights?: WeightFormat } = {},
+): Promise<OpenedModel> {
   const resolved = await resolveModel(spec, {
     onProgress: (p) => {
       const now = Date.now();
@@ -40,7 +59,7 @@ export async function openModel(ctx: GpuContext, spec: string): Promise<OpenedMo
     },
   });
   const tok = await loadTokenizer(resolved.dir);
-  const model = await loadModel(ctx, resolved.dir);
+  const model = await loadModel(ctx, resolved.dir, { weights: options.weights });
   const padId = tok.padId ?? tok.eosId ?? 0;
   return {
     model,

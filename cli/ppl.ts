@@ -11,16 +11,20 @@ import {
 import { sequenceNll } from "../models/perplexity.ts";
 import { type Command, numberFlag, parseFlags, UsageError } from "./args.ts";
 import { CliFileError, exists, readText } from "./io.ts";
-import { type OpenedModel, openModel } from "./model.ts";
+import { type OpenedModel, openModel, type WeightFormat, WEIGHTS_HELP, weightsFlag } from "./model.ts";
 
 /**
  * Opens `--model` for a command with user-facing errors: a path that does not exist, or a model
  * that cannot be read (bad config, missing tensors, hub failure), is reported in one line.
  */
-export async function openModelForCommand(ctx: GpuContext, spec: string): Promise<OpenedModel> {
+export async function openModelForCommand(
+  ctx: GpuContext,
+  spec: string,
+  options: { weights?: WeightFormat } = {},
+): Promise<OpenedModel> {
   await checkModelPath(spec);
   try {
-    return await openModel(ctx, spec);
+    return await openModel(ctx, spec, options);
   } catch (e) {
     const known = [HubError, ConfigError, CheckpointError, SafetensorsError, TokenizerError];
     if (known.some((k) => e instanceof k)) {
@@ -78,7 +82,8 @@ on stdout are 'nll_nats_per_token: X' (mean over all predicted tokens of the fil
   --file F.jsonl          one JSON object per line
   --field NAME            the text field (default "text")
   --max-length N          keep at most the first N tokens of each line (default: the model's context)
-  --batch N               lines per forward pass (default 8)`;
+  --batch N               lines per forward pass (default 8)
+${WEIGHTS_HELP}`;
 
 export const pplCommand: Command = {
   name: "ppl",
@@ -91,11 +96,13 @@ export const pplCommand: Command = {
       field: { type: "string" },
       "max-length": { type: "string" },
       batch: { type: "string" },
+      weights: { type: "string" },
     });
     if (v.help) {
       console.log(HELP);
       return 0;
     }
+    const weights = weightsFlag("ppl", v.weights);
     if (positionals.length) {
       throw new UsageError(`ppl: unexpected argument '${positionals[0]}' (see 'ppl --help')`);
     }
@@ -108,7 +115,7 @@ export const pplCommand: Command = {
     if (texts.length === 0) throw new CliFileError(`${v.file}: no lines to score`);
 
     const ctx = await defaultContext();
-    const { model, tokenizer } = await openModelForCommand(ctx, v.model);
+    const { model, tokenizer } = await openModelForCommand(ctx, v.model, { weights });
     try {
       const context = model.config.maxPositions;
       const maxLength = numberFlag("ppl", "max-length", v["max-length"], context, { min: 2, integer: true });

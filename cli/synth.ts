@@ -16,7 +16,8 @@ import {
 } from "../admm/synth.ts";
 import { customTask, getTask, type TaskSpec } from "../admm/tasks.ts";
 import { defaultContext } from "../kernels/device.ts";
-import { openModel } from "./model.ts";
+import { openModel, WEIGHTS_HELP, weightsFlag } from "./model.ts";
+import { tuneForModel } from "./tune.ts";
 import { type Command, numberFlag, parseFlags, UsageError } from "./args.ts";
 import { exists, formatDuration, readText, sha256File, writeFileAtomic } from "./io.ts";
 
@@ -52,6 +53,7 @@ Model and output
   --out F.jsonl           output (default synthetic.jsonl); manifest beside it
   --overwrite             start over even if --out holds a run with other settings
   --max-rounds N          stop after N rounds in this invocation (rerun the command to continue)
+${WEIGHTS_HELP}
 
 GRADMM (defaults: the paper's; CPU adapters use smaller ones unless --paper)
   --per-class N           texts per class (paper 100, CPU 10); a multiple of --batch
@@ -130,6 +132,7 @@ export const synthCommand: Command = {
       "dp-epsilon": { type: "string" },
       "dp-delta": { type: "string" },
       "dp-clip": { type: "string" },
+      weights: { type: "string" },
     });
     if (v.help) {
       console.log(HELP);
@@ -152,6 +155,7 @@ export const synthCommand: Command = {
     } else {
       task = getTask(v.task ?? "sst2");
     }
+    const weights = weightsFlag("synth", v.weights);
     const loss = v.loss ?? "cos";
     if (loss !== "cos" && loss !== "l2") {
       throw new UsageError(`synth: --loss must be cos or l2, got '${loss}'`);
@@ -228,10 +232,19 @@ export const synthCommand: Command = {
 
     // ---- model
     const modelSpec = v.model ?? DEFAULT_MODEL;
-    const { model, tokenizer: codec, dir: modelDir } = await openModel(ctx, modelSpec);
+    const { model, tokenizer: codec, dir: modelDir } = await openModel(ctx, modelSpec, { weights });
+    // Matmul tiles for this adapter: tuned on first use on a GPU, then read from the disk cache.
+    await tuneForModel(model, {
+      batch,
+      length: options.length || 33,
+      workload: "synth",
+      log: (line) => console.error(line),
+    });
 
     // ---- resume
     const settingsRecord = {
+      // Only when f16, so that manifests of f32 runs (written before the flag existed) still match.
+      ...(weights === "f16" ? { weights } : {}),
       ...options,
       task: task.name,
       template: task.suffix,

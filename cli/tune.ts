@@ -54,7 +54,7 @@ export async function modelMatmulShapes(
       scope(ctx, async () => {
         let logits: Tensor | null;
         if (opts.workload === "synth") {
-          const d = model.inputEmbedding.shape[1];
+          const d = model.embedRows.shape[1];
           const x = Tensor.from(ctx, new Float32Array(batch * length * d), [batch, length, d], {
             requiresGrad: true,
           });

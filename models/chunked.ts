@@ -28,6 +28,7 @@ import { linear } from "../autograd/ops/matmul.ts";
 import { concat, reshape, slice } from "../autograd/ops/shape.ts";
 import { type TopK, topk } from "../autograd/ops/topk.ts";
 import { fmtShape, ShapeError, Tensor } from "../autograd/tensor.ts";
+import { embeddingHalf, HalfMatrix, HalfPrecisionError } from "../autograd/half.ts";
 
 /**
  * A [rows, cols] f32 matrix stored as consecutive row blocks (chunk i holds rows
@@ -130,12 +131,15 @@ export class RowChunks {
   }
 }
 
-/** A [rows, cols] matrix: one tensor when it fits a storage binding, else {@link RowChunks}. */
-export type RowMatrix = Tensor | RowChunks;
+/**
+ * A [rows, cols] matrix: one tensor when it fits a storage binding, else {@link RowChunks}; or,
+ * for a model loaded with f16 weights, one frozen {@link HalfMatrix} (never chunked).
+ */
+export type RowMatrix = Tensor | RowChunks | HalfMatrix;
 
-/** The blocks of a matrix with their first rows (one block for a plain tensor). */
-export function rowBlocks(m: RowMatrix): { tensor: Tensor; start: number }[] {
-  if (m instanceof Tensor) return [{ tensor: m, start: 0 }];
+/** The blocks of a matrix with their first rows (one block for a plain tensor or an f16 matrix). */
+export function rowBlocks(m: RowMatrix): { tensor: Tensor | HalfMatrix; start: number }[] {
+  if (m instanceof Tensor || m instanceof HalfMatrix) return [{ tensor: m, start: 0 }];
   return m.chunks.map((tensor, i) => ({ tensor, start: m.starts[i] }));
 }
 
@@ -145,6 +149,13 @@ export function rowBlocks(m: RowMatrix): { tensor: Tensor; start: number }[] {
  */
 export function wholeTensor(m: RowMatrix, what: string): Tensor {
   if (m instanceof Tensor) return m;
+  if (m instanceof HalfMatrix) {
+    throw new HalfPrecisionError(
+      `${what} ${m.label} is stored as f16 (the model was loaded with f16 weights), and this code path ` +
+        `needs it as an f32 tensor; go through the f16-aware helpers (models/chunked.ts: gatherRows, ` +
+        `linearRows; HalfMatrix.toFloat32 for a copy) or load the model with f32 weights`,
+    );
+  }
   throw new GpuLimitError(
     `${what} ${m.label} is larger than one storage binding (${
       formatBytes(m.chunks[0].ctx.limits.maxStorageBufferBindingSize)
@@ -200,7 +211,7 @@ export function makeRowMatrix(
   maxBytes: number,
   fill: (t: Tensor, startRow: number) => void,
   options: { name?: string; requiresGrad?: boolean } = {},
-): RowMatrix {
+): Tensor | RowChunks {
   const [rows, cols] = shape;
   const { count, rowsPerChunk } = chunkRows(rows, cols, maxBytes);
   if (count === 1) {
@@ -236,7 +247,7 @@ export function uploadRowMatrix(
   shape: readonly [number, number],
   maxBytes: number,
   options: { name?: string; requiresGrad?: boolean } = {},
-): RowMatrix {
+): Tensor | RowChunks {
   const cols = shape[1];
   if (data.length !== shape[0] * cols) {
     throw new ShapeError(
@@ -255,6 +266,7 @@ export function uploadRowMatrix(
  */
 export function gatherRows(m: RowMatrix, ids: Tensor): Tensor {
   if (m instanceof Tensor) return embedding(m, ids);
+  if (m instanceof HalfMatrix) return embeddingHalf(m, ids); // frozen: no gradient to the table
   let out: Tensor | null = null;
   for (let i = 0; i < m.chunks.length; i++) {
     const part = embedding(m.chunks[i], ids, { rowOffset: m.starts[i] });
@@ -269,7 +281,9 @@ export function gatherRows(m: RowMatrix, ids: Tensor): Tensor {
  * vocabulary; autograd sums the chunks' contributions to dL/dh.
  */
 export function linearRows(h: Tensor, m: RowMatrix, bias?: Tensor | null): Tensor {
-  if (m instanceof Tensor) return linear(h, m, bias ?? undefined, { weightLayout: "out_in" });
+  if (m instanceof Tensor || m instanceof HalfMatrix) {
+    return linear(h, m, bias ?? undefined, { weightLayout: "out_in" });
+  }
   if (bias && (bias.rank !== 1 || bias.shape[0] !== m.shape[0])) {
     throw new ShapeError(`linearRows: bias ${fmtShape(bias.shape)} does not match ${m.label}`);
   }

@@ -15,6 +15,7 @@ import type { ModelConfig } from "./config.ts";
 import type { KVCache } from "./kvcache.ts";
 import { buildTransformer, type LoadOptions, loadTransformer, type TransformerLM } from "./transformer.ts";
 import type { RowChunks, RowMatrix } from "./chunked.ts";
+import type { HalfMatrix } from "../autograd/half.ts";
 import { Gpt2Block } from "./gpt2.ts";
 import { LlamaBlock } from "./llama.ts";
 import { PhiBlock } from "./phi.ts";
@@ -62,14 +63,15 @@ export interface CausalLM {
   readonly ctx: GpuContext;
   /**
    * Input embedding matrix E [V, d]: one tensor, or row chunks when it is larger than one
-   * storage binding (use the helpers of models/chunked.ts, which handle both).
+   * storage binding, or a frozen f16 {@link HalfMatrix} when loaded with `weights: "f16"` (use
+   * the helpers of models/chunked.ts, which handle all three).
    */
   readonly embedRows: RowMatrix;
   /** Output layer weight [V, d], whole or in row chunks (GPT-2 and tied models: the same as E). */
   readonly headRows: RowMatrix;
-  /** E as one tensor; throws GpuLimitError when it is held in row chunks (see `embedRows`). */
+  /** E as one tensor; throws GpuLimitError when it is held in row chunks, HalfPrecisionError when f16 (see `embedRows`). */
   readonly inputEmbedding: Tensor;
-  /** The output layer weight as one tensor; throws GpuLimitError when chunked (see `headRows`). */
+  /** The output layer weight as one tensor; throws GpuLimitError when chunked, HalfPrecisionError when f16 (see `headRows`). */
   readonly headWeight: Tensor;
   /** Output layer bias [V] (Phi), else null. */
   readonly headBias: Tensor | null;
@@ -82,7 +84,8 @@ export interface CausalLM {
   newCache(batch: number, maxLength: number): KVCache;
   /**
    * Parameters by Hugging Face name (a tied output layer appears once, as the embedding); a
-   * matrix held in row chunks appears as its chunks, named `name[start:end]` by row range.
+   * matrix held in row chunks appears as its chunks, named `name[start:end]` by row range. f16
+   * matrices (frozen) are not listed.
    */
   parameters(): Map<string, Tensor>;
   /** Writes model.safetensors (F32) and config.json into `dir` (created if needed). */
@@ -92,8 +95,10 @@ export interface CausalLM {
 
 /**
  * Loads a model folder (config.json, model.safetensors or a sharded index) onto the GPU.
- * F16/BF16 weights are widened to f32. The input embedding and output layer are held in row
- * chunks when larger than one storage binding (or `opts.maxChunkBytes`). Throws ConfigError /
+ * F16/BF16 weights are widened to f32, unless `opts.weights` is "f16": then the matrices are
+ * stored as f16 (see LoadOptions; HalfPrecisionError without the adapter's `shader-f16`). The
+ * input embedding and output layer are held in row chunks when larger than one storage binding
+ * (or `opts.maxChunkBytes`), in f32 only. Throws ConfigError /
  * CheckpointError / SafetensorsError with the file and tensor named, and GpuLimitError for any
  * other tensor larger than the binding limit.
  */
@@ -104,14 +109,14 @@ export function loadModel(ctx: GpuContext, dir: string, opts: LoadOptions = {}):
 /**
  * A model from tensors already on the GPU: `rawConfig` is a config.json object and `weights`
  * holds every parameter by canonical Hugging Face name (the embedding and output layer may be
- * {@link RowChunks}). Used for random-weight benchmarks without writing a checkpoint; the model
+ * {@link RowChunks}, and any matrix a {@link HalfMatrix}). Used for random-weight benchmarks without writing a checkpoint; the model
  * owns the tensors. Throws ConfigError / CheckpointError for an unsupported config or missing
  * or wrong-shaped weights.
  */
 export function createModel(
   ctx: GpuContext,
   rawConfig: Record<string, unknown>,
-  weights: Map<string, Tensor | RowChunks>,
+  weights: Map<string, Tensor | RowChunks | HalfMatrix>,
 ): TransformerLM {
   return buildTransformer(ctx, rawConfig, weights, { gpt2: Gpt2Block, llama: LlamaBlock, phi: PhiBlock });
 }

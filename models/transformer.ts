@@ -13,6 +13,8 @@ import { formatBytes } from "../kernels/pool.ts";
 import { fmtShape, ShapeError, Tensor } from "../autograd/tensor.ts";
 import { gelu, relu, silu } from "../autograd/ops/elementwise.ts";
 import { linear } from "../autograd/ops/matmul.ts";
+import { assertHalfSupported, HalfMatrix, HalfPrecisionError } from "../autograd/half.ts";
+import { halfStride } from "../kernels/matmul_f16.ts";
 import { layerNorm, rmsNorm } from "../autograd/ops/norm.ts";
 import { reshape, select, transpose } from "../autograd/ops/shape.ts";
 import { causalAttention, causalAttentionQkv } from "../autograd/ops/attention.ts";
@@ -43,6 +45,14 @@ export interface LoadOptions {
    * bind; matrices above it are always split (models/chunked.ts). Lower values are for tests.
    */
   maxChunkBytes?: number;
+  /**
+   * How the matrices are stored on the GPU: "f32" (default) or "f16": every projection matrix and
+   * the vocabulary matrices become frozen {@link HalfMatrix}es (half the memory and bandwidth;
+   * the arithmetic stays f32), while norms, biases and GPT-2's position table stay f32. Needs the
+   * adapter's `shader-f16` feature; f16 matrices are never trained (no `requiresGrad`) nor split
+   * into row chunks. Accuracy cost: docs/f16.md.
+   */
+  weights?: "f32" | "f16";
 }
 
 /** Per-call state a block needs besides its input. */
@@ -82,18 +92,18 @@ export class TransformerLM implements CausalLM {
   readonly rawConfig: Record<string, unknown>;
   /** generation_config.json as read, if there was one. */
   readonly rawGenerationConfig: Record<string, unknown> | null;
-  private readonly weights: Map<string, Tensor | RowChunks>;
+  private readonly weights: Map<string, Tensor | RowChunks | HalfMatrix>;
   private readonly family: FamilyBlock;
   private disposed = false;
 
   /**
    * A model over parameters already on the GPU, by canonical name; the vocabulary matrices may
-   * be {@link RowChunks}. The model owns (and disposes) them.
+   * be {@link RowChunks}, and any matrix a {@link HalfMatrix}. The model owns (and disposes) them.
    */
   constructor(
     ctx: GpuContext,
     config: ModelConfig,
-    weights: Map<string, Tensor | RowChunks>,
+    weights: Map<string, Tensor | RowChunks | HalfMatrix>,
     family: FamilyBlock,
     raw: { config: Record<string, unknown>; generation: Record<string, unknown> | null },
   ) {
@@ -121,7 +131,13 @@ export class TransformerLM implements CausalLM {
     return wholeTensor(this.rows(name), `parameter '${name}'`);
   }
 
-  /** The parameter `name`, whole or in row chunks; throws if absent. */
+  /** A projection matrix: an f32 tensor, or a {@link HalfMatrix} when loaded with f16 weights. */
+  matrix(name: string): Tensor | HalfMatrix {
+    const t = this.rows(name);
+    return t instanceof HalfMatrix ? t : wholeTensor(t, `parameter '${name}'`);
+  }
+
+  /** The parameter `name`, whole or in row chunks (or f16); throws if absent. */
   rows(name: string): RowMatrix {
     const t = this.weights.get(name);
     if (!t) throw new Error(`model has no parameter '${name}'`);
@@ -143,7 +159,7 @@ export class TransformerLM implements CausalLM {
 
   /** `x · Wᵀ + b` for the projection `prefix` (its `.weight` and optional `.bias`). */
   proj(prefix: string, x: Tensor): Tensor {
-    return linear(x, this.w(`${prefix}.weight`), this.maybe(`${prefix}.bias`) ?? undefined, {
+    return linear(x, this.matrix(`${prefix}.weight`), this.maybe(`${prefix}.bias`) ?? undefined, {
       weightLayout: this.family.weightLayout,
     });
   }
@@ -307,6 +323,7 @@ export class TransformerLM implements CausalLM {
     const out = new Map<string, Tensor>();
     for (const [name, t] of this.weights) {
       if (t instanceof Tensor) out.set(name, t);
+      else if (t instanceof HalfMatrix) continue; // frozen f16 matrices are not trainable parameters
       else t.chunks.forEach((c, i) => out.set(`${name}[${t.starts[i]}:${t.starts[i] + c.shape[0]}]`, c));
     }
     return out;
@@ -374,8 +391,23 @@ export async function loadTransformer(
   if (config.tieWordEmbeddings) names.delete("lm_head.weight");
   const limit = ctx.limits.maxStorageBufferBindingSize;
   const chunkBytes = chunkLimit(ctx, opts.maxChunkBytes);
+  const half = halfWeights(ctx, opts);
   for (const [canonical, stored] of names) {
     const info = file.info(stored);
+    if (half && storedHalf(canonical, info.shape)) {
+      // f16 matrices are one buffer each: no row chunks.
+      const halfBytes = info.shape[0] * halfStride(info.shape[1]) * 2;
+      const max = splitsByRows(family, canonical) ? chunkBytes : limit;
+      if (halfBytes > max) {
+        throw new GpuLimitError(
+          `tensor '${canonical}' ${fmtShape(info.shape)} needs ${formatBytes(halfBytes)} as f16, more than ` +
+            `${max === limit ? "this adapter's storage binding limit" : "the row-chunk limit"} of ` +
+            `${formatBytes(max)}; f16 matrices are not split into row chunks: load the model with f32 ` +
+            `weights (split into row chunks) or use an adapter with a larger limit`,
+        );
+      }
+      continue;
+    }
     const bytes = info.numel * 4;
     if (bytes > limit && !splitsByRows(family, canonical)) {
       throw new GpuLimitError(
@@ -385,12 +417,16 @@ export async function loadTransformer(
       );
     }
   }
-  const weights = new Map<string, Tensor | RowChunks>();
+  const weights = new Map<string, Tensor | RowChunks | HalfMatrix>();
   const options = (name: string) => ({ name, requiresGrad: opts.requiresGrad ?? false });
   try {
     for (const [canonical, stored] of names) {
       const info = file.info(stored);
       const data = await file.read(stored);
+      if (half && storedHalf(canonical, info.shape)) {
+        weights.set(canonical, HalfMatrix.fromFloat32(ctx, data, info.shape, { name: canonical }));
+        continue;
+      }
       if (splitsByRows(family, canonical)) {
         const shape = info.shape as [number, number];
         weights.set(canonical, uploadRowMatrix(ctx, data, shape, chunkBytes, options(canonical)));
@@ -403,6 +439,29 @@ export async function loadTransformer(
     throw e;
   }
   return new TransformerLM(ctx, config, weights, family, { config: rawConfig, generation: rawGeneration });
+}
+
+/** Whether `opts` asks for f16 weights; throws when `ctx` cannot run them or they would be trained. */
+function halfWeights(ctx: GpuContext, opts: LoadOptions): boolean {
+  const w = opts.weights ?? "f32";
+  if (w !== "f32" && w !== "f16") throw new Error(`loadModel: weights must be "f32" or "f16", got '${w}'`);
+  if (w === "f32") return false;
+  assertHalfSupported(ctx);
+  if (opts.requiresGrad) {
+    throw new HalfPrecisionError(
+      "loadModel: f16 weights are frozen and cannot be trained (requiresGrad); load f32 weights to train",
+    );
+  }
+  return true;
+}
+
+/**
+ * The tensors stored as f16 with `weights: "f16"`: every matrix, i.e. the projection weights
+ * (read by `linear`) and the vocabulary matrices, except GPT-2's learned position table (small,
+ * and read by the f32 `embedding` op).
+ */
+function storedHalf(canonical: string, shape: readonly number[]): boolean {
+  return shape.length === 2 && canonical !== "transformer.wpe.weight";
 }
 
 /** The vocabulary matrices, which are held in row chunks when they do not fit one binding. */
@@ -419,7 +478,7 @@ function splitsByRows(family: FamilyBlock, canonical: string): boolean {
 export function buildTransformer(
   ctx: GpuContext,
   rawConfig: Record<string, unknown>,
-  weights: Map<string, Tensor | RowChunks>,
+  weights: Map<string, Tensor | RowChunks | HalfMatrix>,
   families: Record<ModelFamily, FamilyBlock>,
 ): TransformerLM {
   const config = parseModelConfig(rawConfig, "config");

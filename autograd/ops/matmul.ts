@@ -17,6 +17,7 @@
  * when `transB`), summed over the batch for an operand that was shared.
  */
 import { type MatmulDims, matmulKernel } from "../../kernels/matmul.ts";
+import { HalfMatrix, linearHalf } from "../half.ts";
 import type { HostTensor } from "../reference.ts";
 import { record } from "../tape.ts";
 import { fmtShape, ShapeError, Tensor } from "../tensor.ts";
@@ -165,7 +166,7 @@ function productGrads(
   return [ga, gb];
 }
 
-function sameCtx(op: string, ...ts: Tensor[]): void {
+function sameCtx(op: string, ...ts: Pick<Tensor, "ctx" | "label">[]): void {
   for (const t of ts) {
     if (t.ctx !== ts[0].ctx) {
       throw new Error(`${op}: ${ts[0].label} and ${t.label} live on different GPU contexts`);
@@ -249,8 +250,14 @@ function linearGeometry(
  * A linear layer `x · W (+ bias)` over the last axis of `x` (`[..., in]` → `[..., out]`), with the
  * weight stored `[in, out]` (`"in_out"`, GPT-2's Conv1D, the default) or `[out, in]`
  * (`"out_in"`, nn.Linear). Runs as one product over all rows, with the bias fused into it.
+ * `w` may be an f16 {@link HalfMatrix} (frozen: x and the bias get gradients, w none).
  */
-export function linear(x: Tensor, w: Tensor, bias?: Tensor | null, options: LinearOptions = {}): Tensor {
+export function linear(
+  x: Tensor,
+  w: Tensor | HalfMatrix,
+  bias?: Tensor | null,
+  options: LinearOptions = {},
+): Tensor {
   const layout = options.weightLayout ?? "in_out";
   if (layout !== "in_out" && layout !== "out_in") {
     throw new Error(`linear: unknown weightLayout '${layout}' (use "in_out" or "out_in")`);
@@ -258,6 +265,7 @@ export function linear(x: Tensor, w: Tensor, bias?: Tensor | null, options: Line
   const b = bias ?? undefined;
   sameCtx("linear", x, w, ...(b ? [b] : []));
   const { inF, outF } = linearGeometry(x.shape, w.shape, layout, b?.shape);
+  if (w instanceof HalfMatrix) return linearHalf(x, w, b, layout);
   const transB = layout === "out_in";
   // A 1-D input is one row.
   const rows = x.size / Math.max(1, inF);
