@@ -157,7 +157,9 @@ export async function profileXStep(ctx: GpuContext, shape: BenchShape, top: numb
     g.ms += r.ms;
     byName.set(r.name, g);
   }
-  console.log(`\n  GPU time of a replay (timestamps, several in a row): ${replayGpuMs.toFixed(3)} ms; in context,`);
+  console.log(
+    `\n  GPU time of a replay (timestamps, several in a row): ${replayGpuMs.toFixed(3)} ms; in context,`,
+  );
   console.log("  what removing each group of kernels saves:");
   for (const a of ablation) {
     console.log(`  ${a.ms.toFixed(3).padStart(9)} ms  ${String(a.n).padStart(3)}×  ${a.name}`);

@@ -275,7 +275,11 @@ export class GpuContext {
   }
 
   /** Encodes a dispatch whose bind group is already made (step-graph replays use it directly). */
-  encodeDispatch(pipeline: GPUComputePipeline, bindGroup: GPUBindGroup, grid: [number, number, number]): void {
+  encodeDispatch(
+    pipeline: GPUComputePipeline,
+    bindGroup: GPUBindGroup,
+    grid: [number, number, number],
+  ): void {
     const pass = this.openPass();
     // Consecutive dispatches of one kernel (a replayed step has runs of them) skip the rebind.
     if (pipeline !== this.passPipeline) {

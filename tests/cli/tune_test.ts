@@ -113,7 +113,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "tuneForModel: GRADMM_AUTOTUNE=0 does nothing, =cache only loads (the CPU default), =on measures once",
+  name:
+    "tuneForModel: GRADMM_AUTOTUNE=0 does nothing, =cache only loads (the CPU default), =on measures once",
   ...gpuTest,
   fn: () =>
     withDir(async (dir) => {
