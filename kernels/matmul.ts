@@ -153,6 +153,8 @@ export interface MatmulKernelOptions {
   variant?: MatmulVariant;
   /** A bias of N elements added to every row of C (fused into the store). */
   bias?: GPUBuffer;
+  /** `vec4`: the FMA order, k innermost (default on CPU adapters) or outermost (GPUs); for tests. */
+  kInner?: boolean;
   /** Override the variant's default tile sizes (bench sweeps). */
   tuning?: Partial<MatmulTuning>;
 }
@@ -439,7 +441,7 @@ export function vec4Operands(dims: MatmulDims): { vecA: boolean; vecB: boolean }
   };
 }
 
-function vec4Wgsl(l: Layout, t: MatmulTuning, vecA: boolean, vecB: boolean): string {
+function vec4Wgsl(l: Layout, t: MatmulTuning, vecA: boolean, vecB: boolean, kInner: boolean): string {
   const { tm, tn, wgx, wgy } = t;
   const bm = tm * wgy;
   const bn = tn * wgx;
@@ -500,13 +502,23 @@ function vec4Wgsl(l: Layout, t: MatmulTuning, vecA: boolean, vecB: boolean): str
     }
     b = (kk, j) => `b${kk}_${j}`;
   }
-  // The 4 FMAs of one accumulator are emitted together (k innermost). Tiles this large keep more
-  // accumulators than the CPU has registers; with k outermost each one was reloaded and spilled
-  // 4 times per step. On llvmpipe this order ran 24×24 tiles ~50% faster at 1024³ (every layout)
-  // and 12×12 ones 0–15% faster (docs/bench-cpu.md, "FMA order and autotuned tiles").
-  for (let i = 0; i < tm; i++) {
-    for (let j = 0; j < tn; j++) {
-      for (let kk = 0; kk < 4; kk++) body.push(`c${i}_${j} = fma(${a(i, kk)}, ${b(kk, j)}, c${i}_${j});`);
+  // On CPU adapters the 4 FMAs of one accumulator are emitted together (k innermost). Tiles this
+  // large keep more accumulators than the CPU has registers; with k outermost each one was
+  // reloaded and spilled 4 times per step. On llvmpipe this order ran 24×24 tiles ~50% faster at
+  // 1024³ (every layout) and 12×12 ones 0–15% faster (docs/bench-cpu.md, "FMA order and autotuned
+  // tiles"). On an H200 it made the same kernel ~90× slower (1024³: 61 vs 5,578 GFLOP/s, docs/gpu/
+  // run6), so GPUs keep k outermost.
+  if (kInner) {
+    for (let i = 0; i < tm; i++) {
+      for (let j = 0; j < tn; j++) {
+        for (let kk = 0; kk < 4; kk++) body.push(`c${i}_${j} = fma(${a(i, kk)}, ${b(kk, j)}, c${i}_${j});`);
+      }
+    }
+  } else {
+    for (let kk = 0; kk < 4; kk++) {
+      for (let i = 0; i < tm; i++) {
+        for (let j = 0; j < tn; j++) body.push(`c${i}_${j} = fma(${a(i, kk)}, ${b(kk, j)}, c${i}_${j});`);
+      }
     }
   }
   // The last K % 4 steps (only when neither operand is vectorised along k), one k at a time.
@@ -566,7 +578,15 @@ function tileOf(variant: MatmulVariant, t: MatmulTuning): { bm: number; bn: numb
 /** The WGSL source of one variant for one layout (exported for tests and the bench). */
 export function matmulWgsl(
   variant: MatmulVariant,
-  layout: { transA?: boolean; transB?: boolean; bias?: boolean; vecA?: boolean; vecB?: boolean },
+  layout: {
+    transA?: boolean;
+    transB?: boolean;
+    bias?: boolean;
+    vecA?: boolean;
+    vecB?: boolean;
+    /** `vec4`: emit each accumulator's 4 FMAs together (CPU adapters; default true), see vec4Wgsl. */
+    kInner?: boolean;
+  },
   tuning: MatmulTuning = defaultTuning(variant),
 ): string {
   const l: Layout = { transA: !!layout.transA, transB: !!layout.transB, bias: !!layout.bias };
@@ -578,7 +598,7 @@ export function matmulWgsl(
     case "blocked":
       return blockedWgsl(l, tuning, !!layout.vecA, !!layout.vecB);
     case "vec4":
-      return vec4Wgsl(l, tuning, !!layout.vecA, !!layout.vecB);
+      return vec4Wgsl(l, tuning, !!layout.vecA, !!layout.vecB, layout.kInner ?? true);
   }
 }
 
@@ -687,6 +707,7 @@ export function matmulKernel(
     // A vec4 that spans rows (A transposed) or columns (B as stored) needs whole groups of 4.
     vecA: vec.vecA && (!dims.transA || (tuning.tm % 4 === 0 && m >= 4)),
     vecB: vec.vecB && (dims.transB || (tuning.tn % 4 === 0 && n >= 4)),
+    kInner: options.kInner ?? ctx.isCpuAdapter,
   };
   // K = 0 is an empty sum (C = 0, + bias): the naive kernel's loop is then empty and reads nothing.
   const v: MatmulVariant = k === 0 ? "naive" : variant;

@@ -37,7 +37,12 @@ interface Case {
 }
 
 /** Runs one case with one variant and checks it against the reference. */
-async function check(variant: MatmulVariant, c: Case, tuning?: MatmulTuning): Promise<void> {
+async function check(
+  variant: MatmulVariant,
+  c: Case,
+  tuning?: MatmulTuning,
+  kInner?: boolean,
+): Promise<void> {
   const g = await ctx();
   const aShape = c.transA ? [c.k, c.m] : [c.m, c.k];
   const bShape = c.transB ? [c.n, c.k] : [c.k, c.n];
@@ -69,6 +74,7 @@ async function check(variant: MatmulVariant, c: Case, tuning?: MatmulTuning): Pr
     variant,
     tuning,
     bias: c.bias ? tbias.buffer : undefined,
+    kInner,
   });
   const got = await out.read();
   // Products of K normals: errors grow like sqrt(K)·eps.
@@ -124,6 +130,14 @@ Deno.test({
     // Small products default to 32×32 tiles (BLOCKED_SMALL_TUNING); large ones use 64×64 tiles,
     // forced here on the small cases (partial tiles everywhere).
     for (const c of CASES) await check("blocked", c, BLOCKED_TUNING);
+  },
+});
+
+Deno.test({
+  name: "matmul kernel vec4: both FMA orders (k innermost on CPU adapters, outermost on GPUs)",
+  ...gpuTest,
+  fn: async () => {
+    for (const kInner of [false, true]) for (const c of CASES) await check("vec4", c, undefined, kInner);
   },
 });
 
