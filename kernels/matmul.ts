@@ -91,13 +91,16 @@ export const VEC4_LARGE_TUNING: MatmulTuning = { tm: 24, tn: 24, wgx: 2, wgy: 4,
 export const VEC4_LARGE_FROM = 768;
 
 /** The static tuning of a variant for a launch's dims (what runs when nothing was tuned). */
-export function defaultTuning(variant: MatmulVariant, dims?: MatmulDims): MatmulTuning {
+export function defaultTuning(variant: MatmulVariant, dims?: MatmulDims, cpuAdapter = true): MatmulTuning {
   if (variant === "blocked") return dims && smallForBlocked(dims) ? BLOCKED_SMALL_TUNING : BLOCKED_TUNING;
   if (variant !== "vec4") return BLOCKED_TUNING;
   // Only with vec4 loads on both sides: the scalar-load fallback of a 24×24 tile is 192 loads per
   // step of 4 k, which takes tens of seconds to compile.
   const vec = dims && vec4Operands(dims);
-  const large = dims && vec?.vecA && vec.vecB && Math.min(dims.m, dims.n, dims.k) >= VEC4_LARGE_FROM;
+  // CPU adapters only: 576 accumulators per thread overflow a GPU's registers (on an H200 the
+  // vec4 ladder ran at 41 GFLOP/s at 1024³ with them, 4,961 with 12×12; docs/gpu/run7, run8).
+  const large = cpuAdapter && dims && vec?.vecA && vec.vecB &&
+    Math.min(dims.m, dims.n, dims.k) >= VEC4_LARGE_FROM;
   return large ? VEC4_LARGE_TUNING : VEC4_TUNING;
 }
 
@@ -651,7 +654,10 @@ export function chooseMatmulPath(
 ): "tile" | SkinnyPlan {
   if (options.variant || options.tuning || dims.k === 0 || !skinnyRouting.enabled) return "tile";
   const variant = defaultMatmulVariant(ctx);
-  const { bm, bn } = tileOf(variant, tuningLookups.get(ctx)?.(variant, dims) ?? defaultTuning(variant, dims));
+  const { bm, bn } = tileOf(
+    variant,
+    tuningLookups.get(ctx)?.(variant, dims) ?? defaultTuning(variant, dims, ctx.isCpuAdapter),
+  );
   const { batch, m, n, k } = dims;
   const tilesM = Math.ceil(m / bm);
   const tilesN = Math.ceil(n / bn);
@@ -696,8 +702,8 @@ export function matmulKernel(
   // A launch's own tuning (bench sweeps, the autotuner's candidates) is relative to the static
   // default, so it means the same whatever was tuned; otherwise the installed table comes first.
   const tuning = options.tuning
-    ? { ...defaultTuning(variant, dims), ...options.tuning }
-    : tuningLookups.get(ctx)?.(variant, dims) ?? defaultTuning(variant, dims);
+    ? { ...defaultTuning(variant, dims, ctx.isCpuAdapter), ...options.tuning }
+    : tuningLookups.get(ctx)?.(variant, dims) ?? defaultTuning(variant, dims, ctx.isCpuAdapter);
   checkTuning(ctx, variant, tuning);
   const vec = vec4Operands(dims);
   const layout = {
