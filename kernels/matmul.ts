@@ -509,8 +509,8 @@ function vec4Wgsl(l: Layout, t: MatmulTuning, vecA: boolean, vecB: boolean, kInn
   // large keep more accumulators than the CPU has registers; with k outermost each one was
   // reloaded and spilled 4 times per step. On llvmpipe this order ran 24×24 tiles ~50% faster at
   // 1024³ (every layout) and 12×12 ones 0–15% faster (docs/bench-cpu.md, "FMA order and autotuned
-  // tiles"). On an H200 it made the same kernel ~90× slower (1024³: 61 vs 5,578 GFLOP/s, docs/gpu/
-  // run6), so GPUs keep k outermost.
+  // tiles"). GPUs keep k outermost, the order all GPU figures were measured with (the k-innermost
+  // order was not timed on a GPU on its own).
   if (kInner) {
     for (let i = 0; i < tm; i++) {
       for (let j = 0; j < tn; j++) {
