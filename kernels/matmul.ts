@@ -84,9 +84,11 @@ export const VEC4_TUNING: MatmulTuning = { tm: 12, tn: 12, wgx: 2, wgy: 4, bk: 4
  * used only when M, N and K are all at least {@link VEC4_LARGE_FROM} and both operands are read
  * as vec4. Smaller products (512³, the models' 320×1024×256) also ran 15–50% faster with 16×16 to
  * 24×24 tiles: kernels/autotune.ts measures that per adapter and shape class and caches the choice
- * (docs/bench-cpu.md, "FMA order and autotuned tiles").
+ * (docs/bench-cpu.md, "FMA order and autotuned tiles"). 24×32 rather than 24×24: the autotuner's
+ * best at 1024³ (31.1 vs 26.3 CPU-equivalent GFLOP/s), and 24.0 vs 19.3 GFLOP/s wall-clock in four
+ * alternating rounds on an idle lavapipe (load 0.9–1.2).
  */
-export const VEC4_LARGE_TUNING: MatmulTuning = { tm: 24, tn: 24, wgx: 2, wgy: 4, bk: 4 };
+export const VEC4_LARGE_TUNING: MatmulTuning = { tm: 24, tn: 32, wgx: 2, wgy: 4, bk: 4 };
 /** Smallest M, N and K for which `vec4` uses {@link VEC4_LARGE_TUNING}. */
 export const VEC4_LARGE_FROM = 768;
 
@@ -97,7 +99,7 @@ export function defaultTuning(variant: MatmulVariant, dims?: MatmulDims, cpuAdap
   // Only with vec4 loads on both sides: the scalar-load fallback of a 24×24 tile is 192 loads per
   // step of 4 k, which takes tens of seconds to compile.
   const vec = dims && vec4Operands(dims);
-  // CPU adapters only: 576 accumulators per thread overflow a GPU's registers (on an H200 the
+  // CPU adapters only: 576+ accumulators per thread overflow a GPU's registers (on an H200 the
   // vec4 ladder ran at 41 GFLOP/s at 1024³ with them, 4,961 with 12×12; docs/gpu/run7, run8).
   const large = cpuAdapter && dims && vec?.vecA && vec.vecB &&
     Math.min(dims.m, dims.n, dims.k) >= VEC4_LARGE_FROM;
