@@ -17,12 +17,9 @@
  */
 import { parseArgs } from "node:util";
 import os from "node:os";
-import { type AdmmSettings, type RoundProblem, xStep } from "../admm/admm.ts";
+import { xStep } from "../admm/admm.ts";
 import { InnerLoop } from "../admm/inner_loop.ts";
-import { makeTarget, oneHot } from "../admm/matching.ts";
-import { disposeProjector, makeProjector } from "../admm/zstep.ts";
 import { HalfMatrix } from "../autograd/half.ts";
-import { Adam } from "../autograd/optim.ts";
 import { Rng } from "../autograd/random.ts";
 import { scope, Tensor } from "../autograd/tensor.ts";
 import { createContext, type GpuContext } from "../kernels/device.ts";
@@ -39,7 +36,7 @@ import {
   timeGpu,
   timingFields,
 } from "./harness.ts";
-import { randomGpt2 } from "./synth.ts";
+import { randomGpt2, xstepProblemOn } from "./synth.ts";
 
 const V = 50257;
 const BATCH = 10;
@@ -232,56 +229,18 @@ function headEntries(ctx: GpuContext, d: number, plans: boolean): { entries: Ent
   return { entries, dispose };
 }
 
-/** The x-step problem of bench/synth.ts on an already loaded model (f32 or f16 weights). */
-function xstepProblem(ctx: GpuContext, model: CausalLM, d: number) {
-  const suffix = [632, 373, 220]; // " It was " in GPT-2 ids
-  const length = 30 + suffix.length;
-  const rng = new Rng(5);
-  const target = makeTarget(
-    Tensor.from(ctx, rng.normals(25 * V, 1e-3), [25, V]).keep(),
-    Tensor.from(ctx, rng.normals(25 * d), [25, d]).keep(),
-    false,
-    null,
-  );
-  const banned = new Uint8Array(V);
-  for (let i = 0; i < V; i += 7) banned[i] = 1;
-  const projector = makeProjector(model, banned, 200);
-  const problem: RoundProblem = {
-    model,
-    projector,
-    target,
-    head: { weight: model.headRows, bias: model.headBias },
-    onehot: oneHot(ctx, new Array(BATCH).fill(1049), V).keep(),
-    length,
-    suffixIds: suffix,
-    prefixIds: [464],
-    batch: BATCH,
-    seed: 1,
-  };
-  const x = Tensor.from(ctx, rng.normals(BATCH * length * d, 0.05), [BATCH, length, d], {
-    requiresGrad: true,
-  })
-    .keep();
-  const shift = Tensor.from(ctx, rng.normals(BATCH * length * d, 0.05), [BATCH, length, d]).keep();
-  const opt = new Adam([x], { lr: 0.008 });
-  const settings: Pick<AdmmSettings, "rho" | "matching" | "gradClip"> = {
-    rho: 0.7,
-    matching: "cos",
-    gradClip: 1,
-  };
-  xStep(problem, x, shift, opt, settings, null).dispose();
+/**
+ * The x-step problem of bench/synth.ts on an already loaded model (f32 or f16 weights), with the
+ * step captured (`loop`) and eager (`eager`).
+ */
+function xstepBench(ctx: GpuContext, model: CausalLM, d: number) {
+  const bench = xstepProblemOn(ctx, model, d);
+  const { problem, x, shift, opt, settings, length } = bench;
   const loop = new InnerLoop(problem, x, shift, opt, settings, null);
   const eager = () => xStep(problem, x, shift, opt, settings, null).dispose();
   const dispose = () => {
     loop.dispose();
-    opt.dispose();
-    x.dispose();
-    shift.dispose();
-    disposeProjector(projector);
-    problem.onehot.dispose();
-    target.residuals.dispose();
-    target.hidden.dispose();
-    target.normW2.dispose();
+    bench.dispose();
   };
   return { loop, eager, length, dispose };
 }
@@ -342,7 +301,7 @@ async function main(): Promise<void> {
         const model = await loadModel(ctx, dir, { weights });
         await ctx.sync();
         const modelBytes = ctx.pool.stats.bytesLive - before;
-        const x = xstepProblem(ctx, model, d);
+        const x = xstepBench(ctx, model, d);
         await ctx.sync();
         const withProblem = ctx.pool.stats.bytesLive - before;
         const mem = `model ${(modelBytes / 2 ** 20).toFixed(1)} MiB, with the x-step's tensors ` +

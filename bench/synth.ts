@@ -15,7 +15,7 @@ import { Adam } from "../autograd/optim.ts";
 import { Tensor } from "../autograd/tensor.ts";
 import type { GpuContext } from "../kernels/device.ts";
 import { writeSafetensors } from "../models/files.ts";
-import { loadModel } from "../models/model.ts";
+import { type CausalLM, loadModel } from "../models/model.ts";
 import type { BenchSuite } from "./harness.ts";
 import { benchTimer, median, timeGpu, timingFields } from "./harness.ts";
 
@@ -90,12 +90,26 @@ export type BenchShape = (typeof SHAPES)[number];
 export async function xstepProblem(ctx: GpuContext, shape: BenchShape) {
   const dir = await randomGpt2(shape.layers, shape.d, shape.heads);
   const model = await loadModel(ctx, dir);
+  const bench = xstepProblemOn(ctx, model, shape.d);
+  const dispose = async () => {
+    bench.dispose();
+    model.dispose();
+    await Deno.remove(dir, { recursive: true });
+  };
+  return { ...bench, model, dispose };
+}
+
+/**
+ * {@link xstepProblem} on an already loaded model of hidden size `d` (f32 or f16 weights, the
+ * output layer as `model.headRows`); `dispose()` frees all but the model.
+ */
+export function xstepProblemOn(ctx: GpuContext, model: CausalLM, d: number) {
   const batch = 10, free = 30, suffix = [632, 373, 220]; // " It was " in GPT-2 ids
   const length = free + suffix.length;
   const rng = new Rng(5);
   const target = makeTarget(
     Tensor.from(ctx, rng.normals(25 * VOCAB, 1e-3), [25, VOCAB]).keep(),
-    Tensor.from(ctx, rng.normals(25 * shape.d), [25, shape.d]).keep(),
+    Tensor.from(ctx, rng.normals(25 * d), [25, d]).keep(),
     false,
     null,
   );
@@ -106,7 +120,7 @@ export async function xstepProblem(ctx: GpuContext, shape: BenchShape) {
     model,
     projector,
     target,
-    head: { weight: model.headWeight, bias: model.headBias },
+    head: { weight: model.headRows, bias: model.headBias },
     onehot: oneHot(ctx, new Array(batch).fill(1049), VOCAB).keep(),
     length,
     suffixIds: suffix,
@@ -114,11 +128,10 @@ export async function xstepProblem(ctx: GpuContext, shape: BenchShape) {
     batch,
     seed: 1,
   };
-  const x = Tensor.from(ctx, rng.normals(batch * length * shape.d, 0.05), [batch, length, shape.d], {
+  const x = Tensor.from(ctx, rng.normals(batch * length * d, 0.05), [batch, length, d], {
     requiresGrad: true,
   }).keep();
-  const shift = Tensor.from(ctx, rng.normals(batch * length * shape.d, 0.05), [batch, length, shape.d])
-    .keep();
+  const shift = Tensor.from(ctx, rng.normals(batch * length * d, 0.05), [batch, length, d]).keep();
   const opt = new Adam([x], { lr: 0.008 });
   const settings: Pick<AdmmSettings, "rho" | "matching" | "gradClip"> = {
     rho: 0.7,
@@ -126,16 +139,17 @@ export async function xstepProblem(ctx: GpuContext, shape: BenchShape) {
     gradClip: 1,
   };
   xStep(problem, x, shift, opt, settings, null).dispose();
-  const dispose = async () => {
+  const dispose = () => {
     opt.dispose();
     x.dispose();
     shift.dispose();
     disposeProjector(projector);
     problem.onehot.dispose();
-    model.dispose();
-    await Deno.remove(dir, { recursive: true });
+    target.residuals.dispose();
+    target.hidden.dispose();
+    target.normW2.dispose();
   };
-  return { model, problem, projector, x, shift, opt, settings, batch, length, suffix, dispose };
+  return { problem, projector, x, shift, opt, settings, batch, length, suffix, dispose };
 }
 
 /** x-step and z-step timings for the GPT-2 shapes. */

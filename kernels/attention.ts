@@ -340,18 +340,42 @@ ${ROW_PROLOGUE}
 }`;
 
 /**
- * The gradient outputs of the key side: two bindings, or one when dk and dv are two parts of
- * the same buffer (a fused q/k/v gradient; two writable bindings of one buffer are not allowed).
+ * The gradient outputs of the key side and the uniform after them: DK and DV as two bindings, or
+ * DK alone when dk and dv are two parts of the same buffer (a fused q/k/v gradient; two writable
+ * bindings of one buffer are not allowed). The order {@link keySideBuffers} binds; shared with
+ * the flash key side.
  */
-function keyGradBindings(type: string, shared: boolean): string {
-  return shared
-    ? /* wgsl */ `
-@group(0) @binding(6) var<storage, read_write> DK: array<${type}>;
-fn storeDV(i: u32, x: ${type}) { DK[i] = x; }`
-    : /* wgsl */ `
-@group(0) @binding(6) var<storage, read_write> DK: array<${type}>;
-@group(0) @binding(7) var<storage, read_write> DV: array<${type}>;
-fn storeDV(i: u32, x: ${type}) { DV[i] = x; }`;
+export function keyGradBindings(type: string, shared: boolean): string {
+  const dv = shared ? "" : `
+@group(0) @binding(7) var<storage, read_write> DV: array<${type}>;`;
+  return /* wgsl */ `
+@group(0) @binding(6) var<storage, read_write> DK: array<${type}>;${dv}
+@group(0) @binding(${shared ? 7 : 8}) var<uniform> p: P;`;
+}
+
+/** The row kernels' store of one dV element: into DK's buffer when the two are shared. */
+const storeDV = (type: string, shared: boolean) => /* wgsl */ `
+fn storeDV(i: u32, x: ${type}) { ${shared ? "DK" : "DV"}[i] = x; }`;
+
+/**
+ * The key side's buffers in binding order ({@link keyGradBindings}): `gradK` and `gradV` bound
+ * once when they are the same buffer.
+ */
+export function keySideBuffers(
+  q: GPUBuffer,
+  k: GPUBuffer,
+  v: GPUBuffer,
+  mask: GPUBuffer,
+  gradOut: GPUBuffer,
+  lseAndDelta: GPUBuffer,
+  gradK: GPUBuffer,
+  gradV: GPUBuffer,
+): { shared: boolean; buffers: GPUBuffer[] } {
+  const shared = gradK === gradV;
+  const buffers = shared
+    ? [q, k, v, mask, gradOut, lseAndDelta, gradK]
+    : [q, k, v, mask, gradOut, lseAndDelta, gradK, gradV];
+  return { shared, buffers };
 }
 
 function backwardKeyWgsl(shared: boolean): string {
@@ -359,8 +383,7 @@ function backwardKeyWgsl(shared: boolean): string {
 ${bindingsIn("f32")}
 @group(0) @binding(4) var<storage, read> DO: array<f32>;
 @group(0) @binding(5) var<storage, read> LD: array<f32>;
-${keyGradBindings("f32", shared)}
-@group(0) @binding(${shared ? 7 : 8}) var<uniform> p: P;
+${keyGradBindings("f32", shared)}${storeDV("f32", shared)}
 ${COMMON}
 var<workgroup> ks: array<f32, ${MAX_HEAD_DIM}>;
 var<workgroup> vs: array<f32, ${MAX_HEAD_DIM}>;
@@ -598,8 +621,7 @@ function backwardKeyCpuWgsl(hv: HeadVector, wg: number, shared: boolean): string
 ${cpuCommon(hv)}
 @group(0) @binding(4) var<storage, read> DO: array<T>;
 @group(0) @binding(5) var<storage, read> LD: array<f32>;
-${keyGradBindings("T", shared)}
-@group(0) @binding(${shared ? 7 : 8}) var<uniform> p: P;
+${keyGradBindings("T", shared)}${storeDV("T", shared)}
 ${cpuMain(wg)}
   let j = row % p.tk;
   let bg = row / p.tk;
@@ -727,10 +749,7 @@ export function attentionBackwardKeyKernel(
   gradV: GPUBuffer,
 ): void {
   const rows = dims.batch * dims.kvHeads * dims.keys;
-  const shared = gradK === gradV;
-  const buffers = shared
-    ? [q, k, v, mask, gradOut, lseAndDelta, gradK]
-    : [q, k, v, mask, gradOut, lseAndDelta, gradK, gradV];
+  const { shared, buffers } = keySideBuffers(q, k, v, mask, gradOut, lseAndDelta, gradK, gradV);
   const gpuCode = cachedWgsl(`attention backwardKey gpu ${shared}`, () => backwardKeyWgsl(shared));
   const name = `backwardKey ${shared}`;
   launch(ctx, name, gpuCode, (hv, wg) => backwardKeyCpuWgsl(hv, wg, shared), dims, buffers, rows);

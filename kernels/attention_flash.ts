@@ -47,6 +47,8 @@ import {
   bindingsIn,
   type HeadVector,
   headVector,
+  keyGradBindings,
+  keySideBuffers,
   MAX_HEAD_DIM,
   params,
   PARAMS_WGSL,
@@ -324,50 +326,93 @@ ${STAGE_KEYS}
 }`;
 }
 
+/**
+ * The backward tiles' inner loop: for each staged column `col`, this thread's dot products
+ * `s = a·x` and `dp = b·y` over its slice of the head (with several slices, at `sl * SL` in the
+ * staged tiles x and y), then `body`, which sees `col`, `s` and `dp`.
+ */
+function columnDots(
+  col: string,
+  a: string,
+  x: string,
+  b: string,
+  y: string,
+  sliced: boolean,
+  body: string,
+): string {
+  const at = `${sliced ? "sl * SL + " : ""}${col} * DS4 + c`;
+  return /* wgsl */ `
+    for (var ${col} = 0u; ${col} < C; ${col}++) {
+      var s = 0.0;
+      var dp = 0.0;
+      for (var c = 0u; c < DS4; c++) {
+        s += dot(${a}[c], ${x}[${at}]);
+        dp += dot(${b}[c], ${y}[${at}]);
+      }${body}
+    }`;
+}
+
+/**
+ * {@link columnDots} with several slices: the partial s and dp of (column `col`, row `row`) go to
+ * sp/dpp, and after a barrier each (column, row) pair's sums over the slices are formed by one
+ * thread, which alone reads and writes its slots in `finish` (seeing `col`, `r`, `s`, `dp`).
+ */
+function sliceSums(
+  col: string,
+  row: string,
+  a: string,
+  x: string,
+  b: string,
+  y: string,
+  finish: string,
+): string {
+  const partials = `
+      sp[(sl * C + ${col}) * R + ${row}] = s;
+      dpp[(sl * C + ${col}) * R + ${row}] = dp;`;
+  return /* wgsl */ `${columnDots(col, a, x, b, y, true, partials)}
+    workgroupBarrier();
+    for (var e = lid; e < C * R; e += TH) {
+      let ${col} = e / R;
+      let r = e % R;
+      var s = 0.0;
+      var dp = 0.0;
+      for (var u = 0u; u < NS; u++) {
+        s += sp[(u * C + ${col}) * R + r];
+        dp += dpp[(u * C + ${col}) * R + r];
+      }${finish}
+    }
+    workgroupBarrier();`;
+}
+
 function backwardQueryFlashWgsl(hv: HeadVector, dh: number, t: FlashTiling): string {
   // With one slice per row a thread has whole scores: dS is formed and used right away. With
   // several, the partial s and dO·v go through sp/dpp, the workgroup turns each (key, row) pair
   // into dS once (in place of slice 0's partial), and the slices read it back.
   const oneSlice = t.ns === 1;
   const tile = oneSlice
-    ? /* wgsl */ `
-    for (var j = 0u; j < C; j++) {
-      var s = 0.0;
-      var dp = 0.0;
-      for (var c = 0u; c < DS4; c++) {
-        s += dot(q[c], ks[j * DS4 + c]);
-        dp += dot(go[c], vs[j * DS4 + c]);
-      }
+    ? columnDots(
+      "j",
+      "q",
+      "ks",
+      "go",
+      "vs",
+      false,
+      `
       let visible = i32(kb + j) <= lim && mk[j] > 0.5;
       let ds = select(0.0, exp2(s - lse) * (dp - dRow), visible);
-      for (var c = 0u; c < DS4; c++) { dq[c] += ds * ks[j * DS4 + c]; }
-    }`
-    : /* wgsl */ `
-    for (var j = 0u; j < C; j++) {
-      var s = 0.0;
-      var dp = 0.0;
-      for (var c = 0u; c < DS4; c++) {
-        s += dot(q[c], ks[sl * SL + j * DS4 + c]);
-        dp += dot(go[c], vs[sl * SL + j * DS4 + c]);
-      }
-      sp[(sl * C + j) * R + qi] = s;
-      dpp[(sl * C + j) * R + qi] = dp;
-    }
-    workgroupBarrier();
-    // Each (key, row) pair is finished by one thread, which alone reads and writes its slots.
-    for (var e = lid; e < C * R; e += TH) {
-      let j = e / R;
-      let r = e % R;
-      var s = 0.0;
-      var dp = 0.0;
-      for (var u = 0u; u < NS; u++) {
-        s += sp[(u * C + j) * R + r];
-        dp += dpp[(u * C + j) * R + r];
-      }
+      for (var c = 0u; c < DS4; c++) { dq[c] += ds * ks[j * DS4 + c]; }`,
+    )
+    : sliceSums(
+      "j",
+      "qi",
+      "q",
+      "ks",
+      "go",
+      "vs",
+      `
       let visible = i32(kb + j) <= p.qoff + i32(qb * R + r) && mk[j] > 0.5;
-      sp[j * R + r] = select(0.0, exp2(s - rl[r]) * (dp - rd[r]), visible);
-    }
-    workgroupBarrier();
+      sp[j * R + r] = select(0.0, exp2(s - rl[r]) * (dp - rd[r]), visible);`,
+    ) + /* wgsl */ `
     let cnt = min(C, nk - kb);
     for (var j = 0u; j < cnt; j++) {
       let ds = sp[j * R + qi];
@@ -434,48 +479,33 @@ function backwardKeyFlashWgsl(hv: HeadVector, dh: number, t: FlashTiling, shared
   const visible = (r: string, ii: string) =>
     `ib + ${ii} < p.tq && kok[${r}] > 0.5 && i32(k0 + ${r}) <= p.qoff + i32(ib + ${ii})`;
   const tile = oneSlice
-    ? /* wgsl */ `
-      for (var ii = 0u; ii < C; ii++) {
-        var s = 0.0;
-        var dp = 0.0;
-        for (var c = 0u; c < DS4; c++) {
-          s += dot(k[c], qs[ii * DS4 + c]);
-          dp += dot(v[c], dos[ii * DS4 + c]);
-        }
+    ? columnDots(
+      "ii",
+      "k",
+      "qs",
+      "v",
+      "dos",
+      false,
+      `
         let pj = select(0.0, exp2(s - rl[ii]), ${visible("kj", "ii")});
         let ds = pj * (dp - rd[ii]);
         for (var c = 0u; c < DS4; c++) {
           dv[c] += pj * dos[ii * DS4 + c];
           dk[c] += ds * qs[ii * DS4 + c];
-        }
-      }`
-    : /* wgsl */ `
-      for (var ii = 0u; ii < C; ii++) {
-        var s = 0.0;
-        var dp = 0.0;
-        for (var c = 0u; c < DS4; c++) {
-          s += dot(k[c], qs[sl * SL + ii * DS4 + c]);
-          dp += dot(v[c], dos[sl * SL + ii * DS4 + c]);
-        }
-        sp[(sl * C + ii) * R + kj] = s;
-        dpp[(sl * C + ii) * R + kj] = dp;
-      }
-      workgroupBarrier();
-      // Each (query, key) pair is finished by one thread, which alone reads and writes its slots.
-      for (var e = lid; e < C * R; e += TH) {
-        let ii = e / R;
-        let r = e % R;
-        var s = 0.0;
-        var dp = 0.0;
-        for (var u = 0u; u < NS; u++) {
-          s += sp[(u * C + ii) * R + r];
-          dp += dpp[(u * C + ii) * R + r];
-        }
+        }`,
+    )
+    : sliceSums(
+      "ii",
+      "kj",
+      "k",
+      "qs",
+      "v",
+      "dos",
+      `
         let pj = select(0.0, exp2(s - rl[ii]), ${visible("r", "ii")});
         sp[ii * R + r] = pj;
-        dpp[ii * R + r] = pj * (dp - rd[ii]);
-      }
-      workgroupBarrier();
+        dpp[ii * R + r] = pj * (dp - rd[ii]);`,
+    ) + /* wgsl */ `
       for (var ii = 0u; ii < C; ii++) {
         let pj = sp[ii * R + kj];
         let ds = dpp[ii * R + kj];
@@ -484,16 +514,11 @@ function backwardKeyFlashWgsl(hv: HeadVector, dh: number, t: FlashTiling, shared
           dk[c] += ds * qs[sl * SL + ii * DS4 + c];
         }
       }`;
-  const gradBindings = shared
-    ? `@group(0) @binding(6) var<storage, read_write> DK: array<${hv.type}>;`
-    : `@group(0) @binding(6) var<storage, read_write> DK: array<${hv.type}>;
-@group(0) @binding(7) var<storage, read_write> DV: array<${hv.type}>;`;
   return /* wgsl */ `
 ${bindingsIn(hv.type)}
 @group(0) @binding(4) var<storage, read> DO: array<${hv.type}>;
 @group(0) @binding(5) var<storage, read> LD: array<f32>;
-${gradBindings}
-@group(0) @binding(${shared ? 7 : 8}) var<uniform> p: P;
+${keyGradBindings(hv.type, shared)}
 ${flashCommon(hv, dh, t, ["Q", "K", "V", "DO"], { DK: "DK", DV: shared ? "DK" : "DV" })}
 ${STAGED_AT}
 var<workgroup> qs: array<vec4f, ${t.ns * (t.tile * t.ds4 + 1)}>;
@@ -667,10 +692,7 @@ export function flashAttentionBackwardKeyKernel(
   gradK: GPUBuffer,
   gradV: GPUBuffer,
 ): void {
-  const shared = gradK === gradV;
-  const buffers = shared
-    ? [q, k, v, mask, gradOut, lseAndDelta, gradK]
-    : [q, k, v, mask, gradOut, lseAndDelta, gradK, gradV];
+  const { shared, buffers } = keySideBuffers(q, k, v, mask, gradOut, lseAndDelta, gradK, gradV);
   launchFlash(
     ctx,
     "key",

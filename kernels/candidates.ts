@@ -74,10 +74,15 @@ export function pickCandidateKernel(
   ctx.dispatch(ctx.pipeline(PICK_WGSL), [logits, candidates, chosen, next], params, [dims.batch]);
 }
 
-const PICK_BY_DOT_WGSL = /* wgsl */ `
-struct P { vocab: u32, k: u32, positions: u32, t: u32, dim: u32, steps: u32, hasBias: u32 }
+/**
+ * The pick-by-dot kernel for an output layer stored as `weightType` ([V, stride] rows, the first
+ * `dim` of each used): the f32 layer here and the f16 one of matmul_f16.ts share it.
+ */
+export function pickByDotWgsl(weightType: "f32" | "f16"): string {
+  return /* wgsl */ `${weightType === "f16" ? "enable f16;\n" : ""}
+struct P { vocab: u32, k: u32, positions: u32, t: u32, dim: u32, steps: u32, hasBias: u32, stride: u32 }
 @group(0) @binding(0) var<storage, read> hidden: array<f32>;     // [B, steps, dim]: the last step is used
-@group(0) @binding(1) var<storage, read> weight: array<f32>;     // [V, dim] output layer
+@group(0) @binding(1) var<storage, read> weight: array<${weightType}>;     // [V, stride] output layer
 @group(0) @binding(2) var<storage, read> bias: array<f32>;       // [V] (ignored without a bias)
 @group(0) @binding(3) var<storage, read> candidates: array<f32>; // [B, positions, k] token ids
 @group(0) @binding(4) var<storage, read_write> chosen: array<f32>;
@@ -96,12 +101,57 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     if (c >= p.vocab) { continue; }
     // The candidate's logit: one row of the output layer against the last hidden state.
     var s = select(0.0, bias[c], p.hasBias == 1u);
-    let wbase = c * p.dim;
-    for (var i = 0u; i < p.dim; i++) { s += weight[wbase + i] * hidden[hbase + i]; }
+    let wbase = c * p.stride;
+    for (var i = 0u; i < p.dim; i++) { s += f32(weight[wbase + i]) * hidden[hbase + i]; }
+    // Highest score; on ties the lower token id (deterministic).
     if (s > score || (s == score && c < id)) { score = s; id = c; }
   }
 ${ARGMAX_AND_STORE}
 }`;
+}
+
+const PICK_BY_DOT_WGSL = pickByDotWgsl("f32");
+
+/**
+ * Launches a {@link pickByDotWgsl} kernel: one workgroup per row. `bias` is already resolved (a
+ * placeholder buffer when `hasBias` is false); `stride` is the weight's row length in elements.
+ */
+export function launchPickByDot(
+  ctx: GpuContext,
+  wgsl: string,
+  buffers: {
+    hidden: GPUBuffer;
+    weight: GPUBuffer;
+    bias: GPUBuffer;
+    candidates: GPUBuffer;
+    chosen: GPUBuffer;
+    next: GPUBuffer;
+  },
+  dims: {
+    batch: number;
+    vocab: number;
+    k: number;
+    positions: number;
+    t: number;
+    dim: number;
+    steps: number;
+    hasBias: boolean;
+    stride: number;
+  },
+): void {
+  const params = packParams([
+    dims.vocab,
+    dims.k,
+    dims.positions,
+    dims.t,
+    dims.dim,
+    dims.steps,
+    dims.hasBias ? 1 : 0,
+    dims.stride,
+  ]);
+  const { hidden, weight, bias, candidates, chosen, next } = buffers;
+  ctx.dispatch(ctx.pipeline(wgsl), [hidden, weight, bias, candidates, chosen, next], params, [dims.batch]);
+}
 
 /**
  * Like {@link pickCandidateKernel}, but computes only the k candidates' logits from the last
@@ -119,11 +169,10 @@ export function pickCandidateByDotKernel(
   next: GPUBuffer,
   dims: { batch: number; vocab: number; k: number; positions: number; t: number; dim: number; steps: number },
 ): void {
-  const params = packParams([dims.vocab, dims.k, dims.positions, dims.t, dims.dim, dims.steps, bias ? 1 : 0]);
-  ctx.dispatch(
-    ctx.pipeline(PICK_BY_DOT_WGSL),
-    [hidden, weight, bias ?? weight, candidates, chosen, next],
-    params,
-    [dims.batch],
+  launchPickByDot(
+    ctx,
+    PICK_BY_DOT_WGSL,
+    { hidden, weight, bias: bias ?? weight, candidates, chosen, next },
+    { ...dims, hasBias: bias !== null, stride: dims.dim },
   );
 }

@@ -30,6 +30,7 @@
  */
 import { type GpuContext, GpuLimitError, splitGrid } from "./device.ts";
 import { cachedWgsl, launchLinear, LINEAR_MAIN, packParams } from "./launch.ts";
+import { launchPickByDot, pickByDotWgsl } from "./candidates.ts";
 
 /** Row stride, in halves, of a half matrix with `cols` columns: `cols` rounded up to 4. */
 export function halfStride(cols: number): number {
@@ -462,55 +463,8 @@ export function halfGatherKernel(
 // ---------------------------------------------------------------------------------------------
 // The z-step decode's pick against an f16 output layer.
 
-const PICK_WG = 128;
-
-const PICK_BY_DOT_WGSL = /* wgsl */ `enable f16;
-struct P { vocab: u32, k: u32, positions: u32, t: u32, dim: u32, steps: u32, hasBias: u32, stride: u32 }
-@group(0) @binding(0) var<storage, read> hidden: array<f32>;     // [B, steps, dim]: the last step is used
-@group(0) @binding(1) var<storage, read> weight: array<f16>;     // [V, stride] output layer
-@group(0) @binding(2) var<storage, read> bias: array<f32>;       // [V] (ignored without a bias)
-@group(0) @binding(3) var<storage, read> candidates: array<f32>; // [B, positions, k] token ids
-@group(0) @binding(4) var<storage, read_write> chosen: array<f32>;
-@group(0) @binding(5) var<storage, read_write> next: array<f32>;
-@group(0) @binding(6) var<uniform> p: P;
-var<workgroup> bestScore: array<f32, ${PICK_WG}>;
-var<workgroup> bestId: array<u32, ${PICK_WG}>;
-@compute @workgroup_size(${PICK_WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let b = wid.x;
-  let hbase = (b * p.steps + p.steps - 1u) * p.dim;
-  let cbase = (b * p.positions + p.t) * p.k;
-  var score = -3.0e38;
-  var id = 0xffffffffu;
-  for (var j = lid; j < p.k; j += ${PICK_WG}u) {
-    let c = u32(candidates[cbase + j]);
-    if (c >= p.vocab) { continue; }
-    var s = select(0.0, bias[c], p.hasBias == 1u);
-    let wbase = c * p.stride;
-    for (var i = 0u; i < p.dim; i++) { s += f32(weight[wbase + i]) * hidden[hbase + i]; }
-    // Highest score; on ties the lower token id (deterministic).
-    if (s > score || (s == score && c < id)) { score = s; id = c; }
-  }
-  bestScore[lid] = score;
-  bestId[lid] = id;
-  workgroupBarrier();
-  for (var stride = ${PICK_WG / 2}u; stride > 0u; stride = stride / 2u) {
-    if (lid < stride) {
-      let s = bestScore[lid + stride];
-      let c = bestId[lid + stride];
-      if (s > bestScore[lid] || (s == bestScore[lid] && c < bestId[lid])) {
-        bestScore[lid] = s;
-        bestId[lid] = c;
-      }
-    }
-    workgroupBarrier();
-  }
-  if (lid == 0u) {
-    let c = select(0u, bestId[0], bestId[0] != 0xffffffffu);
-    chosen[b * p.positions + p.t] = f32(c);
-    next[b] = f32(c);
-  }
-}`;
+// The WGSL and launch are candidates.ts's, with the weight read as f16 [V, halfStride(dim)].
+const PICK_BY_DOT_WGSL = pickByDotWgsl("f16");
 
 /**
  * `pickCandidateByDotKernel` of candidates.ts for an f16 output layer `weight` [V, dim]: for each
@@ -527,20 +481,16 @@ export function pickCandidateByDotHalfKernel(
   next: GPUBuffer,
   dims: { batch: number; k: number; positions: number; t: number; steps: number },
 ): void {
-  const params = packParams([
-    weight.rows,
-    dims.k,
-    dims.positions,
-    dims.t,
-    weight.cols,
-    dims.steps,
-    bias ? 1 : 0,
-    halfStride(weight.cols),
-  ]);
-  ctx.dispatch(
-    ctx.pipeline(PICK_BY_DOT_WGSL),
-    [hidden, weight.buffer, bias ?? hidden, candidates, chosen, next],
-    params,
-    [dims.batch],
+  launchPickByDot(
+    ctx,
+    PICK_BY_DOT_WGSL,
+    { hidden, weight: weight.buffer, bias: bias ?? hidden, candidates, chosen, next },
+    {
+      ...dims,
+      vocab: weight.rows,
+      dim: weight.cols,
+      hasBias: bias !== null,
+      stride: halfStride(weight.cols),
+    },
   );
 }

@@ -22,7 +22,7 @@ import { makeTarget, matchingLoss, oneHot } from "../../admm/matching.ts";
 import { lastLayerFactors } from "../../admm/target.ts";
 import { constrainedDecode, disposeProjector, makeProjector, topkCosine } from "../../admm/zstep.ts";
 import { crossEntropy } from "../../autograd/ops/loss.ts";
-import { concat, select } from "../../autograd/ops/shape.ts";
+import { select } from "../../autograd/ops/shape.ts";
 import { Rng } from "../../autograd/random.ts";
 import { backward } from "../../autograd/tape.ts";
 import { scope, Tensor } from "../../autograd/tensor.ts";
@@ -35,25 +35,16 @@ import { sequenceNll } from "../../models/perplexity.ts";
 import { randomModel } from "../../models/random_model.ts";
 import { ctx, gpuTest } from "../helpers.ts";
 import { shared } from "../shared.ts";
+import {
+  checkFigures,
+  goldenInputs,
+  goldenInts,
+  goldenMatchingFigures,
+  goldenRealRows,
+  relErr,
+} from "./golden_fixtures.ts";
 
 const TOL = 1e-4;
-
-/** max|a − b| / max|b| over the indices where `keep(i)` holds. */
-function relErr(
-  a: ArrayLike<number>,
-  b: ArrayLike<number>,
-  keep: (i: number) => boolean = () => true,
-): number {
-  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
-  let num = 0, den = 0;
-  for (let i = 0; i < a.length; i++) {
-    if (!keep(i)) continue;
-    if (!Number.isFinite(a[i])) return Infinity;
-    num = Math.max(num, Math.abs(a[i] - b[i]));
-    den = Math.max(den, Math.abs(b[i]));
-  }
-  return num / den;
-}
 
 function chunkCount(m: RowMatrix): number {
   return m instanceof RowChunks ? m.chunks.length : 1;
@@ -91,11 +82,7 @@ for (const family of ["gpt2", "llama", "phi"]) {
         () => model.inputEmbedding,
         (e: Error) => e instanceof GpuLimitError && /row chunks/.test(e.message),
       );
-      const ids = await g.read("ids");
-      const mask = await g.read("attention_mask");
-      const pos = await g.read("position_ids");
-      const labels = Array.from(await g.read("labels"));
-      const [B, T] = g.info("ids").shape;
+      const { ids, mask, pos, labels, B, T, real } = await goldenInputs(g);
       const d = model.config.hiddenSize, V = model.config.vocabSize;
       const figures: Record<string, number> = {};
       await scope(c, async () => {
@@ -109,7 +96,6 @@ for (const family of ["gpt2", "llama", "phi"]) {
         const out = model.forward({ embeds, attentionMask: maskT, positionIds: posT, logits: "all" });
         const ce = crossEntropy(select(out.logits!, 1, T - 1), labels);
         backward(ce);
-        const real = (width: number) => (i: number) => mask[Math.floor(i / width)] > 0.5;
         figures.logits = relErr(await out.logits!.read(), await g.read("logits"), real(V));
         figures.last_hidden = relErr(await out.lastHidden.read(), await g.read("last_hidden"), real(d));
         figures.ce_last = relErr(await ce.read(), await g.read("ce_last"));
@@ -127,43 +113,16 @@ for (const family of ["gpt2", "llama", "phi"]) {
       }
 
       // The matching step: target from the real batch, loss and dL/dx for the synthetic one.
-      const ints = async (n: string) => Array.from(await g.readTyped(n) as Int32Array);
-      const [, len] = g.info("real_ids").shape;
-      const realIds = await ints("real_ids");
-      const realMask = await ints("real_attention_mask");
-      const rows: number[][] = [];
-      for (let i = 0; i < realIds.length / len; i++) {
-        rows.push(realIds.slice(i * len, (i + 1) * len).filter((_, j) => realMask[i * len + j] === 1));
-      }
+      const rows = await goldenRealRows(g);
       await scope(c, async () => {
-        const { residuals, hidden } = await lastLayerFactors(model, rows, await ints("real_labels"), 0);
+        const realLabels = await goldenInts(g, "real_labels");
+        const { residuals, hidden } = await lastLayerFactors(model, rows, realLabels, 0);
         const target = makeTarget(residuals, hidden, model.headBias !== null, null);
-        const synX = Tensor.from(c, await g.read("syn_x"), g.info("syn_x").shape, { requiresGrad: true });
-        const promptIds = await ints("syn_prompt_ids");
-        const b = synX.shape[0];
-        const prompt = c.noGrad(() =>
-          model.embed(
-            Tensor.from(c, Array.from({ length: b }, () => promptIds).flat(), [b, promptIds.length]),
-          )
-        );
-        const loss = matchingLoss(
-          target,
-          lastHidden(model, concat([synX, prompt], 1)),
-          { weight: model.headRows, bias: model.headBias },
-          oneHot(c, await ints("syn_labels"), V),
-        );
-        backward(loss);
-        figures.match_cos = relErr(await loss.read(), await g.read("match_cos"));
-        figures.match_grad_x = relErr(await synX.grad!.read(), await g.read("match_grad_x"));
+        const head = { weight: model.headRows, bias: model.headBias };
+        Object.assign(figures, await goldenMatchingFigures(c, model, g, target, head));
       });
       model.dispose();
-      console.log(
-        `chunked golden ${family}: ` +
-          Object.entries(figures).map(([k, v]) => `${k} ${v.toExponential(2)}`).join(", "),
-      );
-      for (const [k, v] of Object.entries(figures)) {
-        if (!(v <= TOL)) throw new Error(`chunked golden ${family}: ${k} relative error ${v} exceeds ${TOL}`);
-      }
+      checkFigures(`chunked golden ${family}`, figures, TOL);
     },
   });
 }

@@ -14,13 +14,13 @@
  */
 import assert from "node:assert";
 import { join } from "node:path";
-import { lastHidden, PAPER_SETTINGS, type RoundProblem, runRound } from "../../admm/admm.ts";
-import { makeTarget, matchingLoss, oneHot } from "../../admm/matching.ts";
+import { PAPER_SETTINGS, type RoundProblem, runRound } from "../../admm/admm.ts";
+import { makeTarget, oneHot } from "../../admm/matching.ts";
 import { lastLayerFactors } from "../../admm/target.ts";
 import { disposeProjector, makeProjector } from "../../admm/zstep.ts";
 import { HalfMatrix, HalfPrecisionError } from "../../autograd/half.ts";
 import { crossEntropy } from "../../autograd/ops/loss.ts";
-import { concat, select } from "../../autograd/ops/shape.ts";
+import { select } from "../../autograd/ops/shape.ts";
 import { Rng } from "../../autograd/random.ts";
 import { backward } from "../../autograd/tape.ts";
 import { scope, Tensor } from "../../autograd/tensor.ts";
@@ -30,6 +30,14 @@ import { loadModel } from "../../models/model.ts";
 import { runCli } from "../cli/capture.ts";
 import { ctx, gpuTest } from "../helpers.ts";
 import { shared } from "../shared.ts";
+import {
+  checkFigures,
+  goldenInputs,
+  goldenInts,
+  goldenMatchingFigures,
+  goldenRealRows,
+  relErr,
+} from "./golden_fixtures.ts";
 
 const TOL = 2e-3;
 /** The matching loss and its gradient (see the module doc). */
@@ -37,31 +45,8 @@ const TOL_MATCH = 1e-2;
 /** Below this the weights were not really rounded to f16. */
 const F16_AT_LEAST = 1e-5;
 
-function relErr(
-  a: ArrayLike<number>,
-  b: ArrayLike<number>,
-  keep: (i: number) => boolean = () => true,
-): number {
-  let num = 0, den = 0;
-  for (let i = 0; i < b.length; i++) {
-    if (!keep(i)) continue;
-    if (!Number.isFinite(a[i])) return Infinity;
-    num = Math.max(num, Math.abs(a[i] - b[i]));
-    den = Math.max(den, Math.abs(b[i]));
-  }
-  return num / den;
-}
-
-function checkFigures(what: string, figures: Record<string, number>): void {
-  console.log(
-    `${what} (f16 weights): ${
-      Object.entries(figures).map(([k, v]) => `${k} ${v.toExponential(2)}`).join(", ")
-    }`,
-  );
-  for (const [k, v] of Object.entries(figures)) {
-    const tol = k.startsWith("match_") ? TOL_MATCH : TOL;
-    if (!(v <= tol)) throw new Error(`${what}: ${k} relative error ${v} exceeds ${tol}`);
-  }
+function checkHalfFigures(what: string, figures: Record<string, number>): void {
+  checkFigures(`${what} (f16 weights)`, figures, (k) => k.startsWith("match_") ? TOL_MATCH : TOL);
   // Scalars (the losses) average the rounding out; the logits show it element by element.
   if (!(figures.logits >= F16_AT_LEAST)) {
     throw new Error(`${what}: logits relative error ${figures.logits}: are the weights f16 at all?`);
@@ -79,9 +64,7 @@ for (const family of ["gpt2", "llama", "phi"]) {
       const model = await loadModel(c, dir, { weights: "f16" });
       assert.ok(model.embedRows instanceof HalfMatrix && model.headRows instanceof HalfMatrix);
       using g = await openSafetensors(join(dir, "golden.safetensors"));
-      const ids = await g.read("ids");
-      const mask = await g.read("attention_mask");
-      const [B, T] = g.info("ids").shape;
+      const { ids, mask, pos, labels, B, T, real } = await goldenInputs(g);
       const { hiddenSize: d, vocabSize: V } = model.config;
       const figures: Record<string, number> = {};
       await scope(c, async () => {
@@ -90,48 +73,26 @@ for (const family of ["gpt2", "llama", "phi"]) {
         const out = model.forward({
           embeds,
           attentionMask: Tensor.from(c, mask, [B, T]),
-          positionIds: Tensor.from(c, await g.read("position_ids"), [B, T]),
+          positionIds: Tensor.from(c, pos, [B, T]),
           logits: "all",
         });
-        const ce = crossEntropy(select(out.logits!, 1, T - 1), Array.from(await g.read("labels")));
+        const ce = crossEntropy(select(out.logits!, 1, T - 1), labels);
         backward(ce);
-        const real = (width: number) => (i: number) => mask[Math.floor(i / width)] > 0.5;
         figures.logits = relErr(await out.logits!.read(), await g.read("logits"), real(V));
         figures.last_hidden = relErr(await out.lastHidden.read(), await g.read("last_hidden"), real(d));
         figures.ce_last = relErr(await ce.read(), await g.read("ce_last"));
         figures.grad_inputs_embeds = relErr(await embeds.grad!.read(), await g.read("grad_inputs_embeds"));
 
         // GRADMM's matching step (as tests/admm/golden_matching_test.ts), through the f16 head.
-        const ints = async (n: string) => Array.from(await g.readTyped(n) as Int32Array);
-        const [, len] = g.info("real_ids").shape;
-        const realIds = await ints("real_ids");
-        const realMask = await ints("real_attention_mask");
-        const rows: number[][] = [];
-        for (let i = 0; i < realIds.length / len; i++) {
-          rows.push(realIds.slice(i * len, (i + 1) * len).filter((_, j) => realMask[i * len + j] === 1));
-        }
-        const { residuals, hidden } = await lastLayerFactors(model, rows, await ints("real_labels"), 0);
+        const rows = await goldenRealRows(g);
+        const realLabels = await goldenInts(g, "real_labels");
+        const { residuals, hidden } = await lastLayerFactors(model, rows, realLabels, 0);
         const target = makeTarget(residuals, hidden, model.headBias !== null, null);
-        const synX = Tensor.from(c, await g.read("syn_x"), g.info("syn_x").shape, { requiresGrad: true });
-        const promptIds = await ints("syn_prompt_ids");
-        const b = synX.shape[0];
-        const prompt = c.noGrad(() =>
-          model.embed(
-            Tensor.from(c, Array.from({ length: b }, () => promptIds).flat(), [b, promptIds.length]),
-          )
-        );
-        const loss = matchingLoss(
-          target,
-          lastHidden(model, concat([synX, prompt], 1)),
-          { weight: model.headRows, bias: model.headBias },
-          oneHot(c, await ints("syn_labels"), V),
-        );
-        backward(loss);
-        figures.match_cos = relErr(await loss.read(), await g.read("match_cos"));
-        figures.match_grad_x = relErr(await synX.grad!.read(), await g.read("match_grad_x"));
+        const head = { weight: model.headRows, bias: model.headBias };
+        Object.assign(figures, await goldenMatchingFigures(c, model, g, target, head));
       });
       model.dispose();
-      checkFigures(`golden ${family}`, figures);
+      checkHalfFigures(`golden ${family}`, figures);
     },
   });
 }

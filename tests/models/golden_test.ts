@@ -15,25 +15,9 @@ import { openSafetensors } from "../../models/files.ts";
 import { loadModel } from "../../models/model.ts";
 import { ctx, gpuTest } from "../helpers.ts";
 import { shared } from "../shared.ts";
+import { checkFigures, goldenInputs, relErr } from "./golden_fixtures.ts";
 
 const TOL = 1e-4;
-
-/** max|a − b| / max|b| over the indices where `keep(i)` holds. */
-function relErr(
-  a: ArrayLike<number>,
-  b: ArrayLike<number>,
-  keep: (i: number) => boolean = () => true,
-): number {
-  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
-  let num = 0, den = 0;
-  for (let i = 0; i < a.length; i++) {
-    if (!keep(i)) continue;
-    if (!Number.isFinite(a[i])) return Infinity;
-    num = Math.max(num, Math.abs(a[i] - b[i]));
-    den = Math.max(den, Math.abs(b[i]));
-  }
-  return num / den;
-}
 
 /** Achieved figures, printed at the end of each family's test. */
 export const FIGURES: Record<string, Record<string, number>> = {};
@@ -47,11 +31,7 @@ for (const family of ["gpt2", "llama", "phi"]) {
       const c = await ctx();
       const model = await loadModel(c, dir);
       using g = await openSafetensors(join(dir, "golden.safetensors"));
-      const ids = await g.read("ids");
-      const mask = await g.read("attention_mask");
-      const pos = await g.read("position_ids");
-      const labels = Array.from(await g.read("labels"));
-      const [B, T] = g.info("ids").shape;
+      const { ids, mask, pos, labels, B, T, real } = await goldenInputs(g);
       const d = model.config.hiddenSize, V = model.config.vocabSize;
       const figures: Record<string, number> = {};
       const check = (name: string, got: Float32Array, want: Float32Array, keep?: (i: number) => boolean) => {
@@ -69,7 +49,6 @@ for (const family of ["gpt2", "llama", "phi"]) {
         const last = select(out.logits!, 1, T - 1);
         const ce = crossEntropy(last, labels);
         backward(ce);
-        const real = (width: number) => (i: number) => mask[Math.floor(i / width)] > 0.5;
         check("logits", await out.logits!.read(), await g.read("logits"), real(V));
         check("last_hidden", await out.lastHidden.read(), await g.read("last_hidden"), real(d));
         check("ce_last", await ce.read(), await g.read("ce_last"));
@@ -94,13 +73,7 @@ for (const family of ["gpt2", "llama", "phi"]) {
       model.headBias?.zeroGrad();
       model.dispose();
       FIGURES[family] = figures;
-      console.log(
-        `golden ${family}: ` +
-          Object.entries(figures).map(([k, v]) => `${k} ${v.toExponential(2)}`).join(", "),
-      );
-      for (const [k, v] of Object.entries(figures)) {
-        if (!(v <= TOL)) throw new Error(`golden ${family}: ${k} relative error ${v} exceeds ${TOL}`);
-      }
+      checkFigures(`golden ${family}`, figures, TOL);
     },
   });
 }
