@@ -43,6 +43,14 @@ export {
 } from "./kernels/device.ts";
 export { GpuOutOfMemoryError, type PoolStats } from "./kernels/pool.ts";
 export { StepGraph } from "./kernels/graph.ts";
+export { type GpuTime, GpuTimer } from "./kernels/timing.ts";
+export {
+  autotune,
+  type AutotuneOptions,
+  type AutotuneReport,
+  loadMatmulTuning,
+  recordMatmulShapes,
+} from "./kernels/autotune.ts";
 
 // Tensors and autograd
 export { type GradNode, scope, ShapeError, Tensor, type TensorOptions } from "./autograd/tensor.ts";

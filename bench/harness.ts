@@ -132,14 +132,13 @@ export async function timeGpu(
   };
   const firstMs = await batch(1);
   let iterations = 1;
-  let elapsed = firstMs;
-  if (firstMs < batchMs) {
-    // Calibrate on compiled runs.
-    elapsed = await batch(1);
-    while (elapsed < batchMs && iterations < maxIterations) {
-      iterations = Math.min(maxIterations, iterations * 2);
-      elapsed = await batch(iterations);
-    }
+  // Calibrate on compiled runs. Deciding on the first run instead (which may include compiling
+  // the pipelines) left fast kernels at one run per sync: on the H200 a 0.62 ms 2048³ matmul
+  // measured 12.7 ms, the sync's cost (docs/gpu/run6, run7).
+  let elapsed = await batch(1);
+  while (elapsed < batchMs && iterations < maxIterations) {
+    iterations = Math.min(maxIterations, iterations * 2);
+    elapsed = await batch(iterations);
   }
   const samples: number[] = [];
   const encodes: number[] = [];
