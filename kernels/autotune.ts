@@ -113,7 +113,7 @@ export interface TunedEntry {
 
 /** Tuned entries by shape class; {@link installMatmulTuning} makes `matmulKernel` use them. */
 export class MatmulTuningTable {
-  readonly entries = new Map<string, TunedEntry>();
+  readonly entries: Map<string, TunedEntry> = new Map();
 
   /** The tuned tuning for a launch, or undefined when its class was not tuned. */
   lookup(variant: MatmulVariant, dims: MatmulDims): MatmulTuning | undefined {
