@@ -99,6 +99,29 @@ ${rowMain(layout)}
 }
 
 /**
+ * Launches a norm's backward kernel over `rows` rows of `n` (layer norm and RMS norm share the
+ * bindings X, W, G, DX and the optional per-element weight term GW, and the parameters).
+ */
+function launchNormBackward(
+  ctx: GpuContext,
+  name: string,
+  build: (layout: RowLayout, weightTerm: boolean) => string,
+  buffers: GPUBuffer[],
+  gw: GPUBuffer | null,
+  rows: number,
+  n: number,
+  eps: number,
+): void {
+  if (n === 0) return;
+  const layout = rowLayout(ctx, n, rows);
+  const code = cachedWgsl(
+    `${name} ${layout.perThread} ${layout.wg} ${gw !== null}`,
+    () => build(layout, gw !== null),
+  );
+  launchRows(ctx, code, gw ? [...buffers, gw] : buffers, packParams([rows, n, { f: eps }]), rows, layout);
+}
+
+/**
  * Backward of {@link layerNormKernel}: the input gradient into `dx`, and (when `gw` is given)
  * `g · x̂` per element, whose sum over rows is the weight's gradient.
  */
@@ -113,12 +136,7 @@ export function layerNormBackwardKernel(
   n: number,
   eps: number,
 ): void {
-  if (n === 0) return;
-  const layout = rowLayout(ctx, n, rows);
-  const key = `layerNormBackward ${layout.perThread} ${layout.wg} ${gw !== null}`;
-  const code = cachedWgsl(key, () => layerNormBackwardWgsl(layout, gw !== null));
-  const buffers = gw ? [x, w, g, dx, gw] : [x, w, g, dx];
-  launchRows(ctx, code, buffers, packParams([rows, n, { f: eps }]), rows, layout);
+  launchNormBackward(ctx, "layerNormBackward", layerNormBackwardWgsl, [x, w, g, dx], gw, rows, n, eps);
 }
 
 function rmsNormWgsl(layout: RowLayout): string {
@@ -196,10 +214,5 @@ export function rmsNormBackwardKernel(
   n: number,
   eps: number,
 ): void {
-  if (n === 0) return;
-  const layout = rowLayout(ctx, n, rows);
-  const key = `rmsNormBackward ${layout.perThread} ${layout.wg} ${gw !== null}`;
-  const code = cachedWgsl(key, () => rmsNormBackwardWgsl(layout, gw !== null));
-  const buffers = gw ? [x, w, g, dx, gw] : [x, w, g, dx];
-  launchRows(ctx, code, buffers, packParams([rows, n, { f: eps }]), rows, layout);
+  launchNormBackward(ctx, "rmsNormBackward", rmsNormBackwardWgsl, [x, w, g, dx], gw, rows, n, eps);
 }
