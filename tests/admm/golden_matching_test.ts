@@ -11,7 +11,7 @@ import { scope } from "../../autograd/tensor.ts";
 import { openSafetensors } from "../../models/files.ts";
 import { loadModel } from "../../models/model.ts";
 import { ctx, gpuTest } from "../helpers.ts";
-import { shared } from "../shared.ts";
+import { fixture } from "../fixtures.ts";
 import {
   checkFigures,
   goldenInts,
@@ -27,7 +27,7 @@ for (const family of ["gpt2", "llama", "phi"]) {
     ...gpuTest,
     fn: async () => {
       const c = await ctx();
-      const dir = shared("golden", family);
+      const dir = fixture("golden", family);
       const g = await openSafetensors(`${dir}/golden.safetensors`);
       const model = await loadModel(c, dir);
       const rows = await goldenRealRows(g);

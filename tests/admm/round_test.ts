@@ -11,14 +11,14 @@ import { Rng } from "../../autograd/random.ts";
 import { Tensor } from "../../autograd/tensor.ts";
 import { loadModel } from "../../models/model.ts";
 import { ctx, gpuTest } from "../helpers.ts";
-import { shared } from "../shared.ts";
+import { fixtureModel } from "../fixtures.ts";
 
 Deno.test({
   name: "ADMM round: replayed x-steps (step graphs) = x-steps run through the autograd, bit for bit",
   ...gpuTest,
   fn: async () => {
     const c = await ctx();
-    const model = await loadModel(c, shared("models", "tinystories-656k"));
+    const model = await loadModel(c, fixtureModel("tinystories-656k"));
     const [V, d] = model.headWeight.shape;
     const rng = new Rng(9);
     const target = makeTarget(

@@ -1,6 +1,6 @@
 import { bannedTokenMask, tokenAllowed } from "../../admm/tokenFilter.ts";
 import { loadTokenizer } from "../../models/files.ts";
-import { shared } from "../shared.ts";
+import { fixtureModel } from "../fixtures.ts";
 
 Deno.test("token filter: the official rules on single strings", () => {
   for (const s of [" great", "bad", " film", ".com", '"The', " movie!", "Hello"]) {
@@ -26,7 +26,7 @@ Deno.test("token filter: the official rules on single strings", () => {
 });
 
 Deno.test("token filter on the real GPT-2 vocabulary: counts and the ids ≥ tokenizer size", async () => {
-  const tok = await loadTokenizer(shared("models", "gpt2-d128"));
+  const tok = await loadTokenizer(fixtureModel("gpt2-d128"));
   const rows = 50304; // a padded embedding: rows above the tokenizer's size must be banned
   const banned = bannedTokenMask(rows, tok.vocabSize, (id) => tok.decode([id]));
   const allowed = banned.length - banned.reduce((a, b) => a + b, 0);

@@ -10,7 +10,7 @@ import { Tensor } from "../../autograd/tensor.ts";
 import { generate } from "../../models/generate.ts";
 import { loadModel } from "../../models/model.ts";
 import { ctx, gpuTest } from "../helpers.ts";
-import { shared } from "../shared.ts";
+import { fixtureModel } from "../fixtures.ts";
 
 Deno.test({
   name:
@@ -79,7 +79,7 @@ Deno.test({
   ...gpuTest,
   fn: async () => {
     const c = await ctx();
-    const model = await loadModel(c, shared("models", "tinystories-656k"));
+    const model = await loadModel(c, fixtureModel("tinystories-656k"));
     const V = model.headWeight.shape[0];
     const B = 2, free = 6, suffix = [13];
     const all = new Float32Array(B * (free + 1) * V);

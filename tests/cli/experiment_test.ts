@@ -5,7 +5,7 @@
 import { join } from "node:path";
 import { main } from "../../cli.ts";
 import { gpuTest } from "../helpers.ts";
-import { shared } from "../shared.ts";
+import { fixtureModel, fixtureSst2 } from "../fixtures.ts";
 
 function sample(path: string, n: number): string {
   return Deno.readTextFileSync(path).split("\n").filter((l) => l.trim()).slice(0, n).join("\n") + "\n";
@@ -17,14 +17,14 @@ Deno.test({
   fn: async () => {
     const dir = await Deno.makeTempDir();
     const train = join(dir, "train.jsonl"), test = join(dir, "test.jsonl"), out = join(dir, "exp");
-    Deno.writeTextFileSync(train, sample(shared("data", "sst2", "train.jsonl"), 40));
-    Deno.writeTextFileSync(test, sample(shared("data", "sst2", "validation.jsonl"), 30));
+    Deno.writeTextFileSync(train, sample(fixtureSst2("train"), 40));
+    Deno.writeTextFileSync(test, sample(fixtureSst2("validation"), 30));
     const args = [
       "experiment",
       "--task",
       "sst2",
       "--model",
-      shared("models", "tiny-gpt2"),
+      fixtureModel("tiny-gpt2"),
       "--train",
       train,
       "--test",
@@ -135,7 +135,7 @@ Deno.test({
   fn: async () => {
     const dir = await Deno.makeTempDir();
     const f = join(dir, "d.jsonl");
-    Deno.writeTextFileSync(f, sample(shared("data", "sst2", "validation.jsonl"), 20));
+    Deno.writeTextFileSync(f, sample(fixtureSst2("validation"), 20));
     const base = ["experiment", "--train", f, "--test", f, "--out", join(dir, "o")];
     const cases = [
       ["experiment", "--train", f, "--out", join(dir, "o")],

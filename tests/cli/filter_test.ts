@@ -5,7 +5,7 @@
 import { join } from "node:path";
 import { main } from "../../cli.ts";
 import { gpuTest } from "../helpers.ts";
-import { shared } from "../shared.ts";
+import { fixtureModel, fixtureSst2 } from "../fixtures.ts";
 
 const SYNTH = [
   { text: "a great and moving film", label: 1, round: 0, nll: 5 },
@@ -27,10 +27,10 @@ Deno.test({
   ...gpuTest,
   fn: async () => {
     const dir = await Deno.makeTempDir();
-    const model = shared("models", "tiny-gpt2");
+    const model = fixtureModel("tiny-gpt2");
     const input = join(dir, "synthetic.jsonl"), real = join(dir, "real.jsonl");
     Deno.writeTextFileSync(input, SYNTH.map((r) => JSON.stringify(r)).join("\n") + "\n");
-    const realLines = Deno.readTextFileSync(shared("data", "sst2", "validation.jsonl")).split("\n").slice(
+    const realLines = Deno.readTextFileSync(fixtureSst2("validation")).split("\n").slice(
       0,
       30,
     );

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { main } from "../../cli.ts";
 import { loadModel } from "../../models/model.ts";
 import { ctx, gpuTest } from "../helpers.ts";
-import { shared } from "../shared.ts";
+import { fixtureModel, fixtureSst2 } from "../fixtures.ts";
 
 function sample(path: string, n: number): string {
   return Deno.readTextFileSync(path).split("\n").filter((l) => l.trim()).slice(0, n).join("\n") + "\n";
@@ -17,10 +17,10 @@ Deno.test({
   ...gpuTest,
   fn: async () => {
     const dir = await Deno.makeTempDir();
-    const model = shared("models", "tiny-gpt2");
+    const model = fixtureModel("tiny-gpt2");
     const train = join(dir, "train.jsonl"), valid = join(dir, "valid.jsonl"), out = join(dir, "ft");
-    Deno.writeTextFileSync(train, sample(shared("data", "sst2", "train.jsonl"), 12));
-    Deno.writeTextFileSync(valid, sample(shared("data", "sst2", "validation.jsonl"), 8));
+    Deno.writeTextFileSync(train, sample(fixtureSst2("train"), 12));
+    Deno.writeTextFileSync(valid, sample(fixtureSst2("validation"), 8));
     const args = [
       "finetune",
       "--model",

@@ -5,14 +5,14 @@
  */
 import assert from "node:assert";
 import { gpuTest } from "../helpers.ts";
-import { shared } from "../shared.ts";
+import { fixture, fixtureModel } from "../fixtures.ts";
 import { runCli } from "./capture.ts";
 
 Deno.test({
   name: "cli generate: TinyStories greedy continuation (prompt excluded); --no-cache prints the same",
   ...gpuTest,
   fn: async () => {
-    const model = shared("models", "tinystories-656k");
+    const model = fixtureModel("tinystories-656k");
     const args = ["generate", "--model", model, "--prompt", "Once upon a time", "--max-new-tokens", "20"];
     const a = await runCli(args);
     assert.strictEqual(a.code, 0, a.stderr);
@@ -27,7 +27,7 @@ Deno.test({
   name: "cli generate: seeded top-k/top-p sampling on gpt2-d128 is reproducible",
   ...gpuTest,
   fn: async () => {
-    const model = shared("models", "gpt2-d128");
+    const model = fixtureModel("gpt2-d128");
     const args = [
       "generate",
       "--model",
@@ -57,7 +57,7 @@ Deno.test({
   name: "cli generate: clear errors for missing flags, conflicting flags and a missing model folder",
   ...gpuTest,
   fn: async () => {
-    const model = shared("models", "tinystories-656k");
+    const model = fixtureModel("tinystories-656k");
     const cases: [string[], RegExp][] = [
       [["generate", "--prompt", "x"], /--model is required/],
       [["generate", "--model", model], /--prompt is required/],
@@ -71,7 +71,7 @@ Deno.test({
         ["generate", "--model", "/nonexistent/model-dir", "--prompt", "x"],
         /model folder '\/nonexistent\/model-dir' does not exist/,
       ],
-      [["generate", "--model", shared("golden"), "--prompt", "x"], /cannot load model/],
+      [["generate", "--model", fixture("golden"), "--prompt", "x"], /cannot load model/],
     ];
     for (const [args, re] of cases) {
       const r = await runCli(args);

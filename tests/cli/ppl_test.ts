@@ -6,7 +6,7 @@
 import assert from "node:assert";
 import { join } from "node:path";
 import { gpuTest } from "../helpers.ts";
-import { shared } from "../shared.ts";
+import { fixtureModel } from "../fixtures.ts";
 import { runCli } from "./capture.ts";
 
 const LILY =
@@ -27,7 +27,7 @@ Deno.test({
   fn: async () => {
     const dir = await Deno.makeTempDir();
     try {
-      const model = shared("models", "tinystories-656k");
+      const model = fixtureModel("tinystories-656k");
       const file = join(dir, "lily.jsonl");
       await Deno.writeTextFile(file, JSON.stringify({ text: LILY, label: 1 }) + "\n");
       const r = await runCli(["ppl", "--model", model, "--file", file]);
@@ -68,7 +68,7 @@ Deno.test({
   fn: async () => {
     const dir = await Deno.makeTempDir();
     try {
-      const model = shared("models", "tiny-gpt2");
+      const model = fixtureModel("tiny-gpt2");
       const bad = join(dir, "bad.jsonl");
       await Deno.writeTextFile(bad, '{"text": "fine"}\n{"text": oops}\n');
       const noField = join(dir, "nofield.jsonl");

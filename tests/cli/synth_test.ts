@@ -5,7 +5,7 @@
 import { join } from "node:path";
 import { main } from "../../cli.ts";
 import { gpuTest } from "../helpers.ts";
-import { shared } from "../shared.ts";
+import { fixtureModel } from "../fixtures.ts";
 
 const TINY = [
   "--per-class",
@@ -41,7 +41,7 @@ Deno.test({
   ...gpuTest,
   fn: async () => {
     const dir = await Deno.makeTempDir();
-    const model = shared("models", "tiny-gpt2");
+    const model = fixtureModel("tiny-gpt2");
     const whole = join(dir, "whole.jsonl");
     if (await synth([...TINY, "--model", model, "--out", whole]) !== 0) throw new Error("synth failed");
     const recs = lines(whole);
@@ -100,7 +100,7 @@ Deno.test({
       "--init-candidates",
       "3",
       "--model",
-      shared("models", "gpt2-d128"),
+      fixtureModel("gpt2-d128"),
       "--out",
       out,
     ]);

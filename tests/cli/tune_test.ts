@@ -11,7 +11,7 @@ import { loadModel } from "../../models/model.ts";
 import { tuneForModel } from "../../cli/tune.ts";
 import { gpuTest } from "../helpers.ts";
 import { ctx } from "../helpers.ts";
-import { shared } from "../shared.ts";
+import { fixtureModel } from "../fixtures.ts";
 import { runCli } from "./capture.ts";
 
 /** The cache files in `dir`. */
@@ -83,7 +83,7 @@ Deno.test({
   fn: () =>
     withDir(async (dir) => {
       // gpt2-d128 (d = 128): its shapes are large enough to be tuned; tiny-gpt2's (d = 2) are not.
-      const model = shared("models", "gpt2-d128");
+      const model = fixtureModel("gpt2-d128");
       const r = await runCli([
         "tune",
         "--model",
@@ -119,7 +119,7 @@ Deno.test({
   fn: () =>
     withDir(async (dir) => {
       const c = await ctx();
-      const model = await loadModel(c, shared("models", "gpt2-d128"));
+      const model = await loadModel(c, fixtureModel("gpt2-d128"));
       const saved = Deno.env.get("GRADMM_AUTOTUNE");
       const lines: string[] = [];
       const opts = { batch: 4, length: 16, workload: "synth" as const, cacheDir: dir, budgetMs: 300 };

@@ -34,7 +34,7 @@ import { type CausalLM, loadModel } from "../../models/model.ts";
 import { sequenceNll } from "../../models/perplexity.ts";
 import { randomModel } from "../../models/random_model.ts";
 import { ctx, gpuTest } from "../helpers.ts";
-import { shared } from "../shared.ts";
+import { fixture, fixtureModel } from "../fixtures.ts";
 import {
   checkFigures,
   goldenInputs,
@@ -71,7 +71,7 @@ for (const family of ["gpt2", "llama", "phi"]) {
       `chunked golden ${family}: embedding and output layer in 4 row chunks still match transformers (rel 1e-4)`,
     ...gpuTest,
     fn: async () => {
-      const dir = shared("golden", family);
+      const dir = fixture("golden", family);
       const c = await ctx();
       const model = await loadModel(c, dir, { maxChunkBytes: 2048 });
       using g = await openSafetensors(join(dir, "golden.safetensors"));
@@ -132,7 +132,7 @@ Deno.test({
   ...gpuTest,
   fn: async () => {
     const c = await ctx();
-    const dir = shared("golden", "phi");
+    const dir = fixture("golden", "phi");
     const whole = await loadModel(c, dir);
     const chunked = await loadModel(c, dir, { maxChunkBytes: 2048 }); // chunks of 25 rows
     assert.equal(chunkCount(chunked.embedRows), 4);
@@ -194,7 +194,7 @@ Deno.test({
     "lowered binding limit: TinyStories loads in 4 chunks; logits, matching loss + gradient, top-k, decode, NLL and save equal the unchunked model",
   ...gpuTest,
   fn: async () => {
-    const dir = shared("models", "tinystories-656k");
+    const dir = fixtureModel("tinystories-656k");
     const c = await ctx();
     const small: GpuContext = await createContext({ maxStorageBufferBindingSize: 384 * 1024 });
     assert.equal(small.limits.maxStorageBufferBindingSize, 384 * 1024);

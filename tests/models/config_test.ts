@@ -1,5 +1,5 @@
 /**
- * config.json → ModelConfig for every config in ../shared, the variants of rope settings and
+ * config.json → ModelConfig for every config in the test fixtures, the variants of rope settings and
  * error messages, and the per-family weight-name table checked against the real checkpoints.
  */
 import nodeAssert from "node:assert";
@@ -8,6 +8,7 @@ import { type ModelConfig, parseModelConfig } from "../../models/config.ts";
 import { checkWeights, expectedWeights } from "../../models/weight_names.ts";
 import { loadModelConfig, openCheckpoint } from "../../models/files.ts";
 import { CheckpointError, ConfigError } from "../../models/errors.ts";
+import { fixture as repoFixture, fixtureModel } from "../fixtures.ts";
 
 const assert: (condition: unknown, message?: string) => asserts condition = nodeAssert.ok;
 const assertEquals: <T>(actual: unknown, expected: T, message?: string) => asserts actual is T =
@@ -27,25 +28,20 @@ function assertThrows(fn: () => unknown, type: new (...a: never[]) => Error, ...
   return caught;
 }
 
-const SHARED = new URL("../../../shared/", import.meta.url).pathname;
+/** The checkpoints in the repository (gpt2-d256 is checked in tests/shared/). */
 const FIXTURES = [
   "models/tiny-gpt2",
   "models/tinystories-656k",
   "models/gpt2-d128",
-  "models/gpt2-d256",
   "golden/gpt2",
   "golden/llama",
   "golden/phi",
 ];
 
+/** "models/<name>" or "golden/<family>" → its folder in the repository. */
 function fixture(path: string): string {
-  const full = join(SHARED, path);
-  try {
-    Deno.statSync(full);
-  } catch {
-    throw new Error(`missing fixture ${full}: these tests need ../shared next to the project root`);
-  }
-  return full;
+  const [top, name] = path.split("/");
+  return top === "models" ? fixtureModel(name as Parameters<typeof fixtureModel>[0]) : repoFixture(top, name);
 }
 
 function readConfig(path: string): Record<string, unknown> {
@@ -56,7 +52,7 @@ function pick(c: ModelConfig, keys: (keyof ModelConfig)[]): Partial<ModelConfig>
   return Object.fromEntries(keys.map((k) => [k, c[k]]));
 }
 
-Deno.test("config: the shared GPT-2, Llama and Phi configs normalise as expected", async () => {
+Deno.test("config: the fixture GPT-2, Llama and Phi configs normalise as expected", async () => {
   const gpt2 = await loadModelConfig(fixture("models/gpt2-d128"));
   assertEquals(gpt2, {
     family: "gpt2",
@@ -281,7 +277,7 @@ Deno.test("config: generation_config.json supplies the stop ids", () => {
   assertThrows(() => parseModelConfig({ ...llama, eos_token_id: "2" }), ConfigError, "eos_token_id");
 });
 
-Deno.test("weights: every shared checkpoint matches its config's weight table", async () => {
+Deno.test("weights: every test checkpoint matches its config's weight table", async () => {
   for (const path of FIXTURES) {
     const dir = fixture(path);
     const config = await loadModelConfig(dir);

@@ -29,7 +29,7 @@ import { openSafetensors } from "../../models/files.ts";
 import { loadModel } from "../../models/model.ts";
 import { runCli } from "../cli/capture.ts";
 import { ctx, gpuTest } from "../helpers.ts";
-import { shared } from "../shared.ts";
+import { fixture, fixtureModel } from "../fixtures.ts";
 import {
   checkFigures,
   goldenInputs,
@@ -60,7 +60,7 @@ for (const family of ["gpt2", "llama", "phi"]) {
     ...gpuTest,
     fn: async () => {
       const c = await ctx();
-      const dir = shared("golden", family);
+      const dir = fixture("golden", family);
       const model = await loadModel(c, dir, { weights: "f16" });
       assert.ok(model.embedRows instanceof HalfMatrix && model.headRows instanceof HalfMatrix);
       using g = await openSafetensors(join(dir, "golden.safetensors"));
@@ -103,7 +103,7 @@ Deno.test({
   ...gpuTest,
   fn: async () => {
     const c = await ctx();
-    const dir = shared("models", "gpt2-d128");
+    const dir = fixtureModel("gpt2-d128");
     const bytes: Record<string, number> = {};
     for (const weights of ["f32", "f16"] as const) {
       await c.sync();
@@ -144,7 +144,7 @@ Deno.test({
     );
     assert.ok(bytes.f16 < 0.55 * bytes.f32, `f16 ${bytes.f16} vs f32 ${bytes.f32} bytes`);
 
-    const golden = shared("golden", "gpt2");
+    const golden = fixture("golden", "gpt2");
     const noF16 = Object.create(c, { features: { value: new Set<string>() } }) as GpuContext;
     await assert.rejects(
       loadModel(noF16, golden, { weights: "f16" }),
@@ -171,7 +171,7 @@ Deno.test({
   ...gpuTest,
   fn: async () => {
     const c = await ctx();
-    const model = await loadModel(c, shared("models", "tinystories-656k"), { weights: "f16" });
+    const model = await loadModel(c, fixtureModel("tinystories-656k"), { weights: "f16" });
     const [V, d] = model.headRows.shape;
     const rng = new Rng(9);
     const target = makeTarget(
@@ -231,8 +231,8 @@ Deno.test({
       };
       // gpt2-d128 is stored as BF16 and TinyStories' weights are bf16 values too: f16 holds them
       // (nearly) exactly, so the perplexities agree to the printed digits (docs/f16.md).
-      for (const name of ["tinystories-656k", "gpt2-d128"]) {
-        const model = shared("models", name);
+      for (const name of ["tinystories-656k", "gpt2-d128"] as const) {
+        const model = fixtureModel(name);
         const [f32, f16] = [await nll(model, []), await nll(model, ["--weights", "f16"])];
         console.log(`${name} ppl of two lines: nll f32 ${f32}, f16 ${f16}`);
         assert.ok(Math.abs(f16 - f32) < 0.01, `${name}: f32 ${f32} vs f16 ${f16}`);
@@ -240,7 +240,7 @@ Deno.test({
       // TinyStories with one output-layer weight beyond f16's range: fine as f32, refused as f16
       // with a one-line error naming the tensor (so the flag does reach the loader).
       const tiny = join(dir, "tiny");
-      const src = shared("models", "tinystories-656k");
+      const src = fixtureModel("tinystories-656k");
       const model = await loadModel(c, src);
       const e = model.inputEmbedding; // tied: also the output layer
       const values = await e.read();

@@ -14,7 +14,7 @@ import { crossEntropy } from "../../autograd/ops/loss.ts";
 import { openSafetensors } from "../../models/files.ts";
 import { loadModel } from "../../models/model.ts";
 import { ctx, gpuTest } from "../helpers.ts";
-import { shared } from "../shared.ts";
+import { fixture } from "../fixtures.ts";
 import { checkFigures, goldenInputs, relErr } from "./golden_fixtures.ts";
 
 const TOL = 1e-4;
@@ -27,7 +27,7 @@ for (const family of ["gpt2", "llama", "phi"]) {
     name: `golden ${family}: logits, last hidden, CE and its gradients match transformers float64 (rel 1e-4)`,
     ...gpuTest,
     fn: async () => {
-      const dir = shared("golden", family);
+      const dir = fixture("golden", family);
       const c = await ctx();
       const model = await loadModel(c, dir);
       using g = await openSafetensors(join(dir, "golden.safetensors"));

@@ -1,6 +1,7 @@
 /**
  * Hub download against a local imitation of the Hugging Face hub on 127.0.0.1 (no test touches
- * the internet). It serves ../shared/models/gpt2-d256 (two shards) like the real hub: weights
+ * the internet). It serves an F16 two-shard copy of tiny-gpt2 (written for the test, standing in for
+ * gpt2-d256's layout) like the real hub: weights
  * through a redirect to a "CDN" path, with X-Linked-Etag (sha256) and X-Linked-Size on the
  * redirect, Range support, X-Error-Code on errors, and optional token checks and faults.
  */
@@ -10,6 +11,8 @@ import { join } from "node:path";
 import { type DownloadProgress, parseRepoSpec, resolveModel } from "../../models/hub.ts";
 import { HubError } from "../../models/errors.ts";
 import { loadModelConfig, loadTokenizer, openCheckpoint } from "../../models/files.ts";
+import { fixtureModel } from "../fixtures.ts";
+import { writeShardedCopy } from "../sharded_fixture.ts";
 
 const assert: (condition: unknown, message?: string) => asserts condition = nodeAssert.ok;
 const assertEquals: <T>(actual: unknown, expected: T, message?: string) => asserts actual is T =
@@ -24,10 +27,14 @@ async function assertHubError(promise: Promise<unknown>, kind: HubError["kind"],
   });
 }
 
-const MODEL_DIR = new URL("../../../shared/models/gpt2-d256/", import.meta.url).pathname;
-const REPO = "test-org/gpt2-d256";
+/** The served model: tiny-gpt2 re-stored as F16 in two shards, removed when the process ends. */
+const MODEL_DIR = await Deno.makeTempDir({ prefix: "gradmm-hub-model-" });
+globalThis.addEventListener("unload", () => Deno.removeSync(MODEL_DIR, { recursive: true }));
+await writeShardedCopy(fixtureModel("tiny-gpt2"), MODEL_DIR, { dtype: "F16", shards: 2 });
+const REPO = "test-org/tiny-gpt2-sharded";
 const SHARD1 = "model-00001-of-00002.safetensors";
 const SHARD2 = "model-00002-of-00002.safetensors";
+const sizeOf = (file: string) => Deno.statSync(join(MODEL_DIR, file)).size;
 
 /** Faults and checks the test hub applies; tests change them between calls. */
 interface HubBehaviour {
@@ -156,7 +163,7 @@ Deno.test("hub: download, reuse, resume, integrity, auth and not-found against a
   const hub = startHub(behaviour);
   const cacheDir = await Deno.makeTempDir();
   const options = { cacheDir, endpoint: hub.endpoint, token: "hf_test_token" };
-  const dir = join(cacheDir, "test-org--gpt2-d256", "main");
+  const dir = join(cacheDir, "test-org--tiny-gpt2-sharded", "main");
   const forget = () => Deno.remove(join(dir, ".gradmm-complete.json")).catch(() => {});
   try {
     await t.step("fresh download of a sharded model, token sent, files byte-identical", async () => {
@@ -181,13 +188,13 @@ Deno.test("hub: download, reuse, resume, integrity, auth and not-found against a
       const cdn = hub.log.filter((r) => r.path.startsWith("/cdn/"));
       assert(cdn.length === 2 && cdn.every((r) => r.auth === null), "the token must not go to the CDN");
       const last = progress.filter((p) => p.file === SHARD1).at(-1)!;
-      assertEquals([last.loaded, last.total], [25731720, 25731720]);
+      assertEquals([last.loaded, last.total], [sizeOf(SHARD1), sizeOf(SHARD1)]);
       assert(![...Deno.readDirSync(dir)].some((e) => e.name.endsWith(".partial")));
       // The cached folder is a working model folder.
       const config = await loadModelConfig(dir);
       using checkpoint = await openCheckpoint(dir);
-      assertEquals(checkpoint.tensors.size, 76);
-      assertEquals(config.hiddenSize, 256);
+      assertEquals(checkpoint.tensors.size, 28); // tiny-gpt2: 2 layers × 12 + 4, tied output
+      assertEquals(config.hiddenSize, 2);
       assertEquals((await loadTokenizer(dir)).encode("Hello world"), [15496, 995]);
     });
 
@@ -204,27 +211,29 @@ Deno.test("hub: download, reuse, resume, integrity, auth and not-found against a
     await t.step("a partial file resumes with a Range request", async () => {
       await forget();
       const full = Deno.readFileSync(join(MODEL_DIR, SHARD1));
+      const half = Math.floor(full.length / 2);
       await Deno.remove(join(dir, SHARD1));
-      await Deno.writeFile(join(dir, `${SHARD1}.partial`), full.subarray(0, 10_000_000));
+      await Deno.writeFile(join(dir, `${SHARD1}.partial`), full.subarray(0, half));
       hub.log.length = 0;
       const resolved = await resolveModel(REPO, options);
       assertEquals(resolved.downloaded, [SHARD1]);
       const cdn = hub.log.filter((r) => r.path.startsWith("/cdn/"));
-      assertEquals(cdn, [{ path: `/cdn/${SHARD1}`, range: "bytes=10000000-", auth: null }]);
+      assertEquals(cdn, [{ path: `/cdn/${SHARD1}`, range: `bytes=${half}-`, auth: null }]);
       assert(sameBytes(join(dir, SHARD1), join(MODEL_DIR, SHARD1)));
     });
 
     await t.step("an interrupted download fails with a resumable error, then resumes", async () => {
       await forget();
       await Deno.remove(join(dir, SHARD2));
+      const cut = Math.floor(sizeOf(SHARD2) / 3);
       await assertHubError(
-        resolveModel(REPO, { ...options, fetch: fetchDroppingAfter(SHARD2, 3_000_000) }),
+        resolveModel(REPO, { ...options, fetch: fetchDroppingAfter(SHARD2, cut) }),
         "network",
-        "interrupted at 3000000 of 9616528 bytes",
+        `interrupted at ${cut} of ${sizeOf(SHARD2)} bytes`,
         "run again to resume",
       );
       const partialSize = Deno.statSync(join(dir, `${SHARD2}.partial`)).size;
-      assertEquals(partialSize, 3_000_000);
+      assertEquals(partialSize, cut);
       hub.log.length = 0;
       await resolveModel(REPO, options);
       assertEquals(hub.log.find((r) => r.path === `/cdn/${SHARD2}`)?.range, `bytes=${partialSize}-`);
@@ -235,7 +244,12 @@ Deno.test("hub: download, reuse, resume, integrity, auth and not-found against a
       await forget();
       await Deno.remove(join(dir, SHARD2));
       behaviour.wrongLinkedSize = SHARD2;
-      await assertHubError(resolveModel(REPO, options), "integrity", SHARD2, "announced 9616529 bytes");
+      await assertHubError(
+        resolveModel(REPO, options),
+        "integrity",
+        SHARD2,
+        `announced ${sizeOf(SHARD2) + 1} bytes`,
+      );
       behaviour.wrongLinkedSize = undefined;
       behaviour.wrongSha = SHARD2;
       await assertHubError(resolveModel(REPO, options), "integrity", "sha256", "run again");

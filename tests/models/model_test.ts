@@ -14,7 +14,7 @@ import { openSafetensors } from "../../models/files.ts";
 import { loadModel, positionIdsFromMask } from "../../models/model.ts";
 import { sequenceNll } from "../../models/perplexity.ts";
 import { assertClose, ctx, gpuTest } from "../helpers.ts";
-import { shared } from "../shared.ts";
+import { fixture } from "../fixtures.ts";
 
 Deno.test({
   name: "positionIdsFromMask: max(cumsum(mask) − 1, 0) per row",
@@ -33,7 +33,7 @@ Deno.test({
   fn: async () => {
     const c = await ctx();
     for (const family of ["gpt2", "llama", "phi"]) {
-      const dir = shared("golden", family);
+      const dir = fixture("golden", family);
       const model = await loadModel(c, dir);
       using g = await openSafetensors(join(dir, "golden.safetensors"));
       const [B, T] = g.info("ids").shape;
@@ -91,7 +91,7 @@ Deno.test({
   fn: async () => {
     const c = await ctx();
     for (const family of ["phi", "llama", "gpt2"]) {
-      const dir = shared("golden", family);
+      const dir = fixture("golden", family);
       const model = await loadModel(c, dir, { requiresGrad: true });
       using g = await openSafetensors(join(dir, "golden.safetensors"));
       const [B, T] = g.info("ids").shape;
@@ -157,7 +157,7 @@ Deno.test({
     for (const family of ["gpt2", "phi"]) {
       const tmp = await Deno.makeTempDir();
       try {
-        const model = await loadModel(c, shared("golden", family));
+        const model = await loadModel(c, fixture("golden", family));
         await model.save(tmp);
         const again = await loadModel(c, tmp);
         assert.deepStrictEqual([...again.parameters().keys()].sort(), [...model.parameters().keys()].sort());
@@ -181,7 +181,7 @@ Deno.test({
   ...gpuTest,
   fn: async () => {
     const c = await ctx();
-    const model = await loadModel(c, shared("golden", "llama"));
+    const model = await loadModel(c, fixture("golden", "llama"));
     const seqs = [[1, 5, 9, 2, 40, 3, 7], [4, 4], [8], [11, 12, 13, 14, 15], [96, 0, 3]];
     const batched = await sequenceNll(model, seqs, { batchSize: 4 });
     const single = await sequenceNll(model, seqs, { batchSize: 1 });

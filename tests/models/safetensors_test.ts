@@ -1,8 +1,9 @@
 /**
  * safetensors reader and writer: round trips in every writable dtype, exact F16/BF16 conversion
  * (checked against the runtime's own Float16Array and a nearest-value search), integer dtypes,
- * lazy reads, sharded checkpoints, atomic writes, and the real checkpoints in ../shared against
- * values computed independently with numpy.
+ * lazy reads, sharded checkpoints (hand-made, and an F16 two-shard copy of a real model), atomic
+ * writes, and the in-repository checkpoints against values computed independently with numpy
+ * (gpt2-d256, F16 in two shards, is checked the same way in tests/shared/).
  */
 import nodeAssert from "node:assert";
 import { join } from "node:path";
@@ -21,6 +22,8 @@ import {
 import { float16BitsToNumber, numberToBfloat16Bits, numberToFloat16Bits } from "../../models/half_float.ts";
 import { openCheckpoint, openSafetensors, writeSafetensors } from "../../models/files.ts";
 import { SafetensorsError } from "../../models/errors.ts";
+import { fixtureModel } from "../fixtures.ts";
+import { writeShardedCopy } from "../sharded_fixture.ts";
 
 const assert: (condition: unknown, message?: string) => asserts condition = nodeAssert.ok;
 const assertEquals: <T>(actual: unknown, expected: T, message?: string) => asserts actual is T =
@@ -42,18 +45,6 @@ function assertThrows(fn: () => unknown, type: new (...a: never[]) => Error, tex
     assert(e.message.includes(text), `message "${e.message}" lacks "${text}"`);
     return true;
   });
-}
-
-const SHARED = new URL("../../../shared/", import.meta.url).pathname;
-
-function requireShared(path: string): string {
-  const full = join(SHARED, path);
-  try {
-    Deno.statSync(full);
-  } catch {
-    throw new Error(`missing fixture ${full}: these tests need ../shared next to the project root`);
-  }
-  return full;
 }
 
 /** A safetensors file built by hand (not by our writer), for reader tests. */
@@ -346,7 +337,7 @@ Deno.test("sharded checkpoints: index, missing shard, unsafe names, misplaced an
   }
 });
 
-Deno.test("real checkpoints: BF16, sharded F16 and F32 values match numpy", async () => {
+Deno.test("real checkpoints: BF16 and F32 values match numpy", async () => {
   const sum = (a: Float32Array) => {
     let total = 0;
     for (let i = 0; i < a.length; i++) total += a[i];
@@ -355,34 +346,49 @@ Deno.test("real checkpoints: BF16, sharded F16 and F32 values match numpy", asyn
   const close = (a: number, b: number, what: string) =>
     assert(Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b)) + 1e-6, `${what}: ${a} vs ${b}`);
 
-  using d128 = await openCheckpoint(requireShared("models/gpt2-d128"));
+  using d128 = await openCheckpoint(fixtureModel("gpt2-d128"));
   const wte = await d128.read("transformer.wte.weight");
   assertEquals(d128.info("transformer.wte.weight").dtype, "BF16");
   assertEquals(wte.length, 6432896);
   assertEquals([...wte.subarray(0, 4)], [-0.08203125, -0.051025390625, 0.008544921875, 0.10400390625]);
   close(sum(wte), -50294.15179237723, "gpt2-d128 wte sum");
 
-  using d256 = await openCheckpoint(requireShared("models/gpt2-d256"));
-  assertEquals(d256.tensors.size, 76);
-  const wte256 = await d256.read("transformer.wte.weight");
-  assertEquals([...wte256.subarray(0, 4)], [
-    0.07452392578125,
-    0.0220947265625,
-    -0.004459381103515625,
-    -0.0212554931640625,
-  ]);
-  close(sum(wte256), 36574.79520237446, "gpt2-d256 wte sum");
-  const attn = await d256.read("transformer.h.5.attn.c_attn.weight");
-  close(sum(attn), -1.3613619804382324, "gpt2-d256 h.5 c_attn sum");
-  assertEquals(
-    d256.info("transformer.h.5.attn.c_attn.weight").file.endsWith("model-00002-of-00002.safetensors"),
-    true,
-  );
-
-  using stories = await openCheckpoint(requireShared("models/tinystories-656k"));
+  using stories = await openCheckpoint(fixtureModel("tinystories-656k"));
   assertEquals(stories.aliases.get("model.embed_tokens.weight"), "lm_head.weight");
   assert(stories.has("model.embed_tokens.weight"));
   assertEquals((await stories.read("model.embed_tokens.weight")).length, 2048 * 128);
   close(sum(await stories.read("model.norm.weight")), 83.99560546875, "tinystories norm sum");
   await assertRejects(() => stories.read("model.nope"), SafetensorsError, "no tensor");
+});
+
+Deno.test("sharded F16 copy of tiny-gpt2: index, shard placement, every value the nearest f16", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const src = fixtureModel("tiny-gpt2");
+    const files = await writeShardedCopy(src, dir, { dtype: "F16", shards: 2 });
+    assertEquals(files, ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]);
+    using original = await openCheckpoint(src);
+    using sharded = await openCheckpoint(dir);
+    assertEquals([...sharded.tensors.keys()].sort(), [...original.tensors.keys()].sort());
+    const index = JSON.parse(await Deno.readTextFile(join(dir, "model.safetensors.index.json")));
+    const used = new Set<string>();
+    for (const name of original.tensors.keys()) {
+      const info = sharded.info(name);
+      assertEquals(info.dtype, "F16");
+      assertEquals(info.shape, original.info(name).shape);
+      assert(info.file.endsWith(index.weight_map[name]), `${name} is not in the shard the index names`);
+      used.add(index.weight_map[name]);
+      const want = await original.read(name);
+      const got = await sharded.read(name);
+      for (let i = 0; i < want.length; i++) {
+        const nearest = float16BitsToNumber(numberToFloat16Bits(want[i]));
+        if (got[i] !== nearest) {
+          assert(false, `${name}[${i}]: ${got[i]} is not the nearest f16 of ${want[i]}`);
+        }
+      }
+    }
+    assertEquals([...used].sort(), files); // both shards hold tensors
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { loadTokenizer } from "../../models/files.ts";
 import { createTokenizer, type Tokenizer } from "../../models/tokenizer.ts";
 import { TokenizerError } from "../../models/errors.ts";
+import { fixtureModel } from "../fixtures.ts";
 
 const assert: (condition: unknown, message?: string) => asserts condition = nodeAssert.ok;
 const assertEquals: <T>(actual: unknown, expected: T, message?: string) => asserts actual is T =
@@ -20,22 +21,10 @@ function assertThrows(fn: () => unknown, text: string): void {
   });
 }
 
-const SHARED = new URL("../../../shared/", import.meta.url).pathname;
-
-function fixture(path: string): string {
-  const full = join(SHARED, path);
-  try {
-    Deno.statSync(full);
-  } catch {
-    throw new Error(`missing fixture ${full}: these tests need ../shared next to the project root`);
-  }
-  return full;
-}
-
 let gpt2: Promise<Tokenizer> | undefined;
 let stories: Promise<Tokenizer> | undefined;
-const gpt2Tokenizer = () => gpt2 ??= loadTokenizer(fixture("models/gpt2-d128"));
-const storiesTokenizer = () => stories ??= loadTokenizer(fixture("models/tinystories-656k"));
+const gpt2Tokenizer = () => gpt2 ??= loadTokenizer(fixtureModel("gpt2-d128"));
+const storiesTokenizer = () => stories ??= loadTokenizer(fixtureModel("tinystories-656k"));
 
 Deno.test("tokenizer: GPT-2 ids match the reference tokenizer", async () => {
   const t = await gpt2Tokenizer();
@@ -103,7 +92,7 @@ Deno.test("tokenizer: batchEncode pads left or right with a mask, truncates on r
 
 Deno.test("tokenizer: special ids fall back to config ids; bad files are TokenizerErrors", async () => {
   const tokenizerJson = JSON.parse(
-    await Deno.readTextFile(join(fixture("models/tinystories-656k"), "tokenizer.json")),
+    await Deno.readTextFile(join(fixtureModel("tinystories-656k"), "tokenizer.json")),
   );
   const bare = createTokenizer({ tokenizerJson, modelConfig: { eos_token_id: 2, bos_token_id: 1 } });
   assertEquals([bare.eosId, bare.bosId, bare.padId, bare.padIsEos], [2, 1, 2, true]);

@@ -17,7 +17,7 @@ import {
   selectTop,
 } from "../../train/filter.ts";
 import { ctx, gpuTest } from "../helpers.ts";
-import { shared } from "../shared.ts";
+import { fixtureModel } from "../fixtures.ts";
 
 function cand(index: number, label: number, score: number, text = `t${index}`, nll = 0): Candidate {
   return { index, text, label, score, nll };
@@ -103,7 +103,7 @@ Deno.test({
   ...gpuTest,
   fn: async () => {
     const c = await ctx();
-    const dir = shared("models", "tiny-gpt2");
+    const dir = fixtureModel("tiny-gpt2");
     const model = await loadModel(c, dir);
     const tok = await loadTokenizer(dir);
     const pad = tok.padId ?? 0;

@@ -21,7 +21,7 @@ import {
 import { scope, Tensor } from "../../autograd/tensor.ts";
 import { backward } from "../../autograd/tape.ts";
 import { ctx, gpuTest } from "../helpers.ts";
-import { shared } from "../shared.ts";
+import { fixtureModel } from "../fixtures.ts";
 
 const sst2 = getTask("sst2");
 const TEXTS = [
@@ -75,7 +75,7 @@ Deno.test({
   ...gpuTest,
   fn: async () => {
     const c = await ctx();
-    const dir = shared("models", "tiny-gpt2");
+    const dir = fixtureModel("tiny-gpt2");
     const model = await loadModel(c, dir);
     const tok = await loadTokenizer(dir);
     const enc = { encode: (t: string) => tok.encode(t), padId: tok.padId ?? 0 };
@@ -108,7 +108,7 @@ Deno.test({
   ...gpuTest,
   fn: async () => {
     const c = await ctx();
-    const dir = shared("models", "tiny-gpt2");
+    const dir = fixtureModel("tiny-gpt2");
     const model = await loadModel(c, dir, { requiresGrad: true });
     const tok = await loadTokenizer(dir);
     const enc = { encode: (t: string) => tok.encode(t), padId: tok.padId ?? 0 };
@@ -149,7 +149,7 @@ Deno.test({
   ...gpuTest,
   fn: async () => {
     const c = await ctx();
-    const dir = shared("models", "tiny-gpt2");
+    const dir = fixtureModel("tiny-gpt2");
     const model = await loadModel(c, dir);
     const tok = await loadTokenizer(dir);
     const enc = { encode: (t: string) => tok.encode(t), padId: tok.padId ?? 0 };
