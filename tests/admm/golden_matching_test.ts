@@ -1,5 +1,5 @@
 /**
- * GRADMM's matching step against Hugging Face transformers (../shared/golden): the real target
+ * GRADMM's matching step against Hugging Face transformers (tests/fixtures/golden): the real target
  * gradient, the matching loss `match_cos` and its gradient `match_grad_x`, which PyTorch computed
  * by double backward and we compute in closed form with one ordinary backward pass.
  * Measure: max |ours − golden| / max |golden| per tensor, at most 1e-4.

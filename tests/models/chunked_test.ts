@@ -2,7 +2,7 @@
  * Vocabulary matrices held in row chunks (models/chunked.ts), as models larger than one storage
  * binding need them:
  *
- * - the golden models (../shared/golden, vocabulary 97) loaded with their embedding and output
+ * - the golden models (tests/fixtures/golden, vocabulary 97) loaded with their embedding and output
  *   layer split into 4 chunks still match transformers' float64 values (logits, hidden states,
  *   CE and its gradients, the matching loss and its gradient; rel 1e-4 as in golden_test.ts).
  *   These are split with `maxChunkBytes`, not a lowered binding limit: their [3, 9, 97] logits

@@ -1,5 +1,5 @@
 /**
- * Reading and comparing against the golden fixtures (../shared/golden/{gpt2,llama,phi}/
+ * Reading and comparing against the golden fixtures (tests/fixtures/golden/{gpt2,llama,phi}/
  * golden.safetensors, transformers' float64 values), as the golden, chunked, f16 and matching
  * tests all do.
  */

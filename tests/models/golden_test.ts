@@ -1,5 +1,5 @@
 /**
- * Each family against transformers' float64 reference (../shared/golden/{gpt2,llama,phi}):
+ * Each family against transformers' float64 reference (tests/fixtures/golden/{gpt2,llama,phi}):
  * logits and last hidden states on real (non-padded) positions, the last-position cross-entropy,
  * and its gradients with respect to the output layer and the input embeddings. Inputs enter as
  * embeddings E[ids] with the golden attention mask and position ids (left padding).
