@@ -133,7 +133,9 @@ Deno.test({
       const r = await autotune(c, shapes, {
         cacheDir: dir,
         candidates: [other],
-        budgetMs: 1000,
+        // Generous: on a loaded CPU one compile can pass half of a 1 s budget, and the candidate
+        // would then be skipped as out of time (timing stops after 9 rounds anyway).
+        budgetMs: 10_000,
         launcher: countingLauncher(counts),
       });
       assert.strictEqual(r.cacheStatus, "missing");
@@ -273,7 +275,7 @@ Deno.test({
       const r = await autotune(c, [SHAPE], {
         cacheDir: dir,
         candidates: [lazy, offByOne],
-        budgetMs: 1000,
+        budgetMs: 10_000, // generous, as above: the candidates must not be skipped for time
         launcher,
       });
       const [cls] = r.classes;
