@@ -40,7 +40,7 @@ import {
 import { FILTER_DEFAULTS, type FilterOptions, filterSynthetic, type StageCounts } from "../train/filter.ts";
 import { formatPercent, markdownTable, meanStd, renderChart } from "../train/report.ts";
 import { type Command, numberFlag, parseFlags, UsageError } from "./args.ts";
-import { exists, formatDuration, readText, sha256File, writeFileAtomic } from "./io.ts";
+import { checkOutput, exists, formatDuration, readText, sha256File, writeFileAtomic } from "./io.ts";
 import { readLabelled } from "./finetune.ts";
 import { openModel } from "./model.ts";
 import { DEFAULT_MODEL, synthCommand } from "./synth.ts";
@@ -506,6 +506,14 @@ export const experimentCommand: Command = {
 
     // ---- data
     const out = v.out!;
+    await checkOutput(out, {
+      command: "experiment",
+      kind: "dir",
+      inputs: [v.train, v.test, modelSpec],
+      // A folder this command started holds its data splits.
+      isOurs: () => exists(join(out, "data", "real-used.jsonl")),
+      overwrite: undefined,
+    });
     const train = await readLabelled(v.train!, task, "train file", fields);
     const test = await readLabelled(v.test!, task, "test file", fields);
     const splits = makeSplits(train.examples, test.examples, splitOptions);
