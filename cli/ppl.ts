@@ -2,7 +2,7 @@
 import { defaultContext } from "../kernels/device.ts";
 import { sequenceNll } from "../models/perplexity.ts";
 import { type Command, numberFlag, parseFlags, UsageError } from "./args.ts";
-import { CliFileError, exists, readText } from "./io.ts";
+import { CliFileError, readText } from "./io.ts";
 import { checkModelPath, openModel, WEIGHTS_HELP, weightsFlag } from "./model.ts";
 
 /** Opens `--model` with one-line errors; kept as a name for callers (see {@link openModel}). */

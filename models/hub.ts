@@ -3,8 +3,9 @@
  * (`org/name` or `org/name@revision`) is downloaded once into a cache and reused after.
  *
  * Downloads go to `{file}.partial` and are renamed only once complete and verified (size against
- * Content-Length / X-Linked-Size, or the hub's file listing when the server sends no length, sha256 against the LFS ETag when the hub gives one), so a file
- * with its final name is always whole. An interrupted download resumes with a Range request.
+ * Content-Length / X-Linked-Size, or the hub's file listing when the server sends no length;
+ * sha256 against the LFS ETag or the listing when the hub gives one), so a file with its final
+ * name is always whole. An interrupted download resumes with a Range request.
  * Once every file of a revision is in place a marker is written, and later calls do not touch the
  * network at all (delete the folder, or pin a commit, to get a newer `main`).
  *
