@@ -17,7 +17,7 @@ import {
   tokenizeExamples,
 } from "../train/finetune.ts";
 import { type Command, numberFlag, parseFlags, UsageError } from "./args.ts";
-import { checkOutput, exists, formatDuration, readText, writeFileAtomic } from "./io.ts";
+import { checkOutput, CliFileError, exists, formatDuration, readText, writeFileAtomic } from "./io.ts";
 import { openModel } from "./model.ts";
 
 const HELP = `Usage: cli.ts finetune --model M --train F.jsonl --task T --out DIR [flags]
@@ -67,6 +67,7 @@ export async function readLabelled(
     labelField: fields.labelField ?? "label",
     source: path,
   });
+  if (all.length === 0) throw new CliFileError(`${what} '${path}' has no examples (it is empty)`);
   const examples = all.flatMap((e) => {
     const c = classOf(task, e.label);
     return c === null ? [] : [{ text: e.text, label: c }];

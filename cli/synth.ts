@@ -211,6 +211,9 @@ export const synthCommand: Command = {
       labelField: v["label-field"] ?? "label",
       source: dataPath,
     });
+    if (data.length === 0) {
+      throw new UsageError(`synth: data file '${dataPath}' has no examples (it is empty)`);
+    }
     const out = v.out ?? "synthetic.jsonl";
     const manifestPath = out.replace(/\.jsonl$/, "") + ".manifest.json";
     // Before any compute: the output must be writable, not an input, and not someone else's file.
@@ -277,6 +280,11 @@ export const synthCommand: Command = {
     // ---- model
     const modelSpec = v.model ?? DEFAULT_MODEL;
     const { model, tokenizer: codec, dir: modelDir } = await openModel(ctx, modelSpec, { weights });
+    const positions = model.config.positionEmbedding === "learned" ? model.config.maxPositions : Infinity;
+    if (options.length > positions) {
+      model.dispose();
+      throw new UsageError(`synth: --length ${options.length} exceeds the model's ${positions} positions`);
+    }
     // Matmul tiles for this adapter: tuned on first use on a GPU, then read from the disk cache.
     await tuneForModel(model, {
       batch,
