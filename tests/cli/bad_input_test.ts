@@ -524,3 +524,70 @@ Deno.test("bad input: the bundled model's weights are unchanged after all cases"
   assert(sha256(join(MODEL, "model.safetensors")) === MODEL_WEIGHTS_SHA);
   console.log(`bad input: ${cases.length} table cases`);
 });
+
+Deno.test({
+  name: "bad input: resume refuses other field names, and a truncated last line, without touching the run",
+  ...gpuTest,
+  fn: async () => {
+    // Two text fields in one file: the data hash cannot tell which one a run read.
+    const data = tmp("two-fields.jsonl");
+    Deno.writeTextFileSync(
+      data,
+      dataLines.map((l) => {
+        const row = JSON.parse(l);
+        return JSON.stringify({ ...row, sentence: "other " + row.text });
+      }).join("\n") + "\n",
+    );
+    const out = tmp("resume", "run.jsonl");
+    const manifest = tmp("resume", "run.manifest.json");
+    const args = ["synth", "--model", MODEL, "--data", data, "--out", out, ...TINY];
+    const first = await runCli(args);
+    assert(first.code === 0, first.stderr);
+    const saved = [sha256(out), sha256(manifest)];
+    assert(saved.every((h) => h !== null));
+
+    const other = await runCli([...args, "--text-field", "sentence"]);
+    assert(other.code === 2, other.stderr);
+    assert(/^error: synth: .*run\.jsonl holds a run with other settings/m.test(other.stderr), other.stderr);
+    assert(sha256(out) === saved[0] && sha256(manifest) === saved[1], "the run changed");
+
+    const whole = Deno.readTextFileSync(out);
+    Deno.writeTextFileSync(out, whole.slice(0, whole.length - 12)); // the last line loses its end
+    const cut = sha256(out);
+    const truncated = await runCli(args);
+    assert(truncated.code === 2, truncated.stderr);
+    const errors = truncated.stderr.split("\n").filter((l) => l.startsWith("error:"));
+    assert(
+      errors.length === 1 && /run\.jsonl:2 is not a complete JSON line/.test(errors[0]),
+      truncated.stderr,
+    );
+    assert(sha256(out) === cut && sha256(manifest) === saved[1], "the damaged run was rewritten");
+
+    Deno.writeTextFileSync(out, whole);
+    const resumed = await runCli(args);
+    assert(resumed.code === 0 && /resuming: 1 completed round/.test(resumed.stderr), resumed.stderr);
+  },
+});
+
+Deno.test({
+  name: "bad input: generate says when it stopped at the end of the model's context",
+  ...gpuTest,
+  fn: async () => {
+    // 51 × "the movie was great and": 255 GPT-2 tokens, leaving one of the 256 positions (the model
+    // trained on short reviews would soon end a sentence with EOS; after "and" it continues).
+    const r = await runCli([
+      "generate",
+      "--model",
+      MODEL,
+      "--prompt",
+      Array(51).fill("the movie was great and").join(" "),
+      "--max-new-tokens",
+      "20",
+    ]);
+    assert(r.code === 0, r.stderr);
+    assert(
+      /note: stopped after 1 new token\(s\): the model's context of 256 positions is full/.test(r.stderr),
+      r.stderr,
+    );
+  },
+});
