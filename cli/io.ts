@@ -102,8 +102,9 @@ export async function checkOutput(path: string, spec: OutputSpec): Promise<void>
     for (const input of spec.inputs) {
       if (input === undefined) continue;
       if (outReal === (await realPathOrResolved(input))) {
+        const named = input === output ? "" : ` ('${input}')`;
         throw fail(
-          `'${output}' is also an input of this run ('${input}'): writing it would destroy it; choose another ${flag}`,
+          `'${output}' is also an input of this run${named}: writing it would destroy it; choose another ${flag}`,
         );
       }
     }

@@ -123,11 +123,9 @@ function parseRecords(text: string, path: string): SynthRecord[] {
     try {
       records.push(JSON.parse(line) as SynthRecord);
     } catch {
+      const where = `${path}:${i + 1}`;
       throw new UsageError(
-        `synth: ${path}:${
-          i + 1
-        } is not a complete JSON line (damaged output); pass --overwrite to start over, ` +
-          "or delete that line and its round from the manifest",
+        `synth: ${where} is not a complete JSON line (damaged output); pass --overwrite to start over`,
       );
     }
   });
