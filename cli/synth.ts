@@ -115,8 +115,8 @@ function parseManifest(text: string, path: string): Manifest {
   return m as Manifest;
 }
 
-/** The records of an output being resumed; a damaged line (e.g. truncated by a full disk) is named. */
-function parseRecords(text: string, path: string): SynthRecord[] {
+/** The records of a synth output; a damaged line (e.g. truncated by a full disk) is named. */
+export function parseRecords(text: string, path: string): SynthRecord[] {
   const records: SynthRecord[] = [];
   text.split("\n").forEach((line, i) => {
     if (!line.trim()) return;
