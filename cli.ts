@@ -2,7 +2,8 @@
  * gradmm-ts command line. `deno run -A cli.ts <command> [flags]`; every command has --help.
  * This file and cli/ are the only places that read flags or print.
  */
-import { type Command, UsageError } from "./cli/args.ts";
+import type { Command } from "./cli/args.ts";
+import { describeError } from "./cli/errors.ts";
 import { infoCommand } from "./cli/info.ts";
 import { synthCommand } from "./cli/synth.ts";
 import { evalCommand } from "./cli/eval.ts";
@@ -12,8 +13,6 @@ import { finetuneCommand } from "./cli/finetune.ts";
 import { filterCommand } from "./cli/filter.ts";
 import { experimentCommand } from "./cli/experiment.ts";
 import { tuneCommand } from "./cli/tune.ts";
-import { GpuDeviceLostError, GpuLimitError, GpuUnavailableError } from "./kernels/device.ts";
-import { GpuOutOfMemoryError } from "./kernels/pool.ts";
 
 const COMMANDS: Command[] = [
   synthCommand,
@@ -58,15 +57,15 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`unknown command '${name}'.\n\n${usage()}`);
     return 2;
   }
+  // The one error boundary: expected failures become one line and an exit code (cli/errors.ts);
+  // anything else is a bug and keeps its stack.
   try {
     return await cmd.run(rest);
   } catch (e) {
-    const known = [UsageError, GpuUnavailableError, GpuLimitError, GpuDeviceLostError, GpuOutOfMemoryError];
-    if (known.some((k) => e instanceof k) || (e as { userFacing?: boolean }).userFacing) {
-      console.error(`error: ${(e as Error).message}`);
-      return 2;
-    }
-    throw e;
+    const known = describeError(e);
+    if (!known) throw e;
+    console.error(`error: ${known.message}`);
+    return known.exitCode;
   }
 }
 

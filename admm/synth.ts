@@ -56,6 +56,13 @@ function reportedLoss(x: number): number {
   return Math.max(0, x);
 }
 
+/** The ADMM optimisation of a round produced a non-finite loss (exit code 1 in the CLI). */
+export class NonFiniteError extends Error {
+  override name = "NonFiniteError";
+  readonly userFacing = true;
+  readonly exitCode = 1;
+}
+
 /** One synthetic example, as written to the output JSONL. */
 export interface SynthRecord {
   text: string;
@@ -175,6 +182,18 @@ export async function runSynth(
     return ids[0]; // official: only the first token of a multi-token label word
   });
   const rowsByClass = byClass.map((texts) => texts.map((t) => codec.encode(t + task.suffix)));
+  // Learned position tables end at maxPositions: longer real texts (or --length) cannot be run.
+  const positions = model.config.positionEmbedding === "learned" ? model.config.maxPositions : Infinity;
+  rowsByClass.forEach((rows, c) => {
+    const longest = Math.max(o.length, ...rows.map((r) => r.length));
+    if (longest > positions) {
+      throw new SynthError(
+        `class ${c} ('${task.labelWords[c]}'): a sequence of ${longest} tokens (text + suffix${
+          o.length > 0 ? " or --length" : ""
+        }) exceeds the model's ${positions} positions; shorten the real texts or use a model with a longer context`,
+      );
+    }
+  });
   const lengths = rowsByClass.map((rows) =>
     o.length > 0 ? o.length : Math.floor(rows.reduce((a, r) => a + r.length, 0) / rows.length)
   );
@@ -230,6 +249,20 @@ export async function runSynth(
               { ...o.admm, rho, freezeSuffixGradient: o.admm.freezeSuffixGradient },
               (progress) => onEvent({ kind: "step", key, progress }),
             );
+            // A diverged optimisation (ρ or lr too large) decodes garbage that looks like success:
+            // stop before the round is written. Only scalars already read back are checked.
+            const diverged = !Number.isFinite(result.matchLoss) ||
+              result.history.some((h) =>
+                !Number.isFinite(h.discrete) || (o.admm.innerSteps > 0 && !Number.isFinite(h.total))
+              );
+            if (diverged) {
+              throw new NonFiniteError(
+                `class ${c} ρ=${rho} round ${
+                  r + 1
+                }: the optimisation diverged (a loss became NaN or infinite); ` +
+                  "lower --rho or --lr. Nothing was written for this round",
+              );
+            }
             const texts = result.ids.map((ids) => stripSuffix(task, codec.decode(ids)));
             const nll = await sequenceNll(model, texts.map((t) => codec.encode(t)));
             const records = texts.map((text, i): SynthRecord => ({

@@ -135,7 +135,8 @@ export function customTask(o: CustomTaskOptions): TaskSpec {
 
 /** A preset by name, with a helpful error. */
 export function getTask(name: string): TaskSpec {
-  const t = TASK_PRESETS[name];
+  // Own keys only: `--task constructor` must not find Object.prototype's members.
+  const t = Object.hasOwn(TASK_PRESETS, name) ? TASK_PRESETS[name] : undefined;
   if (!t) {
     throw new TaskError(
       `unknown task '${name}'; presets: ${Object.keys(TASK_PRESETS).join(", ")} ` +

@@ -4,9 +4,10 @@
  * traces.
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import { UserError } from "./errors.ts";
 
-/** An error in the user's command line; printed without a stack trace. */
-export class UsageError extends Error {
+/** An error in the user's command line; printed without a stack trace (exit code 2). */
+export class UsageError extends UserError {
   override name = "UsageError";
 }
 
@@ -20,10 +21,14 @@ export interface Command {
 
 type Options = NonNullable<ParseArgsConfig["options"]>;
 
-/** Parses `args` against `options`; `--help` is always accepted. */
+/**
+ * Parses `args` against `options`; `--help` is always accepted. No command takes positional
+ * arguments: a stray one (`synth my.jsonl`) is refused rather than silently ignored.
+ */
 export function parseFlags<O extends Options>(command: string, args: string[], options: O) {
+  let parsed;
   try {
-    return parseArgs({
+    parsed = parseArgs({
       args,
       options: { ...options, help: { type: "boolean", short: "h" } },
       allowPositionals: true,
@@ -32,6 +37,14 @@ export function parseFlags<O extends Options>(command: string, args: string[], o
   } catch (e) {
     throw new UsageError(`${command}: ${(e as Error).message.split("\n")[0]} (see '${command} --help')`);
   }
+  if (parsed.positionals.length > 0) {
+    const stray = parsed.positionals[0];
+    const hint = stray.endsWith(".jsonl") || stray.includes("/")
+      ? " (files are given with flags, e.g. --data)"
+      : "";
+    throw new UsageError(`${command}: unexpected argument '${stray}'${hint}; see '${command} --help'`);
+  }
+  return parsed;
 }
 
 /** Reads a numeric flag, checking it is a finite number within [min, max]. */

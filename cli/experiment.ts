@@ -40,10 +40,10 @@ import {
 import { FILTER_DEFAULTS, type FilterOptions, filterSynthetic, type StageCounts } from "../train/filter.ts";
 import { formatPercent, markdownTable, meanStd, renderChart } from "../train/report.ts";
 import { type Command, numberFlag, parseFlags, UsageError } from "./args.ts";
-import { exists, formatDuration, readText, sha256File, writeFileAtomic } from "./io.ts";
+import { checkOutput, exists, formatDuration, readText, sha256File, writeFileAtomic } from "./io.ts";
 import { readLabelled } from "./finetune.ts";
 import { openModel } from "./model.ts";
-import { DEFAULT_MODEL, synthCommand } from "./synth.ts";
+import { DEFAULT_MODEL, parseRecords, synthCommand } from "./synth.ts";
 
 const HELP = `Usage: cli.ts experiment --task T --train TRAIN.jsonl --test TEST.jsonl --out DIR [flags]
 
@@ -506,6 +506,14 @@ export const experimentCommand: Command = {
 
     // ---- data
     const out = v.out!;
+    await checkOutput(out, {
+      command: "experiment",
+      kind: "dir",
+      inputs: [v.train, v.test, modelSpec],
+      // A folder this command started holds its data splits.
+      isOurs: () => exists(join(out, "data", "real-used.jsonl")),
+      overwrite: undefined,
+    });
     const train = await readLabelled(v.train!, task, "train file", fields);
     const test = await readLabelled(v.test!, task, "test file", fields);
     const splits = makeSplits(train.examples, test.examples, splitOptions);
@@ -639,14 +647,14 @@ export const experimentCommand: Command = {
           path.replace(/\.jsonl$/, ".manifest.json"),
         );
         const rounds = classes * (perClass / synthBatch);
-        if (!manifest || manifest.completed.length < rounds || !(await exists(path))) {
+        if (
+          !Array.isArray(manifest?.completed) || manifest.completed.length < rounds || !(await exists(path))
+        ) {
           console.error(`experiment: synth ${variant} seed ${seed} (${perClass} texts per class)`);
           const rc = await synthCommand.run(sArgs);
           if (rc !== 0) throw new UsageError(`experiment: synth failed (exit ${rc}) for ${path}`);
         }
-        const recs = (await readText(path, "synth output")).split("\n").filter((l) => l.trim()).map((l) =>
-          JSON.parse(l)
-        );
+        const recs = parseRecords(await readText(path, "synth output"), path);
         synthTexts.set(`${variant}/${seed}`, recs);
       }
     }

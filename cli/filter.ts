@@ -13,7 +13,7 @@ import {
   type StageCounts,
 } from "../train/filter.ts";
 import { type Command, numberFlag, parseFlags, UsageError } from "./args.ts";
-import { readText, writeFileAtomic } from "./io.ts";
+import { checkOutput, exists, readText, writeFileAtomic } from "./io.ts";
 import { readLabelled } from "./finetune.ts";
 import { openModel } from "./model.ts";
 
@@ -48,6 +48,7 @@ summary <out>.filter.json; prints what each stage removed.
                           call every text one label and stage (a) deletes the other class)
   --balance               stage (d)
   --batch N               texts per forward (default 16)
+  --overwrite             replace an existing --out that filter did not write (no <out>.filter.json)
   --text-field NAME, --label-field NAME   fields of --real`;
 
 /** What each stage did, per label (written to <out>.filter.json). */
@@ -104,6 +105,7 @@ export const filterCommand: Command = {
       batch: { type: "string" },
       "text-field": { type: "string" },
       "label-field": { type: "string" },
+      overwrite: { type: "boolean" },
     });
     if (v.help) {
       console.log(HELP);
@@ -127,6 +129,17 @@ export const filterCommand: Command = {
       balance: !!v.balance,
       batch: num("batch", FILTER_DEFAULTS.batch, { min: 1, max: 1024, integer: true }),
     };
+
+    // ---- the output, checked before any compute
+    const summaryPath = v.out!.replace(/\.jsonl$/, "") + ".filter.json";
+    await checkOutput(v.out!, {
+      command: "filter",
+      kind: "file",
+      inputs: [v.in, v.real, v.model],
+      companions: [summaryPath],
+      isOurs: () => exists(summaryPath),
+      overwrite: !!v.overwrite,
+    });
 
     // ---- inputs (raw records are kept so every field of the input survives)
     const inPath = v.in!;
@@ -192,7 +205,7 @@ export const filterCommand: Command = {
       settings: { model: v.model, task: task.name, in: inPath, real: v.real, ...o },
     };
     await writeFileAtomic(
-      outPath.replace(/\.jsonl$/, "") + ".filter.json",
+      summaryPath,
       JSON.stringify(summary, null, 2) + "\n",
     );
     console.error("filter stages (texts removed per label):");

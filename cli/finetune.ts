@@ -17,7 +17,7 @@ import {
   tokenizeExamples,
 } from "../train/finetune.ts";
 import { type Command, numberFlag, parseFlags, UsageError } from "./args.ts";
-import { exists, formatDuration, readText, writeFileAtomic } from "./io.ts";
+import { checkOutput, CliFileError, exists, formatDuration, readText, writeFileAtomic } from "./io.ts";
 import { openModel } from "./model.ts";
 
 const HELP = `Usage: cli.ts finetune --model M --train F.jsonl --task T --out DIR [flags]
@@ -67,6 +67,7 @@ export async function readLabelled(
     labelField: fields.labelField ?? "label",
     source: path,
   });
+  if (all.length === 0) throw new CliFileError(`${what} '${path}' has no examples (it is empty)`);
   const examples = all.flatMap((e) => {
     const c = classOf(task, e.label);
     return c === null ? [] : [{ text: e.text, label: c }];
@@ -154,6 +155,14 @@ export const finetuneCommand: Command = {
     }
     const validExamples = valid ? valid.examples.slice(0, validLimit) : null;
     const outDir = v.out;
+    // The model folder is an input too: fine-tuning into it would replace its weights.
+    await checkOutput(outDir, {
+      command: "finetune",
+      kind: "dir",
+      inputs: [v.train, v.valid, v.model],
+      isOurs: () => exists(join(outDir, "finetune.json")),
+      overwrite: !!v.overwrite,
+    });
     if (
       !v.overwrite &&
       ((await exists(join(outDir, "finetune.json"))) || (await exists(join(outDir, "model.safetensors"))))

@@ -28,7 +28,7 @@ export const generateCommand: Command = {
   summary: "continue a prompt with a model (greedy or top-k/top-p sampling)",
   help: HELP,
   async run(args) {
-    const { values: v, positionals } = parseFlags("generate", args, {
+    const { values: v } = parseFlags("generate", args, {
       model: { type: "string" },
       prompt: { type: "string" },
       "max-new-tokens": { type: "string" },
@@ -44,9 +44,6 @@ export const generateCommand: Command = {
     if (v.help) {
       console.log(HELP);
       return 0;
-    }
-    if (positionals.length) {
-      throw new UsageError(`generate: unexpected argument '${positionals[0]}' (see 'generate --help')`);
     }
     if (!v.model) throw new UsageError("generate: --model is required (see 'generate --help')");
     if (v.prompt === undefined) {
@@ -81,6 +78,13 @@ export const generateCommand: Command = {
           "generate: the prompt has no tokens and this tokenizer adds no BOS; give a non-empty --prompt",
         );
       }
+      const cfg = model.config;
+      const positions = cfg.positionEmbedding === "learned" ? cfg.maxPositions : Infinity;
+      if (prompt.length > positions) {
+        throw new UsageError(
+          `generate: the prompt has ${prompt.length} tokens, more than the model's ${positions} positions; shorten --prompt`,
+        );
+      }
       const result = await generateText(model, tokenizer.tokenizer, [v.prompt], {
         maxNewTokens,
         greedy: !sampled,
@@ -91,6 +95,12 @@ export const generateCommand: Command = {
         useCache: !v["no-cache"],
       });
       console.log(result.texts[0]);
+      const produced = result.tokens[0].length;
+      if (result.finishReasons[0] === "length" && produced < maxNewTokens) {
+        console.error(
+          `note: stopped after ${produced} new token(s): the model's context of ${positions} positions is full`,
+        );
+      }
       if (v.ids) console.error(`ids: ${JSON.stringify(result.tokens[0])} (${result.finishReasons[0]})`);
     } finally {
       model.dispose();

@@ -7,7 +7,16 @@ import { loadTokenizer } from "../models/files.ts";
 import { resolveModel } from "../models/hub.ts";
 import { type CausalLM, loadModel } from "../models/model.ts";
 import type { Tokenizer } from "../models/tokenizer.ts";
+import {
+  CheckpointError,
+  ConfigError,
+  HubError,
+  SafetensorsError,
+  TokenizerError,
+} from "../models/errors.ts";
 import { UsageError } from "./args.ts";
+import { RuntimeFailure, UserError } from "./errors.ts";
+import { exists } from "./io.ts";
 
 /** How a command stores the model's matrices (`--weights`). */
 export type WeightFormat = "f32" | "f16";
@@ -43,11 +52,48 @@ export interface OpenedModel {
 
 let lastProgress = 0;
 
-/** Resolves, downloads if needed, and loads `spec` (with f16 matrices when `options.weights` is "f16"). */
+/**
+ * Resolves, downloads if needed, and loads `spec` (with f16 matrices when `options.weights` is
+ * "f16"). The one way every command opens `--model`: a missing folder or a model that cannot be
+ * read (bad config, tokenizer, weights; hub failure) fails with one line naming it.
+ */
 export async function openModel(
   ctx: GpuContext,
   spec: string,
   options: { weights?: WeightFormat } = {},
+): Promise<OpenedModel> {
+  await checkModelPath(spec);
+  try {
+    return await openModelUnchecked(ctx, spec, options);
+  } catch (e) {
+    if (e instanceof UserError) throw e;
+    const what = `cannot load model '${spec}'`;
+    if (e instanceof HubError) {
+      const input = e.kind === "auth" || e.kind === "not-found" || e.kind === "spec";
+      throw input ? new UserError(`${what}: ${e.message}`) : new RuntimeFailure(`${what}: ${e.message}`);
+    }
+    const known = [ConfigError, CheckpointError, SafetensorsError, TokenizerError];
+    if (known.some((k) => e instanceof k)) throw new UserError(`${what}: ${(e as Error).message}`);
+    // A config or tokenizer file that is not JSON at all surfaces as a SyntaxError from its parser.
+    if (e instanceof SyntaxError) {
+      throw new UserError(`${what}: a JSON file in it is malformed (${e.message}); re-download the model`);
+    }
+    throw e;
+  }
+}
+
+/** Fails early (before any other work) when `spec` is a path that does not exist. */
+export async function checkModelPath(spec: string): Promise<void> {
+  const looksLikePath = /^(\.|\/|~)/.test(spec) || spec.split("/").length > 2 || spec.includes("\\");
+  if (looksLikePath && !(await exists(spec))) {
+    throw new UserError(`model folder '${spec}' does not exist`);
+  }
+}
+
+async function openModelUnchecked(
+  ctx: GpuContext,
+  spec: string,
+  options: { weights?: WeightFormat },
 ): Promise<OpenedModel> {
   const resolved = await resolveModel(spec, {
     onProgress: (p) => {

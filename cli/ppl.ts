@@ -1,46 +1,14 @@
 /** `ppl`: perplexity of a model on the lines of a JSONL file, each line scored on its own. */
-import type { GpuContext } from "../kernels/device.ts";
 import { defaultContext } from "../kernels/device.ts";
-import {
-  CheckpointError,
-  ConfigError,
-  HubError,
-  SafetensorsError,
-  TokenizerError,
-} from "../models/errors.ts";
 import { sequenceNll } from "../models/perplexity.ts";
 import { type Command, numberFlag, parseFlags, UsageError } from "./args.ts";
-import { CliFileError, exists, readText } from "./io.ts";
-import { type OpenedModel, openModel, type WeightFormat, WEIGHTS_HELP, weightsFlag } from "./model.ts";
+import { CliFileError, readText } from "./io.ts";
+import { checkModelPath, openModel, WEIGHTS_HELP, weightsFlag } from "./model.ts";
 
-/**
- * Opens `--model` for a command with user-facing errors: a path that does not exist, or a model
- * that cannot be read (bad config, missing tensors, hub failure), is reported in one line.
- */
-export async function openModelForCommand(
-  ctx: GpuContext,
-  spec: string,
-  options: { weights?: WeightFormat } = {},
-): Promise<OpenedModel> {
-  await checkModelPath(spec);
-  try {
-    return await openModel(ctx, spec, options);
-  } catch (e) {
-    const known = [HubError, ConfigError, CheckpointError, SafetensorsError, TokenizerError];
-    if (known.some((k) => e instanceof k)) {
-      throw new CliFileError(`cannot load model '${spec}': ${(e as Error).message}`);
-    }
-    throw e;
-  }
-}
+/** Opens `--model` with one-line errors; kept as a name for callers (see {@link openModel}). */
+export const openModelForCommand = openModel;
 
-/** Fails early (before any other work) when `spec` is a path that does not exist. */
-export async function checkModelPath(spec: string): Promise<void> {
-  const looksLikePath = /^(\.|\/|~)/.test(spec) || spec.split("/").length > 2 || spec.includes("\\");
-  if (looksLikePath && !(await exists(spec))) {
-    throw new CliFileError(`model folder '${spec}' does not exist`);
-  }
-}
+export { checkModelPath };
 
 /** Texts of a JSONL file's `field`, with errors that name the line. Blank lines are skipped. */
 export function readJsonlField(text: string, field: string, source: string): string[] {
@@ -90,7 +58,7 @@ export const pplCommand: Command = {
   summary: "perplexity of a model on a JSONL file (each line scored on its own)",
   help: HELP,
   async run(args) {
-    const { values: v, positionals } = parseFlags("ppl", args, {
+    const { values: v } = parseFlags("ppl", args, {
       model: { type: "string" },
       file: { type: "string" },
       field: { type: "string" },
@@ -103,9 +71,6 @@ export const pplCommand: Command = {
       return 0;
     }
     const weights = weightsFlag("ppl", v.weights);
-    if (positionals.length) {
-      throw new UsageError(`ppl: unexpected argument '${positionals[0]}' (see 'ppl --help')`);
-    }
     if (!v.model) throw new UsageError("ppl: --model is required (see 'ppl --help')");
     if (!v.file) throw new UsageError("ppl: --file is required (see 'ppl --help')");
     const field = v.field ?? "text";

@@ -19,7 +19,7 @@ import { defaultContext } from "../kernels/device.ts";
 import { openModel, WEIGHTS_HELP, weightsFlag } from "./model.ts";
 import { tuneForModel } from "./tune.ts";
 import { type Command, numberFlag, parseFlags, UsageError } from "./args.ts";
-import { exists, formatDuration, readText, sha256File, writeFileAtomic } from "./io.ts";
+import { checkOutput, exists, formatDuration, readText, sha256File, writeFileAtomic } from "./io.ts";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 /** The built-in default model and data: shipped in the repository so synth works offline. */
@@ -95,6 +95,41 @@ function parseList(s: string, what: string): number[] {
     throw new UsageError(`synth: --${what} must be a comma-separated list of positive numbers, got '${s}'`);
   }
   return out;
+}
+
+/** A manifest read for resuming, with an error that says what to do when it is damaged. */
+function parseManifest(text: string, path: string): Manifest {
+  let m: Partial<Manifest> | null = null;
+  try {
+    m = JSON.parse(text);
+  } catch {
+    // reported below
+  }
+  if (
+    !m || typeof m !== "object" || !Array.isArray(m.completed) || typeof m.settings !== "object" || !m.model
+  ) {
+    throw new UsageError(
+      `synth: manifest '${path}' is damaged (not the JSON synth writes); pass --overwrite to start over or choose another --out`,
+    );
+  }
+  return m as Manifest;
+}
+
+/** The records of a synth output; a damaged line (e.g. truncated by a full disk) is named. */
+export function parseRecords(text: string, path: string): SynthRecord[] {
+  const records: SynthRecord[] = [];
+  text.split("\n").forEach((line, i) => {
+    if (!line.trim()) return;
+    try {
+      records.push(JSON.parse(line) as SynthRecord);
+    } catch {
+      const where = `${path}:${i + 1}`;
+      throw new UsageError(
+        `synth: ${where} is not a complete JSON line (damaged output); pass --overwrite to start over`,
+      );
+    }
+  });
+  return records;
 }
 
 export const synthCommand: Command = {
@@ -174,10 +209,20 @@ export const synthCommand: Command = {
       labelField: v["label-field"] ?? "label",
       source: dataPath,
     });
+    if (data.length === 0) {
+      throw new UsageError(`synth: data file '${dataPath}' has no examples (it is empty)`);
+    }
     const out = v.out ?? "synthetic.jsonl";
     const manifestPath = out.replace(/\.jsonl$/, "") + ".manifest.json";
-    // Create the output folder now rather than failing after the first round.
-    await Deno.mkdir(dirname(resolve(out)), { recursive: true });
+    // Before any compute: the output must be writable, not an input, and not someone else's file.
+    await checkOutput(out, {
+      command: "synth",
+      kind: "file",
+      inputs: [dataPath, v.model ?? DEFAULT_MODEL],
+      companions: [manifestPath],
+      isOurs: () => exists(manifestPath),
+      overwrite: !!v.overwrite,
+    });
 
     const ctx = await defaultContext();
     const cpu = ctx.isCpuAdapter && !v.paper;
@@ -233,6 +278,11 @@ export const synthCommand: Command = {
     // ---- model
     const modelSpec = v.model ?? DEFAULT_MODEL;
     const { model, tokenizer: codec, dir: modelDir } = await openModel(ctx, modelSpec, { weights });
+    const positions = model.config.positionEmbedding === "learned" ? model.config.maxPositions : Infinity;
+    if (options.length > positions) {
+      model.dispose();
+      throw new UsageError(`synth: --length ${options.length} exceeds the model's ${positions} positions`);
+    }
     // Matmul tiles for this adapter: tuned on first use on a GPU, then read from the disk cache.
     await tuneForModel(model, {
       batch,
@@ -245,6 +295,11 @@ export const synthCommand: Command = {
     const settingsRecord = {
       // Only when f16, so that manifests of f32 runs (written before the flag existed) still match.
       ...(weights === "f16" ? { weights } : {}),
+      // Likewise the field names: only when not the defaults (they choose which texts are read).
+      ...(v["text-field"] !== undefined && v["text-field"] !== "text" ? { textField: v["text-field"] } : {}),
+      ...(v["label-field"] !== undefined && v["label-field"] !== "label"
+        ? { labelField: v["label-field"] }
+        : {}),
       ...options,
       task: task.name,
       template: task.suffix,
@@ -265,7 +320,7 @@ export const synthCommand: Command = {
     let previousWall = 0;
     const timings: Record<string, number> = { init: 0, zstep: 0, xstep: 0, final: 0 };
     if (!v.overwrite && (await exists(manifestPath)) && (await exists(out))) {
-      const old = JSON.parse(await readText(manifestPath, "manifest")) as Manifest;
+      const old = parseManifest(await readText(manifestPath, "manifest"), manifestPath);
       const same =
         JSON.stringify(old.settings) === JSON.stringify(JSON.parse(JSON.stringify(settingsRecord))) &&
         JSON.stringify(old.model.files) === JSON.stringify(files) && old.data.sha256 === dataHash;
@@ -274,9 +329,7 @@ export const synthCommand: Command = {
           `synth: ${out} holds a run with other settings, model or data; pass --overwrite to replace it or choose another --out`,
         );
       }
-      records = (await readText(out)).split("\n").filter((l) => l.trim()).map((l) =>
-        JSON.parse(l) as SynthRecord
-      );
+      records = parseRecords(await readText(out, "output"), out);
       completed = old.completed;
       // The JSONL is written before the manifest: drop records of a round the manifest missed.
       records = records.filter((r) =>
@@ -313,6 +366,12 @@ export const synthCommand: Command = {
 
     const onEvent = async (e: SynthEvent) => {
       if (e.kind === "plan") {
+        if (options.topk > e.allowedTokens) {
+          throw new UsageError(
+            `synth: --topk ${options.topk} exceeds the ${e.allowedTokens} token ids this model's filter allows; ` +
+              `give --topk ${e.allowedTokens} or less`,
+          );
+        }
         allowedTokens = e.allowedTokens;
         totalRounds = e.classes * e.roundsPerClass * e.rhos.length;
         console.error(

@@ -222,7 +222,9 @@ function detectArchitecture(json: Json, source: string): { architecture: string;
   const architectures = json.architectures;
   const modelType = typeof json.model_type === "string" ? json.model_type : undefined;
   if (Array.isArray(architectures) && architectures.length > 0) {
-    const known = architectures.find((a) => typeof a === "string" && a in SUPPORTED_ARCHITECTURES) as
+    const known = architectures.find((a) =>
+      typeof a === "string" && Object.hasOwn(SUPPORTED_ARCHITECTURES, a)
+    ) as
       | string
       | undefined;
     if (known) return { architecture: known, family: SUPPORTED_ARCHITECTURES[known] };
@@ -231,7 +233,7 @@ function detectArchitecture(json: Json, source: string): { architecture: string;
         `${modelType ? ` (model_type "${modelType}")` : ""}; supported: ${SUPPORTED_LIST}`,
     );
   }
-  if (modelType && modelType in MODEL_TYPE_ARCHITECTURE) {
+  if (modelType && Object.hasOwn(MODEL_TYPE_ARCHITECTURE, modelType)) {
     const architecture = MODEL_TYPE_ARCHITECTURE[modelType];
     return { architecture, family: SUPPORTED_ARCHITECTURES[architecture] };
   }

@@ -3,8 +3,9 @@
  * (`org/name` or `org/name@revision`) is downloaded once into a cache and reused after.
  *
  * Downloads go to `{file}.partial` and are renamed only once complete and verified (size against
- * Content-Length / X-Linked-Size, sha256 against the LFS ETag when the hub gives one), so a file
- * with its final name is always whole. An interrupted download resumes with a Range request.
+ * Content-Length / X-Linked-Size, or the hub's file listing when the server sends no length;
+ * sha256 against the LFS ETag or the listing when the hub gives one), so a file with its final
+ * name is always whole. An interrupted download resumes with a Range request.
  * Once every file of a revision is in place a marker is written, and later calls do not touch the
  * network at all (delete the folder, or pin a commit, to get a newer `main`).
  *
@@ -148,6 +149,51 @@ interface Session {
   readonly fetch: typeof fetch;
   readonly onProgress?: (progress: DownloadProgress) => void;
   readonly downloaded: string[];
+  /** The repo's file listing (sizes, LFS sha256), fetched once when a download needs it. */
+  listing?: Promise<Map<string, ListedFile> | null>;
+}
+
+/** What the hub's file listing says about one file. */
+interface ListedFile {
+  size: number;
+  sha256?: string;
+}
+
+/**
+ * The hub's listing of the revision's top-level files (`/api/models/{repo}/tree/{revision}`), or
+ * null when it cannot be had. Used to verify downloads whose server announced no length.
+ */
+function fileListing(s: Session): Promise<Map<string, ListedFile> | null> {
+  s.listing ??= (async () => {
+    const url = `${s.endpoint}/api/models/${s.repo.org}/${s.repo.name}/tree/${
+      encodeURIComponent(s.repo.revision)
+    }`;
+    try {
+      const headers = new Headers();
+      if (s.token) headers.set("authorization", `Bearer ${s.token}`);
+      const response = await s.fetch(url, { headers });
+      if (!response.ok) {
+        await response.body?.cancel();
+        return null;
+      }
+      const entries = await response.json();
+      if (!Array.isArray(entries)) return null;
+      const out = new Map<string, ListedFile>();
+      for (const e of entries) {
+        if (e?.type !== "file" || typeof e.path !== "string") continue;
+        const size = e.lfs?.size ?? e.size;
+        if (!Number.isSafeInteger(size)) continue;
+        const sha = typeof e.lfs?.oid === "string"
+          ? e.lfs.oid.replace(/^sha256:/, "").toLowerCase()
+          : undefined;
+        out.set(e.path, { size, sha256: sha && /^[0-9a-f]{64}$/.test(sha) ? sha : undefined });
+      }
+      return out;
+    } catch {
+      return null;
+    }
+  })();
+  return s.listing;
 }
 
 /** Headers the hub puts on the first (pre-redirect) response of an LFS file. */
@@ -336,7 +382,30 @@ async function ensureFile(s: Session, file: string, optional: boolean): Promise<
           (size < total ? "; run again to resume the download" : "; the partial file was deleted, run again"),
       );
     }
-    const expectedSha = sha256FromEtag(linked.etag ?? response.headers.get("etag"));
+    let expectedSha = sha256FromEtag(linked.etag ?? response.headers.get("etag"));
+    if (total === null) {
+      // No length was announced, so a connection that closed early looks like a complete file:
+      // only the hub's listing can tell. Unverifiable downloads are never marked complete.
+      const listed = (await fileListing(s))?.get(file);
+      if (!listed) {
+        throw new HubError(
+          "integrity",
+          `${file} of ${s.repoId}: the server sent no length and the hub's file listing gives none, so the ` +
+            `download cannot be verified; run again, or put the file into ${s.dir} yourself`,
+        );
+      }
+      if (size !== listed.size) {
+        if (size > listed.size) await Deno.remove(partial);
+        throw new HubError(
+          "integrity",
+          `${file} of ${s.repoId}: received ${size} bytes but the hub lists ${listed.size}` +
+            (size < listed.size
+              ? "; run again to resume the download"
+              : "; the partial file was deleted, run again"),
+        );
+      }
+      expectedSha ??= listed.sha256;
+    }
     if (expectedSha) {
       const actual = await sha256OfFile(partial);
       if (actual !== expectedSha) {

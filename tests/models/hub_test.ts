@@ -332,3 +332,88 @@ Deno.test("hub: local folders are used as is; malformed specs are refused", asyn
   });
   assertEquals(parseRepoSpec("org/name@refs/pr/1")?.revision, "refs/pr/1");
 });
+
+/**
+ * A hub whose file server sends no Content-Length (a streamed body) and, when `cut` names a file,
+ * closes that body cleanly after half its bytes: the truncation is invisible to HTTP. The listing
+ * (`/api/models/{repo}/tree/main`) gives sizes and the LFS sha256 of the weights, unless `listing`
+ * is false. Files are small fakes: resolveModel does not parse them.
+ */
+function startUnsizedHub(behaviour: { cut?: string; listing: boolean }) {
+  const files = new Map<string, Uint8Array>([
+    ["config.json", new TextEncoder().encode('{"model_type": "gpt2"}')],
+    ["tokenizer.json", new TextEncoder().encode('{"model": {}}')],
+    ["model.safetensors", Uint8Array.from({ length: 200_000 }, (_, i) => (i * 7919) % 251)],
+  ]);
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, (req) => {
+    const path = new URL(req.url).pathname;
+    if (path === "/api/models/test-org/unsized/tree/main") {
+      if (!behaviour.listing) return new Response("not here", { status: 404 });
+      return Response.json([...files].map(([name, bytes]) => ({
+        type: "file",
+        path: name,
+        size: name.endsWith(".safetensors") ? 134 : bytes.length, // an LFS pointer's own size
+        ...(name.endsWith(".safetensors")
+          ? { lfs: { oid: createHash("sha256").update(bytes).digest("hex"), size: bytes.length } }
+          : {}),
+      })));
+    }
+    const m = path.match(/^\/test-org\/unsized\/resolve\/main\/([^/]+)$/);
+    const bytes = m ? files.get(m[1]) : undefined;
+    if (!bytes) {
+      return new Response("Entry not found", { status: 404, headers: { "x-error-code": "EntryNotFound" } });
+    }
+    const sent = behaviour.cut === m![1] ? bytes.subarray(0, bytes.length >> 1) : bytes;
+    // A stream has no known length, so no Content-Length header is sent (chunked encoding).
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        for (let i = 0; i < sent.length; i += 16_384) controller.enqueue(sent.slice(i, i + 16_384));
+        controller.close();
+      },
+    });
+    return new Response(body, { status: 200 });
+  });
+  return { endpoint: `http://127.0.0.1:${server.addr.port}`, close: () => server.shutdown() };
+}
+
+Deno.test("hub: a download with no length is verified against the hub's listing before it is kept", async (t) => {
+  const behaviour: { cut?: string; listing: boolean } = { cut: "model.safetensors", listing: true };
+  const hub = startUnsizedHub(behaviour);
+  const cacheDir = await Deno.makeTempDir();
+  const options = { cacheDir, endpoint: hub.endpoint };
+  const dir = join(cacheDir, "test-org--unsized", "main");
+  const marker = join(dir, ".gradmm-complete.json");
+  const present = (p: string) => Deno.stat(p).then(() => true, () => false);
+  try {
+    await t.step("a body that closes early is not renamed into place nor marked complete", async () => {
+      await assertHubError(
+        resolveModel("test-org/unsized", options),
+        "integrity",
+        "model.safetensors",
+        "received 100000 bytes but the hub lists 200000",
+      );
+      assert(
+        !(await present(join(dir, "model.safetensors"))),
+        "truncated weights were kept under their name",
+      );
+      assert(!(await present(marker)), "an incomplete download was marked complete");
+    });
+    await t.step("without a listing the download cannot be verified and is not marked complete", async () => {
+      behaviour.listing = false;
+      behaviour.cut = undefined;
+      await assertHubError(resolveModel("test-org/unsized", options), "integrity", "cannot be verified");
+      assert(!(await present(marker)));
+    });
+    await t.step("a whole body that matches the listing's size and sha256 is kept", async () => {
+      behaviour.listing = true;
+      await Deno.remove(dir, { recursive: true });
+      const resolved = await resolveModel("test-org/unsized", options);
+      assertEquals((await Deno.stat(join(dir, "model.safetensors"))).size, 200_000);
+      assert(resolved.files.includes("model.safetensors"));
+      assert(await present(marker));
+    });
+  } finally {
+    await hub.close();
+    await Deno.remove(cacheDir, { recursive: true });
+  }
+});
