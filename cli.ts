@@ -12,11 +12,13 @@ import { finetuneCommand } from "./cli/finetune.ts";
 import { filterCommand } from "./cli/filter.ts";
 import { experimentCommand } from "./cli/experiment.ts";
 import { tuneCommand } from "./cli/tune.ts";
+import { mergeCommand } from "./cli/merge.ts";
 import { GpuDeviceLostError, GpuLimitError, GpuUnavailableError } from "./kernels/device.ts";
 import { GpuOutOfMemoryError } from "./kernels/pool.ts";
 
 const COMMANDS: Command[] = [
   synthCommand,
+  mergeCommand,
   evalCommand,
   generateCommand,
   pplCommand,
