@@ -76,6 +76,10 @@ Deno.test({
       /shard 1 of 3 .*sh\.shard-1-of-3\.jsonl\) has finished 1 of its 3/,
     );
     await ok(synth("--out", out, "--shard", "1/3"));
+    // Shard 1 has rounds of both classes; the resumed invocation computed only class 1's target,
+    // and keeps class 0's from the first one.
+    const m1 = JSON.parse(Deno.readTextFileSync(join(dir, "sh.shard-1-of-3.manifest.json")));
+    assert.equal(Object.keys(m1.targets).length, 2, `targets after resume: ${Object.keys(m1.targets)}`);
 
     // A lost shard: refused by name, then rerun alone.
     await Deno.remove(shardFile(2));
