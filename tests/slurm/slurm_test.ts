@@ -98,7 +98,9 @@ Deno.test({
   sanitizeOps: false,
   fn: async () => {
     const dir = await Deno.makeTempDir({ prefix: "gradmm-slurm-" });
-    const base = join(dir, "cluster");
+    // A fixed folder, so that a cluster left behind by an interrupted run (holding the ports) is
+    // found by its PID files and stopped first.
+    const base = "/tmp/gradmm-slurm-test";
     const logs = join(dir, "logs");
     await Deno.mkdir(logs);
     const env: Record<string, string> = { ...Deno.env.toObject(), SLURM_CONF: join(base, "slurm.conf") };
@@ -146,6 +148,7 @@ Deno.test({
       const failed = tasks.filter((t) => !/JobState=COMPLETED .*ExitCode=0:0/.test(t));
       if (failed.length > 0) throw new Error(`Slurm job ${id} failed:\n${failed.join("\n")}`);
     };
+    await run("bash", [join(ROOT, "tools", "slurm", "down.sh"), base], env);
     await run("bash", [join(ROOT, "tools", "slurm", "up.sh"), base], env);
     try {
       const t0 = performance.now();
