@@ -13,9 +13,11 @@ import { finetuneCommand } from "./cli/finetune.ts";
 import { filterCommand } from "./cli/filter.ts";
 import { experimentCommand } from "./cli/experiment.ts";
 import { tuneCommand } from "./cli/tune.ts";
+import { mergeCommand } from "./cli/merge.ts";
 
 const COMMANDS: Command[] = [
   synthCommand,
+  mergeCommand,
   evalCommand,
   generateCommand,
   pplCommand,

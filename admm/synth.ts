@@ -159,6 +159,10 @@ export async function sequenceNll(model: CausalLM, rows: number[][], _padId?: nu
 /**
  * Runs the synth job. `done` lists rounds already in the output (they are skipped); `onEvent`
  * receives progress and every finished round's records (write them out there).
+ *
+ * `done` is also the shard filter: a shard marks the rounds of other shards as done, and a class
+ * none of whose rounds is pending costs nothing (its target is not computed). Rounds run in the
+ * order of `canonicalRoundKeys` (admm/shard.ts): class, then ρ, then round; keep the two in step.
  */
 export async function runSynth(
   model: CausalLM,

@@ -15,6 +15,14 @@ import {
   type SynthRecord,
 } from "../admm/synth.ts";
 import { customTask, getTask, type TaskSpec } from "../admm/tasks.ts";
+import {
+  canonicalRoundKeys,
+  resolveShard,
+  roundKeyId,
+  type Shard,
+  shardOutputPath,
+  shardRoundKeys,
+} from "../admm/shard.ts";
 import { defaultContext } from "../kernels/device.ts";
 import { openModel, WEIGHTS_HELP, weightsFlag } from "./model.ts";
 import { tuneForModel } from "./tune.ts";
@@ -53,6 +61,14 @@ Model and output
   --out F.jsonl           output (default synthetic.jsonl); manifest beside it
   --overwrite             start over even if --out holds a run with other settings
   --max-rounds N          stop after N rounds in this invocation (rerun the command to continue)
+
+Sharding (many processes or GPUs; combine the shards with 'cli.ts merge', see docs/scale-out.md)
+  --shard i/n             run shard i of n (0-based): every n-th round; writes OUT.shard-i-of-n.jsonl
+                          Without it the shard comes from a Slurm job array (SLURM_ARRAY_TASK_ID)
+                          or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX, with --shards N)
+  --shards N              number of shards; the scheduler index (JOB_COMPLETION_INDEX or
+                          SLURM_ARRAY_TASK_ID) is then the shard index: resubmit one with --array=i
+  --shard none            run every round even inside an array task
 ${WEIGHTS_HELP}
 
 GRADMM (defaults: the paper's; CPU adapters use smaller ones unless --paper)
@@ -87,6 +103,8 @@ interface Manifest {
   timings: Record<string, number>;
   wallSeconds: number;
   allowedTokens?: number;
+  /** Set on a shard's manifest only (`cli.ts merge` drops it). */
+  shard?: Shard;
 }
 
 function parseList(s: string, what: string): number[] {
@@ -168,6 +186,8 @@ export const synthCommand: Command = {
       "dp-delta": { type: "string" },
       "dp-clip": { type: "string" },
       weights: { type: "string" },
+      shard: { type: "string" },
+      shards: { type: "string" },
     });
     if (v.help) {
       console.log(HELP);
@@ -212,7 +232,9 @@ export const synthCommand: Command = {
     if (data.length === 0) {
       throw new UsageError(`synth: data file '${dataPath}' has no examples (it is empty)`);
     }
-    const out = v.out ?? "synthetic.jsonl";
+    // A shard writes its own file beside --out, so that every array task can share one command line.
+    const shard = resolveShard({ shard: v.shard, shards: v.shards }, Deno.env.toObject());
+    const out = shard ? shardOutputPath(v.out ?? "synthetic.jsonl", shard) : v.out ?? "synthetic.jsonl";
     const manifestPath = out.replace(/\.jsonl$/, "") + ".manifest.json";
     // Before any compute: the output must be writable, not an input, and not someone else's file.
     await checkOutput(out, {
@@ -268,6 +290,21 @@ export const synthCommand: Command = {
         }
         : undefined,
     };
+    // This shard's rounds; the other rounds count as done, so runSynth skips them.
+    const shardKeys = shard
+      ? new Set(
+        shardRoundKeys(
+          canonicalRoundKeys(task.labelWords.length, options.rhos, Math.floor(perClass / batch)),
+          shard,
+        ).map(roundKeyId),
+      )
+      : undefined;
+    if (shard) {
+      console.error(
+        `shard ${shard.index}/${shard.count} (${shard.source}): ${shardKeys!.size} round(s), writing ${out}` +
+          (shardKeys!.size === 0 ? " (no rounds: more shards than rounds)" : ""),
+      );
+    }
     if (cpu) {
       console.error(
         `note: '${ctx.adapterName}' is a CPU adapter: using CPU-sized defaults (per-class ${perClass}, outer ${admm.outerSteps}, ` +
@@ -315,6 +352,7 @@ export const synthCommand: Command = {
     }
     const dataHash = await sha256File(dataPath);
     let records: SynthRecord[] = [];
+    let resumedTargets: Record<string, unknown> = {};
     let completed: RoundKey[] = [];
     const started = performance.now();
     let previousWall = 0;
@@ -323,7 +361,8 @@ export const synthCommand: Command = {
       const old = parseManifest(await readText(manifestPath, "manifest"), manifestPath);
       const same =
         JSON.stringify(old.settings) === JSON.stringify(JSON.parse(JSON.stringify(settingsRecord))) &&
-        JSON.stringify(old.model.files) === JSON.stringify(files) && old.data.sha256 === dataHash;
+        JSON.stringify(old.model.files) === JSON.stringify(files) && old.data.sha256 === dataHash &&
+        old.shard?.index === shard?.index && old.shard?.count === shard?.count;
       if (!same) {
         throw new UsageError(
           `synth: ${out} holds a run with other settings, model or data; pass --overwrite to replace it or choose another --out`,
@@ -337,12 +376,13 @@ export const synthCommand: Command = {
       );
       previousWall = old.wallSeconds;
       Object.assign(timings, old.timings);
+      resumedTargets = old.targets ?? {};
       console.error(`resuming: ${completed.length} completed round(s) in ${out}`);
     }
     const maxRounds = num("max-rounds", Infinity, { min: 1 });
     // A round counts as done when it is in the manifest, or when this invocation reached --max-rounds.
     const isDone = (k: RoundKey) =>
-      roundsThisRun >= maxRounds ||
+      roundsThisRun >= maxRounds || (shardKeys !== undefined && !shardKeys.has(roundKeyId(k))) ||
       completed.some((c) => c.rho === k.rho && c.classIndex === k.classIndex && c.round === k.round);
     const manifest = (): Manifest => ({
       tool: "gradmm-ts synth",
@@ -352,12 +392,17 @@ export const synthCommand: Command = {
       data: { path: dataPath, sha256: dataHash },
       adapter: ctx.adapterName,
       completed,
-      targets,
+      targets: orderedTargets(),
       timings,
       wallSeconds: previousWall + (performance.now() - started) / 1000,
       allowedTokens,
+      ...(shard ? { shard: { index: shard.index, count: shard.count } } : {}),
     });
-    const targets: Record<string, unknown> = {};
+    // Targets of classes finished in an earlier invocation are kept; listed in class order, so
+    // that the manifest does not depend on which invocation or shard computed them.
+    const targets: Record<string, unknown> = { ...resumedTargets };
+    const orderedTargets = () =>
+      Object.fromEntries(task.labelWords.filter((w) => w in targets).map((w) => [w, targets[w]]));
     let allowedTokens: number | undefined;
     let totalRounds = 1;
     let roundsDone = completed.length;
@@ -373,7 +418,7 @@ export const synthCommand: Command = {
           );
         }
         allowedTokens = e.allowedTokens;
-        totalRounds = e.classes * e.roundsPerClass * e.rhos.length;
+        totalRounds = shardKeys?.size ?? e.classes * e.roundsPerClass * e.rhos.length;
         console.error(
           `plan: ${e.classes} classes × ${e.roundsPerClass} round(s) × ${e.rhos.length} ρ; sequence length ${
             e.length.join("/")
