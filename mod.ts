@@ -99,9 +99,9 @@ export {
   openCheckpoint,
   openSafetensors,
   writeSafetensors,
-} from "./models/files.ts";
+} from "./host/files.ts";
 export { encodeSafetensors, openSafetensorsBytes, type SafetensorsFile } from "./models/safetensors.ts";
-export { resolveModel, type ResolveOptions } from "./models/hub.ts";
+export { resolveModel, type ResolveOptions } from "./host/hub.ts";
 export { generate, type GenerateOptions, generateText } from "./models/generate.ts";
 export { sequenceNll as sequenceNllTotals } from "./models/perplexity.ts";
 export { CheckpointError, ConfigError, HubError, SafetensorsError, TokenizerError } from "./models/errors.ts";

@@ -27,7 +27,7 @@ import { Rng } from "../autograd/random.ts";
 import { backward } from "../autograd/tape.ts";
 import { scope, Tensor } from "../autograd/tensor.ts";
 import { createContext, type GpuContext } from "../kernels/device.ts";
-import { loadTokenizer, openSafetensors } from "../models/files.ts";
+import { loadTokenizer, openSafetensors } from "../host/files.ts";
 import { type CausalLM, loadModel } from "../models/model.ts";
 import { sequenceNll } from "../models/perplexity.ts";
 import { parseJsonl } from "../admm/data.ts";

@@ -15,7 +15,7 @@ import { scope, Tensor } from "../autograd/tensor.ts";
 import { backward } from "../autograd/tape.ts";
 import { crossEntropy } from "../autograd/ops/loss.ts";
 import { Rng } from "../autograd/random.ts";
-import { writeSafetensors } from "../models/files.ts";
+import { writeSafetensors } from "../host/files.ts";
 import { type CausalLM, loadModel } from "../models/model.ts";
 import { generate } from "../models/generate.ts";
 import { expectedWeights } from "../models/weight_names.ts";

@@ -20,7 +20,7 @@ import { reshape, select, transpose } from "../autograd/ops/shape.ts";
 import { causalAttention, causalAttentionQkv } from "../autograd/ops/attention.ts";
 import { type ModelConfig, type ModelFamily, parseModelConfig } from "./config.ts";
 import { ConfigError } from "./errors.ts";
-import { loadModelConfig, openCheckpoint, writeFileAtomic, writeSafetensors } from "./files.ts";
+import { loadModelConfig, openCheckpoint, writeFileAtomic, writeSafetensors } from "../host/files.ts";
 import type { TensorToWrite } from "./safetensors.ts";
 import { checkWeights } from "./weight_names.ts";
 import { KVCache, positionIdsFromMask } from "./kvcache.ts";

@@ -8,7 +8,7 @@ import { makeTarget } from "../../admm/matching.ts";
 import { lastLayerFactors } from "../../admm/target.ts";
 import { matmul } from "../../autograd/ops/matmul.ts";
 import { scope } from "../../autograd/tensor.ts";
-import { openSafetensors } from "../../models/files.ts";
+import { openSafetensors } from "../../host/files.ts";
 import { loadModel } from "../../models/model.ts";
 import { ctx, gpuTest } from "../helpers.ts";
 import { shared } from "../shared.ts";

@@ -28,7 +28,7 @@ import { backward } from "../../autograd/tape.ts";
 import { scope, Tensor } from "../../autograd/tensor.ts";
 import { createContext, type GpuContext, GpuLimitError } from "../../kernels/device.ts";
 import { chunkRows, RowChunks, type RowMatrix } from "../../models/chunked.ts";
-import { openSafetensors } from "../../models/files.ts";
+import { openSafetensors } from "../../host/files.ts";
 import { generate } from "../../models/generate.ts";
 import { type CausalLM, loadModel } from "../../models/model.ts";
 import { sequenceNll } from "../../models/perplexity.ts";

@@ -25,7 +25,7 @@ import { Rng } from "../../autograd/random.ts";
 import { backward } from "../../autograd/tape.ts";
 import { scope, Tensor } from "../../autograd/tensor.ts";
 import { type GpuContext, GpuLimitError } from "../../kernels/device.ts";
-import { openSafetensors } from "../../models/files.ts";
+import { openSafetensors } from "../../host/files.ts";
 import { loadModel } from "../../models/model.ts";
 import { runCli } from "../cli/capture.ts";
 import { ctx, gpuTest } from "../helpers.ts";

@@ -11,7 +11,7 @@ import { scope, Tensor } from "../../autograd/tensor.ts";
 import { backward } from "../../autograd/tape.ts";
 import { select } from "../../autograd/ops/shape.ts";
 import { crossEntropy } from "../../autograd/ops/loss.ts";
-import { openSafetensors } from "../../models/files.ts";
+import { openSafetensors } from "../../host/files.ts";
 import { loadModel } from "../../models/model.ts";
 import { ctx, gpuTest } from "../helpers.ts";
 import { shared } from "../shared.ts";

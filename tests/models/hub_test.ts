@@ -7,9 +7,9 @@
 import nodeAssert from "node:assert";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { type DownloadProgress, parseRepoSpec, resolveModel } from "../../models/hub.ts";
+import { type DownloadProgress, parseRepoSpec, resolveModel } from "../../host/hub.ts";
 import { HubError } from "../../models/errors.ts";
-import { loadModelConfig, loadTokenizer, openCheckpoint } from "../../models/files.ts";
+import { loadModelConfig, loadTokenizer, openCheckpoint } from "../../host/files.ts";
 
 const assert: (condition: unknown, message?: string) => asserts condition = nodeAssert.ok;
 const assertEquals: <T>(actual: unknown, expected: T, message?: string) => asserts actual is T =

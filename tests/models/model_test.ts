@@ -10,7 +10,7 @@ import { backward } from "../../autograd/tape.ts";
 import { select } from "../../autograd/ops/shape.ts";
 import { crossEntropy } from "../../autograd/ops/loss.ts";
 import { GpuLimitError } from "../../kernels/device.ts";
-import { openSafetensors } from "../../models/files.ts";
+import { openSafetensors } from "../../host/files.ts";
 import { loadModel, positionIdsFromMask } from "../../models/model.ts";
 import { sequenceNll } from "../../models/perplexity.ts";
 import { assertClose, ctx, gpuTest } from "../helpers.ts";

@@ -5,7 +5,7 @@
  */
 import { join } from "node:path";
 import { loadModel } from "../../models/model.ts";
-import { loadTokenizer } from "../../models/files.ts";
+import { loadTokenizer } from "../../host/files.ts";
 import { getTask } from "../../admm/tasks.ts";
 import { optionLogLikelihoods } from "../../train/classify.ts";
 import {

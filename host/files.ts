@@ -6,7 +6,7 @@
  * @module
  */
 import { join } from "node:path";
-import { ConfigError, SafetensorsError, TokenizerError } from "./errors.ts";
+import { ConfigError, SafetensorsError, TokenizerError } from "../models/errors.ts";
 import {
   type ByteSource,
   encodeSafetensorsParts,
@@ -16,9 +16,9 @@ import {
   type SafetensorsFile,
   type SafetensorsWriteOptions,
   type TensorToWrite,
-} from "./safetensors.ts";
-import { type ModelConfig, parseModelConfig } from "./config.ts";
-import { createTokenizer, type Tokenizer } from "./tokenizer.ts";
+} from "../models/safetensors.ts";
+import { type ModelConfig, parseModelConfig } from "../models/config.ts";
+import { createTokenizer, type Tokenizer } from "../models/tokenizer.ts";
 
 /** The single-file weights name. */
 export const WEIGHTS_FILE = "model.safetensors";
