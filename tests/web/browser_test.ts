@@ -1,0 +1,189 @@
+/**
+ * The demo page in a real browser: builds web/dist/app.js, serves web/ and assets/ on 127.0.0.1,
+ * runs headless Chromium with WebGPU on SwiftShader (a CPU implementation, no GPU needed) and
+ * checks what the page computes:
+ *  - greedy generation in the page gives the same token ids as the CLI's `generate` for the same
+ *    prompt (the CLI runs on Deno's WebGPU, here llvmpipe/lavapipe: two different adapters);
+ *  - the in-page synth writes the requested number of texts per class, with finite match losses.
+ *
+ * Chromium is required: without it the test FAILS with how to install it, unless
+ * GRADMM_SKIP_BROWSER=1 says to skip it (then it is reported as ignored, with a loud line).
+ * CHROMIUM=/path/to/chrome picks another binary.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { buildDemo, REPO_ROOT } from "../../web/build.ts";
+import { demoMounts, serveStatic } from "../../web/server.ts";
+import { type Browser, findChromium, launchChromium } from "./chromium.ts";
+
+const SKIP = Deno.env.get("GRADMM_SKIP_BROWSER") === "1";
+const chromium = findChromium();
+if (SKIP) {
+  console.error(
+    "\n!!! GRADMM_SKIP_BROWSER=1: the browser demo test is SKIPPED (the page is not tested) !!!\n",
+  );
+}
+
+const PROMPT = "The movie was";
+const TOKENS = 20;
+const SYNTH = { perClass: 2, batch: 2, outer: 2, inner: 2, init: 4, topk: 50, length: 10, real: 16 };
+
+interface GenerateResult {
+  kind: "generate";
+  ok: boolean;
+  error?: string;
+  adapter: string;
+  ids: number[];
+  promptIds: number[];
+  text: string;
+  seconds: number;
+  loadS: number;
+}
+
+interface SynthResult {
+  kind: "synth";
+  ok: boolean;
+  error?: string;
+  adapter: string;
+  steps: number;
+  seconds: number;
+  records: { text: string; label: number; label_word: string; match_loss: number; nll: number }[];
+}
+
+/** The CLI's greedy continuation of `prompt` (token ids), run as its own Deno process. */
+async function cliTokens(prompt: string, tokens: number): Promise<number[]> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      join(REPO_ROOT, "cli.ts"),
+      "generate",
+      "--model",
+      join(REPO_ROOT, "assets", "gpt2-d128"),
+      "--prompt",
+      prompt,
+      "--max-new-tokens",
+      String(tokens),
+      "--ids",
+    ],
+    cwd: REPO_ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.ok(out.success, `cli.ts generate failed (exit ${out.code}):\n${stderr}`);
+  const m = /^ids: (\[[\d,]*\])/m.exec(stderr);
+  assert.ok(m, `cli.ts generate --ids printed no ids line:\n${stderr}`);
+  return JSON.parse(m[1]);
+}
+
+/** Opens the page with `query` and waits for the JSON result it writes into the DOM. */
+async function runPage<T>(
+  browser: Browser,
+  base: string,
+  query: Record<string, string | number>,
+  timeoutMs: number,
+) {
+  const qs = new URLSearchParams(Object.entries(query).map(([k, v]) => [k, String(v)]));
+  const t0 = performance.now();
+  await browser.page.navigate(`${base}?${qs}`);
+  const text = await browser.page.waitFor<string>(
+    "document.getElementById('result')?.textContent || null",
+    timeoutMs,
+    500,
+  );
+  const result = JSON.parse(text) as T & { ok: boolean; error?: string };
+  assert.ok(
+    result.ok,
+    `the page reported an error: ${result.error}\npage output:\n` +
+      browser.page.logs.slice(-15).map((l) => `  ${l.kind}: ${l.text}`).join("\n"),
+  );
+  return { result, wallS: (performance.now() - t0) / 1000 };
+}
+
+Deno.test({
+  name:
+    "web demo in headless Chromium (WebGPU on SwiftShader): generate matches the CLI, synth writes its texts",
+  ignore: SKIP,
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async (t) => {
+  if (!chromium) {
+    throw new Error(
+      "Chromium is not installed, so the browser demo cannot be tested. Install it " +
+        "(Debian/Ubuntu: `apt-get install -y chromium`), point CHROMIUM at a Chrome/Chromium binary, " +
+        "or set GRADMM_SKIP_BROWSER=1 to skip this test.",
+    );
+  }
+  // Start the CLI's run now: it uses the other CPU core while the bundle builds and the page runs.
+  const expected = cliTokens(PROMPT, TOKENS);
+  expected.catch(() => {}); // awaited below; avoid an unhandled rejection if the page fails first
+  const bundleBytes = await buildDemo();
+  const server = serveStatic(demoMounts(REPO_ROOT));
+  let browser: Browser | null = null;
+  try {
+    browser = await launchChromium(chromium);
+    const b = browser;
+    console.log(`bundle ${(bundleBytes / 1024).toFixed(0)} KiB; serving ${server.url}`);
+
+    await t.step(`greedy generation of ${TOKENS} tokens equals the CLI's`, async () => {
+      const { result, wallS } = await runPage<GenerateResult>(b, server.url, {
+        auto: "generate",
+        prompt: PROMPT,
+        tokens: TOKENS,
+      }, 180_000);
+      console.log(
+        `page (${result.adapter}): model loaded in ${
+          result.loadS.toFixed(1)
+        } s, ${result.ids.length} tokens in ` +
+          `${result.seconds.toFixed(2)} s (page total ${wallS.toFixed(1)} s): ${JSON.stringify(result.text)}`,
+      );
+      assert.ok(result.ids.length > 0, "the page generated no tokens");
+      assert.deepEqual(result.ids, await expected, "page and CLI greedy token ids differ");
+    });
+
+    await t.step(`synth writes ${SYNTH.perClass} texts per class with finite match losses`, async () => {
+      const { result, wallS } = await runPage<SynthResult>(
+        b,
+        server.url,
+        { auto: "synth", ...SYNTH },
+        480_000,
+      );
+      console.log(
+        `page synth: ${result.records.length} texts, ${result.steps} outer steps in ${
+          result.seconds.toFixed(1)
+        } s ` +
+          `(page total ${wallS.toFixed(1)} s)`,
+      );
+      for (const r of result.records) {
+        console.log(`  [${r.label_word}] loss ${r.match_loss.toFixed(4)} ${JSON.stringify(r.text)}`);
+      }
+      for (const label of [0, 1]) {
+        const mine = result.records.filter((r) => r.label === label);
+        assert.equal(
+          mine.length,
+          SYNTH.perClass,
+          `class ${label}: expected ${SYNTH.perClass} texts, got ${mine.length}`,
+        );
+      }
+      assert.equal(result.records.length, 2 * SYNTH.perClass);
+      for (const r of result.records) {
+        assert.ok(
+          Number.isFinite(r.match_loss) && r.match_loss >= 0,
+          `match loss ${r.match_loss} of "${r.text}"`,
+        );
+        assert.equal(typeof r.text, "string");
+      }
+      // Progress was reported once per outer step of every round.
+      const rounds = (2 * SYNTH.perClass) / SYNTH.batch;
+      assert.equal(result.steps, rounds * SYNTH.outer, "outer-step progress events");
+      // The results table shows every text.
+      const rows = await b.page.evaluate<number>("document.querySelectorAll('#synth-rows tr').length");
+      assert.equal(rows, result.records.length, "rows in the results table");
+    });
+  } finally {
+    await browser?.close();
+    await server.close();
+    await expected.catch(() => {});
+  }
+});
