@@ -25,7 +25,7 @@ import { scope, Tensor } from "../autograd/tensor.ts";
 import { createContext, type GpuContext } from "../kernels/device.ts";
 import { matmulFlops, matmulKernel } from "../kernels/matmul.ts";
 import { halfMatmulKernel, type HalfMatmulPlan } from "../kernels/matmul_f16.ts";
-import { loadModel } from "../models/model.ts";
+import { loadModel } from "../host/files.ts";
 import type { CausalLM } from "../models/model.ts";
 import {
   type BenchResult,

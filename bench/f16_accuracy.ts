@@ -27,8 +27,8 @@ import { Rng } from "../autograd/random.ts";
 import { backward } from "../autograd/tape.ts";
 import { scope, Tensor } from "../autograd/tensor.ts";
 import { createContext, type GpuContext } from "../kernels/device.ts";
-import { loadTokenizer, openSafetensors } from "../host/files.ts";
-import { type CausalLM, loadModel } from "../models/model.ts";
+import { folderSink, loadModel, loadTokenizer, openSafetensors } from "../host/files.ts";
+import type { CausalLM } from "../models/model.ts";
 import { sequenceNll } from "../models/perplexity.ts";
 import { parseJsonl } from "../admm/data.ts";
 
@@ -190,7 +190,7 @@ async function perturbedCopy(c: GpuContext, dir: string): Promise<string> {
     for (let i = 0; i < v.length; i++) v[i] *= 1 + (rng.uniform() * 2 - 1) * 2 ** -10;
     t.write(v);
   }
-  await model.save(out);
+  await model.save(folderSink(out));
   model.dispose();
   for await (const e of Deno.readDir(dir)) {
     if (e.isFile && !/safetensors|^config\.json$/.test(e.name)) {

@@ -1,29 +1,37 @@
 /**
- * Reading a model folder from disk with Deno: safetensors files through a file handle (one tensor
- * at a time), sharded checkpoints, config.json and the tokenizer files; and writing safetensors
- * atomically. This is the only module under `models/` besides `hub.ts` that touches `Deno.*`.
+ * Model folders on disk: a {@link ModelSource} over a folder (safetensors read through a file
+ * handle, one tensor at a time), the folder-path forms of the model loaders, and writing
+ * safetensors files and whole models atomically. The reading itself (header checks, shards,
+ * config, tokenizer) is models/source.ts, the same for every source.
  *
  * @module
  */
+import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { ConfigError, SafetensorsError, TokenizerError } from "../models/errors.ts";
+import type { GpuContext } from "../kernels/device.ts";
+import { SafetensorsError } from "../models/errors.ts";
 import {
   type ByteSource,
   encodeSafetensorsParts,
   openSafetensorsSource,
-  openShardedSafetensors,
-  parseShardIndex,
   type SafetensorsFile,
   type SafetensorsWriteOptions,
   type TensorToWrite,
 } from "../models/safetensors.ts";
-import { type ModelConfig, parseModelConfig } from "../models/config.ts";
-import { createTokenizer, type Tokenizer } from "../models/tokenizer.ts";
+import type { ModelConfig } from "../models/config.ts";
+import type { Tokenizer } from "../models/tokenizer.ts";
+import {
+  loadModelConfig as loadConfigFrom,
+  loadTokenizer as loadTokenizerFrom,
+  type ModelSink,
+  type ModelSource,
+  openCheckpoint as openCheckpointFrom,
+} from "../models/source.ts";
+import { type CausalLM, loadModel as loadModelFrom, type LoadOptions } from "../models/model.ts";
+import { writeFileAtomic } from "./atomic.ts";
 
-/** The single-file weights name. */
-export const WEIGHTS_FILE = "model.safetensors";
-/** The sharded-weights index name. */
-export const WEIGHTS_INDEX_FILE = "model.safetensors.index.json";
+export { WEIGHTS_FILE, WEIGHTS_INDEX_FILE } from "../models/source.ts";
+export { writeFileAtomic } from "./atomic.ts";
 
 function describeFsError(e: unknown): string {
   if (e instanceof Deno.errors.NotFound) return "file not found";
@@ -36,16 +44,20 @@ function describeFsError(e: unknown): string {
  * are serialised because they share one file position.
  */
 export async function fileSource(path: string): Promise<ByteSource> {
-  let file: Deno.FsFile;
   try {
-    file = await Deno.open(path, { read: true });
+    return await openFileSource(path);
   } catch (e) {
     throw new SafetensorsError(path, `cannot open: ${describeFsError(e)}`);
   }
+}
+
+/** {@link fileSource} with the file system's own errors (NotFound, ...) left as they are. */
+async function openFileSource(path: string): Promise<ByteSource> {
+  const file = await Deno.open(path, { read: true });
   const info = await file.stat();
   if (!info.isFile) {
     file.close();
-    throw new SafetensorsError(path, "is not a regular file");
+    throw new Error("is not a regular file");
   }
   let queue: Promise<unknown> = Promise.resolve();
   let closed = false;
@@ -83,62 +95,74 @@ export async function openSafetensors(path: string): Promise<SafetensorsFile> {
   return openSafetensorsSource(await fileSource(path));
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
+/** A {@link ModelSource} over a model folder on disk. */
+export function folderSource(dir: string): ModelSource {
+  return {
+    name: dir,
+    locate: (file) => join(dir, file),
+    async has(file) {
+      try {
+        await Deno.stat(join(dir, file));
+        return true;
+      } catch (e) {
+        if (e instanceof Deno.errors.NotFound) return false;
+        throw e;
+      }
+    },
+    async open(file) {
+      try {
+        return await openFileSource(join(dir, file));
+      } catch (e) {
+        if (e instanceof Deno.errors.NotFound) return null;
+        throw new Error(describeFsError(e));
+      }
+    },
+  };
+}
+
+/** A folder path is read from disk; a {@link ModelSource} is used as it is. */
+export function asModelSource(dirOrSource: string | ModelSource): ModelSource {
+  return typeof dirOrSource === "string" ? folderSource(dirOrSource) : dirOrSource;
+}
+
+/** {@link openCheckpointFrom | openCheckpoint} of models/source.ts, also taking a folder path. */
+export function openCheckpoint(dirOrSource: string | ModelSource): Promise<SafetensorsFile> {
+  return openCheckpointFrom(asModelSource(dirOrSource));
+}
+
+/** Reads config.json (and generation_config.json) of a folder path or a {@link ModelSource}. */
+export function loadModelConfig(dirOrSource: string | ModelSource): Promise<ModelConfig> {
+  return loadConfigFrom(asModelSource(dirOrSource));
+}
+
+/** Loads the tokenizer of a folder path or a {@link ModelSource} (tokenizer.json required). */
+export function loadTokenizer(dirOrSource: string | ModelSource): Promise<Tokenizer> {
+  return loadTokenizerFrom(asModelSource(dirOrSource));
 }
 
 /**
- * Opens a model folder's weights: `model.safetensors`, or `model.safetensors.index.json` and every
- * shard it lists (headers only), presented as one {@link SafetensorsFile}.
+ * Loads a model onto the GPU from a folder path or a {@link ModelSource} (see `loadModel` in
+ * models/model.ts for the options and errors).
  */
-export async function openCheckpoint(dir: string): Promise<SafetensorsFile> {
-  const single = join(dir, WEIGHTS_FILE);
-  if (await exists(single)) return openSafetensors(single);
-  const indexPath = join(dir, WEIGHTS_INDEX_FILE);
-  if (!(await exists(indexPath))) {
-    const legacy = (await exists(join(dir, "pytorch_model.bin")))
-      ? " It has pytorch_model.bin: convert it to safetensors (transformers: model.save_pretrained(dir, safe_serialization=True))."
-      : "";
-    throw new SafetensorsError(dir, `no ${WEIGHTS_FILE} or ${WEIGHTS_INDEX_FILE} in this folder.${legacy}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(await Deno.readTextFile(indexPath));
-  } catch (e) {
-    throw new SafetensorsError(indexPath, `cannot read the shard index: ${describeFsError(e)}`);
-  }
-  const index = parseShardIndex(json, indexPath);
-  return openShardedSafetensors(index, (shard) => openSafetensors(join(dir, shard)), indexPath);
+export function loadModel(
+  ctx: GpuContext,
+  dirOrSource: string | ModelSource,
+  opts: LoadOptions = {},
+): Promise<CausalLM> {
+  return loadModelFrom(ctx, asModelSource(dirOrSource), opts);
 }
 
-/**
- * Writes `chunks` to `path` through a temporary file in the same folder and a rename, so that
- * `path` is either the old file or the complete new one, never a half-written one.
- */
-export async function writeFileAtomic(path: string, chunks: Iterable<Uint8Array>): Promise<void> {
-  const temp = `${path}.tmp-${crypto.randomUUID().slice(0, 8)}`;
-  let file: Deno.FsFile | undefined;
-  try {
-    file = await Deno.open(temp, { write: true, createNew: true });
-    for (const chunk of chunks) {
-      let written = 0;
-      while (written < chunk.length) written += await file.write(chunk.subarray(written));
-    }
-    await file.syncData();
-    file.close();
-    file = undefined;
-    await Deno.rename(temp, path);
-  } catch (e) {
-    file?.close();
-    await Deno.remove(temp).catch(() => {});
-    throw e;
-  }
+/** A {@link ModelSink} writing into a folder (created if needed), each file atomically. */
+export function folderSink(dir: string): ModelSink {
+  return async (file, parts) => {
+    await mkdir(dir, { recursive: true });
+    await writeFileAtomic(join(dir, file), parts);
+  };
+}
+
+/** Writes a model's model.safetensors (F32), config.json and generation_config.json into `dir`. */
+export function saveModel(model: CausalLM, dir: string): Promise<void> {
+  return model.save(folderSink(dir));
 }
 
 /**
@@ -156,60 +180,4 @@ export async function writeSafetensors(
   } catch (e) {
     throw new SafetensorsError(path, `cannot write: ${describeFsError(e)}`);
   }
-}
-
-/** Reads and parses a JSON file; undefined when it does not exist and `optional` is set. */
-async function readJson(
-  path: string,
-  optional: boolean,
-  fail: (message: string) => Error,
-): Promise<unknown> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    if (optional && e instanceof Deno.errors.NotFound) return undefined;
-    throw fail(`${path}: ${describeFsError(e)}`);
-  }
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw fail(`${path}: not valid JSON (${(e as Error).message})`);
-  }
-}
-
-/**
- * Reads a model folder's config.json (and generation_config.json for the stop ids) into a
- * {@link ModelConfig}.
- */
-export async function loadModelConfig(dir: string): Promise<ModelConfig> {
-  const fail = (m: string) => new ConfigError(m);
-  const path = join(dir, "config.json");
-  const config = await readJson(path, false, fail);
-  const generation = await readJson(join(dir, "generation_config.json"), true, fail);
-  return parseModelConfig(config, path, generation);
-}
-
-/**
- * Loads a model folder's tokenizer: tokenizer.json (required) with tokenizer_config.json,
- * special_tokens_map.json, generation_config.json and config.json when present.
- */
-export async function loadTokenizer(dir: string): Promise<Tokenizer> {
-  const fail = (m: string) => new TokenizerError(m);
-  const tokenizerPath = join(dir, "tokenizer.json");
-  const tokenizerJson = await readJson(tokenizerPath, true, fail);
-  if (tokenizerJson === undefined) {
-    throw new TokenizerError(
-      `${dir}: no tokenizer.json. The engine needs the fast-tokenizer file; create it with transformers: ` +
-        `AutoTokenizer.from_pretrained(model).save_pretrained(dir)`,
-    );
-  }
-  return createTokenizer({
-    tokenizerJson,
-    tokenizerConfig: await readJson(join(dir, "tokenizer_config.json"), true, fail),
-    specialTokensMap: await readJson(join(dir, "special_tokens_map.json"), true, fail),
-    generationConfig: await readJson(join(dir, "generation_config.json"), true, fail),
-    modelConfig: await readJson(join(dir, "config.json"), true, fail),
-    source: dir,
-  });
 }

@@ -8,8 +8,7 @@ import { makeTarget } from "../../admm/matching.ts";
 import { lastLayerFactors } from "../../admm/target.ts";
 import { matmul } from "../../autograd/ops/matmul.ts";
 import { scope } from "../../autograd/tensor.ts";
-import { openSafetensors } from "../../host/files.ts";
-import { loadModel } from "../../models/model.ts";
+import { loadModel, openSafetensors } from "../../host/files.ts";
 import { ctx, gpuTest } from "../helpers.ts";
 import { shared } from "../shared.ts";
 import {

@@ -25,8 +25,7 @@ import { Rng } from "../../autograd/random.ts";
 import { backward } from "../../autograd/tape.ts";
 import { scope, Tensor } from "../../autograd/tensor.ts";
 import { type GpuContext, GpuLimitError } from "../../kernels/device.ts";
-import { openSafetensors } from "../../host/files.ts";
-import { loadModel } from "../../models/model.ts";
+import { folderSink, loadModel, openSafetensors } from "../../host/files.ts";
 import { runCli } from "../cli/capture.ts";
 import { ctx, gpuTest } from "../helpers.ts";
 import { shared } from "../shared.ts";
@@ -127,7 +126,7 @@ Deno.test({
         // A checkpoint saved from it holds the f16-rounded values as f32.
         const out = await Deno.makeTempDir();
         try {
-          await model.save(out);
+          await model.save(folderSink(out));
           const again = await loadModel(c, out);
           const a = await again.inputEmbedding.read();
           const b = await (model.embedRows as HalfMatrix).read();
@@ -246,7 +245,7 @@ Deno.test({
       const values = await e.read();
       values[5] = 70000;
       e.write(values);
-      await model.save(tiny);
+      await model.save(folderSink(tiny));
       model.dispose();
       for (const f of ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]) {
         await Deno.copyFile(join(src, f), join(tiny, f));

@@ -10,8 +10,7 @@ import { Tensor } from "../../autograd/tensor.ts";
 import { Rng } from "../../autograd/random.ts";
 import { sampleTokens } from "../../models/sampling.ts";
 import { generate, generateText } from "../../models/generate.ts";
-import { loadModel } from "../../models/model.ts";
-import { loadTokenizer } from "../../host/files.ts";
+import { loadModel, loadTokenizer } from "../../host/files.ts";
 import { ctx, gpuTest } from "../helpers.ts";
 import { shared } from "../shared.ts";
 

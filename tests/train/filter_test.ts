@@ -2,8 +2,7 @@
  * Filtering stages: cleaning, dedupe + top-n, class balancing on synthetic numbers, and the
  * per-text alignment score against the closed-form matching loss with a batch of one.
  */
-import { loadModel } from "../../models/model.ts";
-import { loadTokenizer } from "../../host/files.ts";
+import { loadModel, loadTokenizer } from "../../host/files.ts";
 import { getTask } from "../../admm/tasks.ts";
 import { matchingLoss, oneHot } from "../../admm/matching.ts";
 import { computeTarget, disposeTarget, lastLayerFactors } from "../../admm/target.ts";

@@ -4,8 +4,7 @@
  * restored, and a saved checkpoint reloads with identical logits.
  */
 import { join } from "node:path";
-import { loadModel } from "../../models/model.ts";
-import { loadTokenizer } from "../../host/files.ts";
+import { folderSink, loadModel, loadTokenizer } from "../../host/files.ts";
 import { getTask } from "../../admm/tasks.ts";
 import { optionLogLikelihoods } from "../../train/classify.ts";
 import {
@@ -201,7 +200,7 @@ Deno.test({
 
     // Save and reload: identical logits.
     const out = await Deno.makeTempDir();
-    await model.save(out);
+    await model.save(folderSink(out));
     await Deno.copyFile(join(dir, "tokenizer.json"), join(out, "tokenizer.json"));
     const again = await loadModel(c, out);
     const idList = tok.encode("the movie was great , really");
