@@ -37,11 +37,17 @@ function showError(where: string, e: unknown): string {
   return message;
 }
 
+/** "google swiftshader", "llvmpipe (LLVM 15.0.6, 256 bits)": browsers often leave the description empty. */
+function adapterLabel(ctx: GpuContext): string {
+  const a = ctx.adapter;
+  return [a.vendor, a.architecture, a.description].filter((x) => x).join(" ") || ctx.adapterName;
+}
+
 let context: Promise<GpuContext> | null = null;
 function gpu(): Promise<GpuContext> {
   if (!context) {
     context = createContext().then((ctx) => {
-      el("adapter").textContent = `${ctx.adapterName}${ctx.isCpuAdapter ? " (CPU)" : ""}`;
+      el("adapter").textContent = `${adapterLabel(ctx)}${ctx.isCpuAdapter ? " (a CPU implementation)" : ""}`;
       return ctx;
     });
     context.catch(() => (context = null));
@@ -89,7 +95,7 @@ async function runGenerate(): Promise<void> {
     status.textContent = `${g.ids.length} tokens in ${g.seconds.toFixed(2)} s (${g.finishReason}); ids ${
       JSON.stringify(g.ids)
     }`;
-    publish({ kind: "generate", ok: true, adapter: (await gpu()).adapterName, loadS: m.loadS, ...g });
+    publish({ kind: "generate", ok: true, adapter: adapterLabel(await gpu()), loadS: m.loadS, ...g });
   } catch (e) {
     status.textContent = "";
     publish({ kind: "generate", ok: false, error: showError("generate", e) });
@@ -144,6 +150,8 @@ async function runSynthPanel(): Promise<void> {
   bar.value = 0;
   const t0 = performance.now();
   let steps = 0;
+  // Every progress line shown, kept for the result (the test checks the progress was live).
+  const progress: { step: number; steps: number; matchLoss: number; etaS: number; fraction: number }[] = [];
   try {
     const settings = synthSettingsFromForm();
     status.textContent = "loading the model and the data…";
@@ -152,7 +160,16 @@ async function runSynthPanel(): Promise<void> {
     const labels = ["bad", "great"];
     const records = await demoSynth(m, data, DATA_URL, settings, (e) => {
       const p = tracker.update(e);
-      if (e.kind === "step") steps++;
+      if (e.kind === "step") {
+        steps++;
+        progress.push({
+          step: p.step,
+          steps: p.steps,
+          matchLoss: p.matchLoss,
+          etaS: p.etaS,
+          fraction: p.fraction,
+        });
+      }
       if (e.kind === "target") {
         status.textContent = `class '${
           labels[e.classIndex]
@@ -175,9 +192,11 @@ async function runSynthPanel(): Promise<void> {
     publish({
       kind: "synth",
       ok: true,
-      adapter: (await gpu()).adapterName,
+      adapter: adapterLabel(await gpu()),
       settings,
       steps,
+      progress,
+      statusLine: status.textContent,
       seconds,
       records,
     });

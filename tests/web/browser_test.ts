@@ -24,7 +24,8 @@ if (SKIP) {
   );
 }
 
-const PROMPT = "The movie was";
+// A prompt whose greedy continuation runs the full length on gpt2-d128 (no early EOS).
+const PROMPT = "I went to the cinema and";
 const TOKENS = 20;
 const SYNTH = { perClass: 2, batch: 2, outer: 2, inner: 2, init: 4, topk: 50, length: 10, real: 16 };
 
@@ -46,6 +47,8 @@ interface SynthResult {
   error?: string;
   adapter: string;
   steps: number;
+  progress: { step: number; steps: number; matchLoss: number; etaS: number; fraction: number }[];
+  statusLine: string;
   seconds: number;
   records: { text: string; label: number; label_word: string; match_loss: number; nll: number }[];
 }
@@ -174,9 +177,24 @@ Deno.test({
         );
         assert.equal(typeof r.text, "string");
       }
-      // Progress was reported once per outer step of every round.
+      // Progress was shown once per outer step of every round, with a finite match loss, a
+      // growing fraction done and an ETA once work was done.
       const rounds = (2 * SYNTH.perClass) / SYNTH.batch;
       assert.equal(result.steps, rounds * SYNTH.outer, "outer-step progress events");
+      assert.equal(result.progress.length, result.steps);
+      assert.deepEqual(
+        result.progress.map((p) => p.step),
+        Array.from({ length: result.steps }, (_, i) => (i % SYNTH.outer) + 1),
+        "outer steps in the progress lines",
+      );
+      for (const p of result.progress) {
+        assert.ok(Number.isFinite(p.matchLoss), `progress match loss ${p.matchLoss}`);
+        assert.ok(p.etaS !== null && p.etaS >= 0, `progress ETA ${p.etaS}`);
+      }
+      const fractions = result.progress.map((p) => p.fraction);
+      assert.ok(fractions.every((f, i) => i === 0 || f > fractions[i - 1]), `fractions ${fractions}`);
+      assert.equal(fractions.at(-1), 1);
+      assert.match(result.statusLine, /step \d+\/\d+, match loss \d\.\d{4}, .*ETA/);
       // The results table shows every text.
       const rows = await b.page.evaluate<number>("document.querySelectorAll('#synth-rows tr').length");
       assert.equal(rows, result.records.length, "rows in the results table");
