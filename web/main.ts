@@ -151,6 +151,8 @@ async function runSynthPanel(): Promise<void> {
   const t0 = performance.now();
   let steps = 0;
   // Every progress line shown, kept for the result (the test checks the progress was live).
+  // Seconds per phase of the rounds (init, z-step, x-step, final), summed: where the time goes.
+  const phaseS: Record<string, number> = {};
   const progress: { step: number; steps: number; matchLoss: number; etaS: number; fraction: number }[] = [];
   try {
     const settings = synthSettingsFromForm();
@@ -185,6 +187,7 @@ async function runSynthPanel(): Promise<void> {
       }
       if (e.kind === "round") {
         for (const r of e.records) addRow([r.text, r.label_word, r.match_loss, r.nll]);
+        for (const [phase, ms] of Object.entries(e.timings)) phaseS[phase] = (phaseS[phase] ?? 0) + ms / 1000;
       }
     });
     const seconds = (performance.now() - t0) / 1000;
@@ -196,6 +199,7 @@ async function runSynthPanel(): Promise<void> {
       settings,
       steps,
       progress,
+      phaseS,
       statusLine: status.textContent,
       seconds,
       records,

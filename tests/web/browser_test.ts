@@ -49,6 +49,7 @@ interface SynthResult {
   steps: number;
   progress: { step: number; steps: number; matchLoss: number; etaS: number; fraction: number }[];
   statusLine: string;
+  phaseS: Record<string, number>;
   seconds: number;
   records: { text: string; label: number; label_word: string; match_loss: number; nll: number }[];
 }
@@ -156,7 +157,9 @@ Deno.test({
         `page synth: ${result.records.length} texts, ${result.steps} outer steps in ${
           result.seconds.toFixed(1)
         } s ` +
-          `(page total ${wallS.toFixed(1)} s)`,
+          `(page total ${wallS.toFixed(1)} s); seconds per phase ${
+            JSON.stringify(result.phaseS, (_, v) => typeof v === "number" ? Number(v.toFixed(1)) : v)
+          }`,
       );
       for (const r of result.records) {
         console.log(`  [${r.label_word}] loss ${r.match_loss.toFixed(4)} ${JSON.stringify(r.text)}`);
