@@ -66,6 +66,7 @@ export {
 // Tensors and autograd
 export { type GradNode, scope, ShapeError, Tensor, type TensorOptions } from "./autograd/tensor.ts";
 export { backward, type BackwardOptions, record } from "./autograd/tape.ts";
+export { type AutogradState, autogradState, gradEnabled, noGrad } from "./autograd/grad_mode.ts";
 export { Rng } from "./autograd/random.ts";
 export { type HostTensor } from "./autograd/reference.ts";
 export { addInto } from "./autograd/ops/accumulate.ts";
@@ -130,7 +131,13 @@ export {
   type TensorToWrite,
 } from "./models/safetensors.ts";
 export { generate, type GenerateOptions, generateText } from "./models/generate.ts";
-export { sequenceNll as sequenceNllTotals } from "./models/perplexity.ts";
+export {
+  sequenceMeanNll,
+  type SequenceNll,
+  sequenceNll,
+  sequenceNll as sequenceNllTotals, // the 0.1 name, kept for existing callers
+  type SequenceNllOptions,
+} from "./models/perplexity.ts";
 export { CheckpointError, ConfigError, HubError, SafetensorsError, TokenizerError } from "./models/errors.ts";
 
 // GRADMM

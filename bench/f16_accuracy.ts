@@ -31,6 +31,7 @@ import { folderSink, loadModel, loadTokenizer, openSafetensors } from "../host/f
 import type { CausalLM } from "../models/model.ts";
 import { sequenceNll } from "../models/perplexity.ts";
 import { parseJsonl } from "../admm/data.ts";
+import { noGrad } from "../autograd/grad_mode.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const SHARED = Deno.env.get("GRADMM_SHARED") ?? join(ROOT, "..", "shared");
@@ -67,7 +68,7 @@ async function golden(
   const { hiddenSize: d, vocabSize: V } = model.config;
   const f: Record<string, number> = {};
   await scope(c, async () => {
-    const embeds = c.noGrad(() => model.embed(Tensor.from(c, ids, [B, T])));
+    const embeds = noGrad(c, () => model.embed(Tensor.from(c, ids, [B, T])));
     embeds.requiresGrad = true;
     const out = model.forward({
       embeds,
@@ -95,8 +96,9 @@ async function golden(
     const synX = Tensor.from(c, await g.read("syn_x"), g.info("syn_x").shape, { requiresGrad: true });
     const prompt = await ints("syn_prompt_ids");
     const b = synX.shape[0];
-    const pe = c.noGrad(() =>
-      model.embed(Tensor.from(c, Array.from({ length: b }, () => prompt).flat(), [b, prompt.length]))
+    const pe = noGrad(
+      c,
+      () => model.embed(Tensor.from(c, Array.from({ length: b }, () => prompt).flat(), [b, prompt.length])),
     );
     const loss = matchingLoss(target, lastHidden(model, concat([synX, pe], 1)), {
       weight: model.headRows,
@@ -153,8 +155,10 @@ async function trained(
     const B = 10, T = 12;
     const x = Tensor.from(c, rng.normals(B * T * d, 0.05), [B, T, d], { requiresGrad: true });
     const suffixIds = tok.encode(suffix);
-    const se = c.noGrad(() =>
-      model.embed(Tensor.from(c, Array.from({ length: B }, () => suffixIds).flat(), [B, suffixIds.length]))
+    const se = noGrad(
+      c,
+      () =>
+        model.embed(Tensor.from(c, Array.from({ length: B }, () => suffixIds).flat(), [B, suffixIds.length])),
     );
     const loss = matchingLoss(target, lastHidden(model, concat([x, se], 1)), {
       weight: model.headRows,

@@ -43,6 +43,7 @@ import {
   goldenRealRows,
   relErr,
 } from "./golden_fixtures.ts";
+import { noGrad } from "../../autograd/grad_mode.ts";
 
 const TOL = 1e-4;
 
@@ -89,7 +90,7 @@ for (const family of ["gpt2", "llama", "phi"]) {
         const idsT = Tensor.from(c, ids, [B, T]);
         const maskT = Tensor.from(c, mask, [B, T]);
         const posT = Tensor.from(c, pos, [B, T]);
-        const embeds = c.noGrad(() => model.embed(idsT));
+        const embeds = noGrad(c, () => model.embed(idsT));
         embeds.requiresGrad = true;
         (model.headRows as RowChunks).requiresGrad = true;
         if (model.headBias) model.headBias.requiresGrad = true;
@@ -212,7 +213,7 @@ Deno.test({
       const logitsOf = (m: CausalLM) =>
         scope(
           m.ctx,
-          () => m.ctx.noGrad(() => m.forward({ ids: Tensor.from(m.ctx, ids, [2, 8]) }).logits!.read()),
+          () => noGrad(m.ctx, () => m.forward({ ids: Tensor.from(m.ctx, ids, [2, 8]) }).logits!.read()),
         );
       const logitsErr = relErr(await logitsOf(chunked), await logitsOf(whole));
       assert.ok(logitsErr <= 1e-5, `logits differ by ${logitsErr}`);
@@ -317,7 +318,7 @@ Deno.test({
     const logitsOf = (m: CausalLM) =>
       scope(
         c,
-        () => c.noGrad(() => m.forward({ ids: Tensor.from(c, ids, [3, 6]), logits: "last" }).logits!.read()),
+        () => noGrad(c, () => m.forward({ ids: Tensor.from(c, ids, [3, 6]), logits: "last" }).logits!.read()),
       );
     const err = relErr(await logitsOf(chunked), await logitsOf(whole));
     assert.ok(err <= 1e-5, `logits differ by ${err}`);

@@ -37,6 +37,7 @@ import {
   goldenRealRows,
   relErr,
 } from "./golden_fixtures.ts";
+import { noGrad } from "../../autograd/grad_mode.ts";
 
 const TOL = 2e-3;
 /** The matching loss and its gradient (see the module doc). */
@@ -67,7 +68,7 @@ for (const family of ["gpt2", "llama", "phi"]) {
       const { hiddenSize: d, vocabSize: V } = model.config;
       const figures: Record<string, number> = {};
       await scope(c, async () => {
-        const embeds = c.noGrad(() => model.embed(Tensor.from(c, ids, [B, T])));
+        const embeds = noGrad(c, () => model.embed(Tensor.from(c, ids, [B, T])));
         embeds.requiresGrad = true;
         const out = model.forward({
           embeds,

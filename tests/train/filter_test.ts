@@ -17,6 +17,7 @@ import {
 } from "../../train/filter.ts";
 import { ctx, gpuTest } from "../helpers.ts";
 import { shared } from "../shared.ts";
+import { noGrad } from "../../autograd/grad_mode.ts";
 
 function cand(index: number, label: number, score: number, text = `t${index}`, nll = 0): Candidate {
   return { index, text, label, score, nll };
@@ -116,7 +117,7 @@ Deno.test({
     const vocab = model.headWeight.shape[0];
     for (let i = 0; i < synth.length; i++) {
       const { residuals, hidden } = await lastLayerFactors(model, [synth[i]], [labelId], pad);
-      const ref = await c.noGrad(() =>
+      const ref = await noGrad(c, () =>
         scope(
           c,
           () =>
@@ -126,8 +127,7 @@ Deno.test({
               { weight: model.headWeight, bias: model.headBias },
               oneHot(c, [labelId], vocab),
             ).item(),
-        )
-      );
+        ));
       residuals.dispose();
       hidden.dispose();
       if (Math.abs(mine[i] - ref) > 1e-4) throw new Error(`text ${i}: ${mine[i]} vs matchingLoss ${ref}`);

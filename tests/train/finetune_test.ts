@@ -21,6 +21,7 @@ import { scope, Tensor } from "../../autograd/tensor.ts";
 import { backward } from "../../autograd/tape.ts";
 import { ctx, gpuTest } from "../helpers.ts";
 import { shared } from "../shared.ts";
+import { noGrad } from "../../autograd/grad_mode.ts";
 
 const sst2 = getTask("sst2");
 const TEXTS = [
@@ -112,7 +113,7 @@ Deno.test({
     const tok = await loadTokenizer(dir);
     const enc = { encode: (t: string) => tok.encode(t), padId: tok.padId ?? 0 };
     const plan = planScoring(tokenizeExamples(enc, sst2, TEXTS.slice(0, 2)), enc.padId);
-    const lossAt = () => scope(c, () => c.noGrad(() => classificationLoss(model, plan)).item());
+    const lossAt = () => scope(c, () => noGrad(c, () => classificationLoss(model, plan)).item());
     await scope(c, async () => {
       const l = classificationLoss(model, plan);
       backward(l);
@@ -206,7 +207,7 @@ Deno.test({
     const idList = tok.encode("the movie was great , really");
     const ids = Tensor.from(c, idList, [1, idList.length]);
     const logitsOf = (m: typeof model) =>
-      c.noGrad(() => scope(c, () => m.forward({ ids, logits: "last" }).logits!));
+      noGrad(c, () => scope(c, () => m.forward({ ids, logits: "last" }).logits!));
     const a = logitsOf(model), b = logitsOf(again);
     const [va, vb] = [await a.read(), await b.read()];
     for (let i = 0; i < va.length; i++) {
