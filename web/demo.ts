@@ -5,12 +5,14 @@
  * @module
  */
 import {
+  bytesSource,
   type CausalLM,
   generateText,
   getTask,
   type GpuContext,
   loadModel,
   loadTokenizer,
+  type ModelSource,
   PAPER_SETTINGS,
   parseJsonl,
   runSynth,
@@ -21,22 +23,46 @@ import {
 import type { SynthEvent, TextCodec } from "../admm/synth.ts";
 import type { DemoSynthSettings } from "./params.ts";
 
-/** A model and its tokenizer, loaded from one folder URL. */
+/** A model and its tokenizer, loaded from one folder (served over HTTP or picked from disk). */
 export interface DemoModel {
-  readonly url: string;
+  /** The folder's URL, or the name of a folder picked from disk. */
+  readonly name: string;
   readonly model: CausalLM;
   readonly tokenizer: Tokenizer;
   /** Seconds the download and upload took. */
   readonly loadS: number;
 }
 
-/** Loads a Hugging Face model folder served at `url` (ending with "/"). */
-export async function openDemoModel(ctx: GpuContext, url: string): Promise<DemoModel> {
+/** Loads a Hugging Face model folder: tokenizer.json and the rest, config.json, the safetensors. */
+export async function openDemoModel(ctx: GpuContext, source: ModelSource): Promise<DemoModel> {
   const t0 = performance.now();
-  const source = urlSource(url);
   const tokenizer = await loadTokenizer(source);
   const model = await loadModel(ctx, source);
-  return { url, model, tokenizer, loadS: (performance.now() - t0) / 1000 };
+  return { name: source.name, model, tokenizer, loadS: (performance.now() - t0) / 1000 };
+}
+
+/** A model folder served over HTTP at `url` (relative to the page). */
+export function servedFolder(url: string): ModelSource {
+  return urlSource(url);
+}
+
+/**
+ * A model folder picked with `<input type="file" webkitdirectory>`: its top-level files by name
+ * (files in subfolders are ignored, as a Hugging Face folder keeps everything at the top).
+ */
+export function pickedFolder(files: Iterable<File>): ModelSource {
+  const byName = new Map<string, File>();
+  let folder = "picked folder";
+  for (const f of files) {
+    const parts = (f.webkitRelativePath || f.name).split("/");
+    if (parts.length > 2) continue;
+    if (parts.length === 2) folder = parts[0];
+    byName.set(f.name, f);
+  }
+  if (!byName.has("config.json")) {
+    throw new Error(`the picked folder '${folder}' has no config.json: pick a Hugging Face model folder`);
+  }
+  return bytesSource(byName, folder);
 }
 
 /** A greedy continuation: the new token ids (prompt excluded) and their text. */

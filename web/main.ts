@@ -7,8 +7,15 @@
  * @module
  */
 /// <reference lib="dom" />
-import { createContext, type GpuContext } from "../mod.ts";
-import { type DemoModel, demoSynth, greedyContinuation, openDemoModel } from "./demo.ts";
+import { createContext, type GpuContext, type ModelSource } from "../mod.ts";
+import {
+  type DemoModel,
+  demoSynth,
+  greedyContinuation,
+  openDemoModel,
+  pickedFolder,
+  servedFolder,
+} from "./demo.ts";
 import { type DemoParams, type DemoSynthSettings, parseDemoParams } from "./params.ts";
 import { formatSeconds, SynthProgressTracker } from "./progress.ts";
 
@@ -55,16 +62,20 @@ function gpu(): Promise<GpuContext> {
   return context;
 }
 
-let loaded: { url: string; model: Promise<DemoModel> } | null = null;
+/** Folders picked from disk, by the value of their entry in the model list. */
+const picked = new Map<string, ModelSource>();
+
+let loaded: { key: string; model: Promise<DemoModel> } | null = null;
 /** The selected model, loaded once (switching the selection frees the previous one). */
 function currentModel(): Promise<DemoModel> {
-  const url = el<HTMLSelectElement>("model").value;
-  if (loaded?.url === url) return loaded.model;
+  const key = el<HTMLSelectElement>("model").value;
+  if (loaded?.key === key) return loaded.model;
   loaded?.model.then((m) => m.model.dispose(), () => {});
   const status = el("model-status");
   status.textContent = "loading…";
-  const model = gpu().then((ctx) => openDemoModel(ctx, url));
-  loaded = { url, model };
+  const source = picked.get(key) ?? servedFolder(key);
+  const model = gpu().then((ctx) => openDemoModel(ctx, source));
+  loaded = { key, model };
   model.then(
     (m) => {
       const c = m.model.config;
@@ -95,7 +106,14 @@ async function runGenerate(): Promise<void> {
     status.textContent = `${g.ids.length} tokens in ${g.seconds.toFixed(2)} s (${g.finishReason}); ids ${
       JSON.stringify(g.ids)
     }`;
-    publish({ kind: "generate", ok: true, adapter: adapterLabel(await gpu()), loadS: m.loadS, ...g });
+    publish({
+      kind: "generate",
+      ok: true,
+      adapter: adapterLabel(await gpu()),
+      model: m.name,
+      loadS: m.loadS,
+      ...g,
+    });
   } catch (e) {
     status.textContent = "";
     publish({ kind: "generate", ok: false, error: showError("generate", e) });
@@ -241,7 +259,23 @@ function fillForms(p: DemoParams): void {
   for (const [id, v] of fields) input(id).value = String(v);
 }
 
+/** A folder picked from disk becomes an entry of the model list (loaded on first use). */
+function onFolderPicked(): void {
+  const files = input("folder").files;
+  if (!files || files.length === 0) return;
+  try {
+    const source = pickedFolder(files);
+    const key = `picked:${picked.size}:${source.name}`;
+    picked.set(key, source);
+    el<HTMLSelectElement>("model").append(new Option(`${source.name} (from this computer)`, key, true, true));
+    el("model-status").textContent = `${source.name} picked; it loads on the next run`;
+  } catch (e) {
+    showError("model folder", e);
+  }
+}
+
 function start(): void {
+  input("folder").addEventListener("change", onFolderPicked);
   el("generate").addEventListener("click", () => void runGenerate());
   el("synth").addEventListener("click", () => void runSynthPanel());
   let params: DemoParams;

@@ -146,6 +146,33 @@ Deno.test({
       assert.deepEqual(result.ids, await expected, "page and CLI greedy token ids differ");
     });
 
+    await t.step(
+      "a model folder picked from disk (bytesSource over File objects) gives the same tokens",
+      async () => {
+        const dir = join(REPO_ROOT, "assets", "gpt2-d128");
+        await b.page.navigate(
+          `${server.url}?${new URLSearchParams({ prompt: PROMPT, tokens: String(TOKENS) })}`,
+        );
+        // A webkitdirectory input takes the folder itself; Chromium lists its files.
+        await b.page.setInputFiles("#folder", [dir]);
+        await b.page.waitFor<boolean>(
+          "document.getElementById('model').selectedOptions[0]?.value.startsWith('picked:') || null",
+          10_000,
+        );
+        await b.page.evaluate("document.getElementById('generate').click()");
+        const text = await b.page.waitFor<string>(
+          "document.getElementById('result').textContent || null",
+          180_000,
+          500,
+        );
+        const result = JSON.parse(text) as GenerateResult & { model: string };
+        assert.ok(result.ok, `the page reported an error: ${result.error}`);
+        assert.equal(result.model, "gpt2-d128", "the page did not load the picked folder");
+        console.log(`picked folder '${result.model}': loaded in ${result.loadS.toFixed(1)} s`);
+        assert.deepEqual(result.ids, await expected, "picked-folder and CLI greedy token ids differ");
+      },
+    );
+
     await t.step(`synth writes ${SYNTH.perClass} texts per class with finite match losses`, async () => {
       const { result, wallS } = await runPage<SynthResult>(
         b,

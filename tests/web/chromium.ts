@@ -126,6 +126,19 @@ export class CdpPage {
     );
   }
 
+  /**
+   * Puts files (paths on this machine) into the `<input type=file>` matching `selector` and fires
+   * its change event. For a `webkitdirectory` input pass the folder: Chromium lists its files.
+   */
+  async setInputFiles(selector: string, files: string[]): Promise<void> {
+    const doc = await this.send("DOM.getDocument", { depth: 0 }) as { root: { nodeId: number } };
+    const found = await this.send("DOM.querySelector", { nodeId: doc.root.nodeId, selector }) as {
+      nodeId: number;
+    };
+    if (!found.nodeId) throw new Error(`no element matches ${selector} in the page`);
+    await this.send("DOM.setFileInputFiles", { nodeId: found.nodeId, files });
+  }
+
   close(): void {
     this.#ws.close();
   }
