@@ -173,6 +173,26 @@ Deno.test({
       },
     );
 
+    await t.step("bad settings and a missing model folder give one clear message in the page", async () => {
+      const read = async (query: string) => {
+        await b.page.navigate(`${server.url}?${query}`);
+        const text = await b.page.waitFor<string>(
+          "document.getElementById('result').textContent || null",
+          60_000,
+        );
+        const shown = await b.page.evaluate<string>("document.getElementById('error').textContent");
+        return { result: JSON.parse(text) as { kind: string; ok: boolean; error: string }, shown };
+      };
+      const params = await read("auto=synth&perClass=3&batch=2");
+      assert.equal(params.result.ok, false);
+      assert.equal(params.result.kind, "params");
+      assert.match(params.shown, /perClass \(3\) must be a multiple of batch \(2\)/);
+      const missing = await read("auto=generate&model=assets/no-such-model/");
+      assert.equal(missing.result.ok, false);
+      assert.match(missing.result.error, /no-such-model\/: no tokenizer\.json/);
+      assert.match(missing.shown, /^generate: TokenizerError: /);
+    });
+
     await t.step(`synth writes ${SYNTH.perClass} texts per class with finite match losses`, async () => {
       const { result, wallS } = await runPage<SynthResult>(
         b,
