@@ -18,13 +18,7 @@ import { reshape, select, transpose } from "../autograd/ops/shape.ts";
 import { causalAttention, causalAttentionQkv } from "../autograd/ops/attention.ts";
 import { type ModelConfig, type ModelFamily, parseModelConfig } from "./config.ts";
 import { ConfigError } from "./errors.ts";
-import {
-  loadModelConfig,
-  type ModelSink,
-  type ModelSource,
-  openCheckpoint,
-  readSourceJson,
-} from "./source.ts";
+import { type ModelSink, type ModelSource, openCheckpoint, readSourceJson } from "./source.ts";
 import { encodeSafetensorsParts, type TensorToWrite } from "./safetensors.ts";
 import { checkWeights } from "./weight_names.ts";
 import { KVCache, positionIdsFromMask } from "./kvcache.ts";
@@ -359,13 +353,11 @@ export class TransformerLM implements CausalLM {
   }
 }
 
-async function readJsonObject(
-  source: ModelSource,
-  file: string,
-  optional: boolean,
-): Promise<Record<string, unknown> | null> {
-  const json = await readSourceJson(source, file, optional, (m) => new ConfigError(m));
-  return typeof json === "object" && json !== null ? json as Record<string, unknown> : null;
+/** A parsed JSON value as an object, or null when it is not one. */
+function asObject(json: unknown): Record<string, unknown> | null {
+  return typeof json === "object" && json !== null && !Array.isArray(json)
+    ? json as Record<string, unknown>
+    : null;
 }
 
 /** Loads a model folder (from any {@link ModelSource}) with the block of its family (see `loadModel` in model.ts). */
@@ -375,7 +367,11 @@ export async function loadTransformer(
   opts: LoadOptions,
   families: Record<ModelFamily, FamilyBlock>,
 ): Promise<TransformerLM> {
-  const config = await loadModelConfig(source);
+  // Each file is read once (over HTTP, one request each) and parsed as loadModelConfig does.
+  const fail = (m: string) => new ConfigError(m);
+  const configJson = await readSourceJson(source, "config.json", false, fail);
+  const generationJson = await readSourceJson(source, "generation_config.json", true, fail);
+  const config = parseModelConfig(configJson, source.locate("config.json"), generationJson);
   const family = families[config.family];
   if (config.activation === "gelu") {
     throw new ConfigError(
@@ -383,8 +379,8 @@ export async function loadTransformer(
         `gelu_new / gelu_pytorch_tanh, silu and relu are`,
     );
   }
-  const rawConfig = (await readJsonObject(source, "config.json", false))!;
-  const rawGeneration = await readJsonObject(source, "generation_config.json", true);
+  const rawConfig = asObject(configJson)!; // parseModelConfig accepted it: an object
+  const rawGeneration = asObject(generationJson);
   using file = await openCheckpoint(source);
   const names = checkWeights(config, file, file.source);
   // Tied output layer: transformers uses the embedding matrix whatever lm_head holds.
