@@ -4,7 +4,8 @@
  * checks what the page computes:
  *  - greedy generation in the page gives the same token ids as the CLI's `generate` for the same
  *    prompt (the CLI runs on Deno's WebGPU, here llvmpipe/lavapipe: two different adapters);
- *  - the in-page synth writes the requested number of texts per class, with finite match losses.
+ *  - the in-page synth writes the requested number of texts per class, with finite match losses,
+ *    live progress, and the same texts as the CLI's `synth` with the same settings.
  *
  * Chromium is required: without it the test FAILS with how to install it, unless
  * GRADMM_SKIP_BROWSER=1 says to skip it (then it is reported as ignored, with a loud line).
@@ -81,6 +82,52 @@ async function cliTokens(prompt: string, tokens: number): Promise<number[]> {
   return JSON.parse(m[1]);
 }
 
+/**
+ * The CLI's synth with the page's settings (the page uses a real pool of twice --real, ρ 0.7 and
+ * seed 42), run as its own Deno process; returns its records.
+ */
+async function cliSynth(): Promise<SynthResult["records"]> {
+  const dir = await Deno.makeTempDir({ prefix: "gradmm-web-synth-" });
+  try {
+    const out = join(dir, "synthetic.jsonl");
+    const flags = {
+      "per-class": SYNTH.perClass,
+      batch: SYNTH.batch,
+      "outer-steps": SYNTH.outer,
+      "inner-steps": SYNTH.inner,
+      "init-candidates": SYNTH.init,
+      topk: SYNTH.topk,
+      length: SYNTH.length,
+      real: SYNTH.real,
+      "real-pool": 2 * SYNTH.real,
+      seed: 42,
+      rho: 0.7,
+    };
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        join(REPO_ROOT, "cli.ts"),
+        "synth",
+        "--model",
+        join(REPO_ROOT, "assets", "gpt2-d128"),
+        "--data",
+        join(REPO_ROOT, "assets", "sst2-validation.jsonl"),
+        ...Object.entries(flags).flatMap(([k, v]) => [`--${k}`, String(v)]),
+        "--out",
+        out,
+      ],
+      cwd: REPO_ROOT,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.ok(r.success, `cli.ts synth failed (exit ${r.code}):\n${new TextDecoder().decode(r.stderr)}`);
+    return (await Deno.readTextFile(out)).trim().split("\n").map((line) => JSON.parse(line));
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
 /** Opens the page with `query` and waits for the JSON result it writes into the DOM. */
 async function runPage<T>(
   browser: Browser,
@@ -106,8 +153,7 @@ async function runPage<T>(
 }
 
 Deno.test({
-  name:
-    "web demo in headless Chromium (WebGPU on SwiftShader): generate matches the CLI, synth writes its texts",
+  name: "web demo in headless Chromium (WebGPU on SwiftShader): generate and synth match the CLI",
   ignore: SKIP,
   sanitizeResources: false,
   sanitizeOps: false,
@@ -121,7 +167,10 @@ Deno.test({
   }
   // Start the CLI's run now: it uses the other CPU core while the bundle builds and the page runs.
   const expected = cliTokens(PROMPT, TOKENS);
-  expected.catch(() => {}); // awaited below; avoid an unhandled rejection if the page fails first
+  const expectedSynth = expected.then(() => cliSynth(), () => cliSynth());
+  // Awaited below; avoid unhandled rejections if the page fails first.
+  expected.catch(() => {});
+  expectedSynth.catch(() => {});
   const bundleBytes = await buildDemo();
   const server = serveStatic(demoMounts(REPO_ROOT));
   let browser: Browser | null = null;
@@ -193,65 +242,83 @@ Deno.test({
       assert.match(missing.shown, /^generate: TokenizerError: /);
     });
 
-    await t.step(`synth writes ${SYNTH.perClass} texts per class with finite match losses`, async () => {
-      const { result, wallS } = await runPage<SynthResult>(
-        b,
-        server.url,
-        { auto: "synth", ...SYNTH },
-        480_000,
-      );
-      console.log(
-        `page synth: ${result.records.length} texts, ${result.steps} outer steps in ${
-          result.seconds.toFixed(1)
-        } s ` +
-          `(page total ${wallS.toFixed(1)} s); seconds per phase ${
-            JSON.stringify(result.phaseS, (_, v) => typeof v === "number" ? Number(v.toFixed(1)) : v)
-          }`,
-      );
-      for (const r of result.records) {
-        console.log(`  [${r.label_word}] loss ${r.match_loss.toFixed(4)} ${JSON.stringify(r.text)}`);
-      }
-      for (const label of [0, 1]) {
-        const mine = result.records.filter((r) => r.label === label);
-        assert.equal(
-          mine.length,
-          SYNTH.perClass,
-          `class ${label}: expected ${SYNTH.perClass} texts, got ${mine.length}`,
+    await t.step(
+      `synth writes ${SYNTH.perClass} texts per class with finite match losses, as the CLI does`,
+      async () => {
+        const { result, wallS } = await runPage<SynthResult>(
+          b,
+          server.url,
+          { auto: "synth", ...SYNTH },
+          480_000,
         );
-      }
-      assert.equal(result.records.length, 2 * SYNTH.perClass);
-      for (const r of result.records) {
-        assert.ok(
-          Number.isFinite(r.match_loss) && r.match_loss >= 0,
-          `match loss ${r.match_loss} of "${r.text}"`,
+        console.log(
+          `page synth: ${result.records.length} texts, ${result.steps} outer steps in ${
+            result.seconds.toFixed(1)
+          } s ` +
+            `(page total ${wallS.toFixed(1)} s); seconds per phase ${
+              JSON.stringify(result.phaseS, (_, v) => typeof v === "number" ? Number(v.toFixed(1)) : v)
+            }`,
         );
-        assert.equal(typeof r.text, "string");
-      }
-      // Progress was shown once per outer step of every round, with a finite match loss, a
-      // growing fraction done and an ETA once work was done.
-      const rounds = (2 * SYNTH.perClass) / SYNTH.batch;
-      assert.equal(result.steps, rounds * SYNTH.outer, "outer-step progress events");
-      assert.equal(result.progress.length, result.steps);
-      assert.deepEqual(
-        result.progress.map((p) => p.step),
-        Array.from({ length: result.steps }, (_, i) => (i % SYNTH.outer) + 1),
-        "outer steps in the progress lines",
-      );
-      for (const p of result.progress) {
-        assert.ok(Number.isFinite(p.matchLoss), `progress match loss ${p.matchLoss}`);
-        assert.ok(p.etaS !== null && p.etaS >= 0, `progress ETA ${p.etaS}`);
-      }
-      const fractions = result.progress.map((p) => p.fraction);
-      assert.ok(fractions.every((f, i) => i === 0 || f > fractions[i - 1]), `fractions ${fractions}`);
-      assert.equal(fractions.at(-1), 1);
-      assert.match(result.statusLine, /step \d+\/\d+, match loss \d\.\d{4}, .*ETA/);
-      // The results table shows every text.
-      const rows = await b.page.evaluate<number>("document.querySelectorAll('#synth-rows tr').length");
-      assert.equal(rows, result.records.length, "rows in the results table");
-    });
+        for (const r of result.records) {
+          console.log(`  [${r.label_word}] loss ${r.match_loss.toFixed(4)} ${JSON.stringify(r.text)}`);
+        }
+        for (const label of [0, 1]) {
+          const mine = result.records.filter((r) => r.label === label);
+          assert.equal(
+            mine.length,
+            SYNTH.perClass,
+            `class ${label}: expected ${SYNTH.perClass} texts, got ${mine.length}`,
+          );
+        }
+        assert.equal(result.records.length, 2 * SYNTH.perClass);
+        for (const r of result.records) {
+          assert.ok(
+            Number.isFinite(r.match_loss) && r.match_loss >= 0,
+            `match loss ${r.match_loss} of "${r.text}"`,
+          );
+          assert.equal(typeof r.text, "string");
+        }
+        // Progress was shown once per outer step of every round, with a finite match loss, a
+        // growing fraction done and an ETA once work was done.
+        const rounds = (2 * SYNTH.perClass) / SYNTH.batch;
+        assert.equal(result.steps, rounds * SYNTH.outer, "outer-step progress events");
+        assert.equal(result.progress.length, result.steps);
+        assert.deepEqual(
+          result.progress.map((p) => p.step),
+          Array.from({ length: result.steps }, (_, i) => (i % SYNTH.outer) + 1),
+          "outer steps in the progress lines",
+        );
+        for (const p of result.progress) {
+          assert.ok(Number.isFinite(p.matchLoss), `progress match loss ${p.matchLoss}`);
+          assert.ok(p.etaS !== null && p.etaS >= 0, `progress ETA ${p.etaS}`);
+        }
+        const fractions = result.progress.map((p) => p.fraction);
+        assert.ok(fractions.every((f, i) => i === 0 || f > fractions[i - 1]), `fractions ${fractions}`);
+        assert.equal(fractions.at(-1), 1);
+        assert.match(result.statusLine, /step \d+\/\d+, match loss \d\.\d{4}, .*ETA/);
+        // The same texts as the CLI's synth with the same settings (Deno on llvmpipe/lavapipe), and
+        // the same match losses up to f32 rounding: the two adapters sum in different orders.
+        const cli = await expectedSynth;
+        assert.deepEqual(
+          result.records.map((r) => [r.label, r.text]),
+          cli.map((r) => [r.label, r.text]),
+          "page and CLI synth texts differ",
+        );
+        result.records.forEach((r, i) => {
+          assert.ok(
+            Math.abs(r.match_loss - cli[i].match_loss) < 1e-4,
+            `match loss of "${r.text}": page ${r.match_loss}, CLI ${cli[i].match_loss}`,
+          );
+        });
+        // The results table shows every text.
+        const rows = await b.page.evaluate<number>("document.querySelectorAll('#synth-rows tr').length");
+        assert.equal(rows, result.records.length, "rows in the results table");
+      },
+    );
   } finally {
     await browser?.close();
     await server.close();
     await expected.catch(() => {});
+    await expectedSynth.catch(() => {});
   }
 });
