@@ -158,6 +158,10 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
 }, async (t) => {
+  const override = Deno.env.get("CHROMIUM");
+  if (!chromium && override) {
+    throw new Error(`CHROMIUM=${override} is not a file: point it at a Chrome/Chromium binary, or unset it`);
+  }
   if (!chromium) {
     throw new Error(
       "Chromium is not installed, so the browser demo cannot be tested. Install it " +
