@@ -16,6 +16,12 @@ import {
 import { defaultMatmulVariant, type MatmulDims, type MatmulTuning } from "../../kernels/matmul.ts";
 import { ctx, gpuTest } from "../helpers.ts";
 
+/** Parts whose producer fails after the first one. */
+function* failingParts(): Generator<Uint8Array> {
+  yield new TextEncoder().encode("partial");
+  throw new Error("source failed");
+}
+
 Deno.test("writeFileAtomic: text, bytes and parts replace the file whole; a failure leaves nothing behind", async () => {
   const dir = await Deno.makeTempDir();
   try {
@@ -28,11 +34,7 @@ Deno.test("writeFileAtomic: text, bytes and parts replace the file whole; a fail
     await writeFileAtomic(path, parts);
     assert.strictEqual(await Deno.readTextFile(path), "abcdef");
     // A part that throws midway: the old file stays, and no temporary file is left.
-    function* failing() {
-      yield new TextEncoder().encode("partial");
-      throw new Error("source failed");
-    }
-    await assert.rejects(() => writeFileAtomic(path, failing()), /source failed/);
+    await assert.rejects(() => writeFileAtomic(path, failingParts()), /source failed/);
     assert.strictEqual(await Deno.readTextFile(path), "abcdef");
     await assert.rejects(() => writeFileAtomic(join(dir, "missing", "x.txt"), "x"), Deno.errors.NotFound);
     assert.deepStrictEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["out.txt"]);
