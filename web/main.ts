@@ -90,10 +90,16 @@ function currentModel(): Promise<DemoModel> {
   return model;
 }
 
+/** One run at a time: generation and synth share the model and the GPU queue. */
+function setBusy(busy: boolean): void {
+  for (const id of ["generate", "synth", "model", "folder"]) {
+    (el(id) as HTMLButtonElement | HTMLSelectElement | HTMLInputElement).disabled = busy;
+  }
+}
+
 async function runGenerate(): Promise<void> {
-  const button = el<HTMLButtonElement>("generate");
   const status = el("generate-status");
-  button.disabled = true;
+  setBusy(true);
   el("error").textContent = "";
   try {
     const tokens = Number(input("tokens").value);
@@ -118,7 +124,7 @@ async function runGenerate(): Promise<void> {
     status.textContent = "";
     publish({ kind: "generate", ok: false, error: showError("generate", e) });
   } finally {
-    button.disabled = false;
+    setBusy(false);
   }
 }
 
@@ -159,10 +165,9 @@ function addRow(cells: (string | number)[]): void {
 }
 
 async function runSynthPanel(): Promise<void> {
-  const button = el<HTMLButtonElement>("synth");
   const status = el("synth-status");
   const bar = el<HTMLProgressElement>("synth-bar");
-  button.disabled = true;
+  setBusy(true);
   el("error").textContent = "";
   el("synth-rows").replaceChildren();
   bar.value = 0;
@@ -225,7 +230,7 @@ async function runSynthPanel(): Promise<void> {
   } catch (e) {
     publish({ kind: "synth", ok: false, error: showError("synth", e) });
   } finally {
-    button.disabled = false;
+    setBusy(false);
   }
 }
 
