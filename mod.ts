@@ -15,12 +15,18 @@
  * console.log(await x.grad!.read()); // 2, 4, 6
  * ```
  *
- * @example Generate text with a Hugging Face model folder
+ * This module is platform-neutral (it loads in a browser): models come from a {@link ModelSource}
+ * such as {@link urlSource} or {@link bytesSource}. Files, environment variables, the hub cache and
+ * the autotune cache on disk are in the Deno-only `./host` export (host/mod.ts), which also
+ * takes folder paths.
+ *
+ * @example Generate text with a Hugging Face model folder served over HTTP
  * ```ts
- * import { createContext, generateText, loadModel, loadTokenizer } from "./mod.ts";
+ * import { createContext, generateText, loadModel, loadTokenizer, urlSource } from "./mod.ts";
  * const ctx = await createContext();
- * const model = await loadModel(ctx, "assets/gpt2-d128");
- * const tok = await loadTokenizer("assets/gpt2-d128");
+ * const source = urlSource("https://example.com/models/gpt2-d128/");
+ * const model = await loadModel(ctx, source);
+ * const tok = await loadTokenizer(source);
  * const out = await generateText(model, tok, ["This movie is"], { maxNewTokens: 10, greedy: true });
  * console.log(out.texts[0]);
  * ```
@@ -48,13 +54,19 @@ export {
   autotune,
   type AutotuneOptions,
   type AutotuneReport,
+  installMatmulTuning,
   loadMatmulTuning,
+  MatmulTuningTable,
   recordMatmulShapes,
+  type TuningCacheOptions,
+  type TuningRuntime,
+  type TuningStore,
 } from "./kernels/autotune.ts";
 
 // Tensors and autograd
 export { type GradNode, scope, ShapeError, Tensor, type TensorOptions } from "./autograd/tensor.ts";
 export { backward, type BackwardOptions, record } from "./autograd/tape.ts";
+export { type AutogradState, autogradState, gradEnabled, noGrad } from "./autograd/grad_mode.ts";
 export { Rng } from "./autograd/random.ts";
 export { type HostTensor } from "./autograd/reference.ts";
 export { addInto } from "./autograd/ops/accumulate.ts";
@@ -94,16 +106,38 @@ export { randomModel } from "./models/random_model.ts";
 export { type ModelConfig, parseModelConfig, SUPPORTED_ARCHITECTURES } from "./models/config.ts";
 export { Tokenizer } from "./models/tokenizer.ts";
 export {
+  bytesSource,
+  type FileContents,
   loadModelConfig,
   loadTokenizer,
+  type ModelSink,
+  type ModelSource,
   openCheckpoint,
-  openSafetensors,
-  writeSafetensors,
-} from "./models/files.ts";
-export { encodeSafetensors, openSafetensorsBytes, type SafetensorsFile } from "./models/safetensors.ts";
-export { resolveModel, type ResolveOptions } from "./models/hub.ts";
+  openSafetensorsFile,
+  urlSource,
+  type UrlSourceOptions,
+  WEIGHTS_FILE,
+  WEIGHTS_INDEX_FILE,
+} from "./models/source.ts";
+export {
+  blobSource,
+  type ByteSource,
+  encodeSafetensors,
+  encodeSafetensorsParts,
+  memorySource,
+  openSafetensorsBytes,
+  openSafetensorsSource,
+  type SafetensorsFile,
+  type TensorToWrite,
+} from "./models/safetensors.ts";
 export { generate, type GenerateOptions, generateText } from "./models/generate.ts";
-export { sequenceNll as sequenceNllTotals } from "./models/perplexity.ts";
+export {
+  sequenceMeanNll,
+  type SequenceNll,
+  sequenceNll,
+  sequenceNll as sequenceNllTotals, // the 0.1 name, kept for existing callers
+  type SequenceNllOptions,
+} from "./models/perplexity.ts";
 export { CheckpointError, ConfigError, HubError, SafetensorsError, TokenizerError } from "./models/errors.ts";
 
 // GRADMM

@@ -24,6 +24,7 @@ import type { CausalLM } from "../models/model.ts";
 import { type MatchingKind, matchingLoss, type OutputLayer, type TargetGradient } from "./matching.ts";
 import { constrainedDecode, type Projector, topkCosine } from "./zstep.ts";
 import { InnerLoop, ProjectionStep } from "./inner_loop.ts";
+import { noGrad } from "../autograd/grad_mode.ts";
 
 /** Settings of one round (CLI flags in parentheses; defaults are the official values). */
 export interface AdmmSettings {
@@ -130,7 +131,7 @@ export function lastHidden(model: CausalLM, x: Tensor): Tensor {
 /** Matching loss of a batch of token ids (forward only). */
 export function discreteMatchingLoss(problem: RoundProblem, ids: number[][], kind: MatchingKind): Tensor {
   const { model } = problem;
-  return model.ctx.noGrad(() => {
+  return noGrad(model.ctx, () => {
     const flat = Float32Array.from(ids.flat());
     const idT = Tensor.from(model.ctx, flat, [ids.length, ids[0].length]);
     const x = model.embed(idT);
@@ -155,7 +156,7 @@ async function initialise(problem: RoundProblem, s: AdmmSettings, suffixEmbeds: 
     pinSuffix(x, suffixEmbeds);
     return x;
   };
-  const losses = await ctx.noGrad(() =>
+  const losses = await noGrad(ctx, () =>
     scope(ctx, async () => {
       const all: Tensor[] = [];
       for (let c = 0; c < s.initCandidates; c++) {
@@ -173,18 +174,16 @@ async function initialise(problem: RoundProblem, s: AdmmSettings, suffixEmbeds: 
         values.push(await l.item());
       }
       return values;
-    })
-  );
+    }));
   let best = 0;
   for (let c = 1; c < losses.length; c++) if (losses[c] < losses[best]) best = c;
-  return ctx.noGrad(() =>
+  return noGrad(ctx, () =>
     scope(ctx, () => {
       const x = drawCandidate(best);
       const norms = sqrt(sum(square(x), -1, true));
       const scaled = scale(div(x, addScalar(norms, 1e-12)), s.initNorm);
       return scaled.keep();
-    })
-  );
+    }));
 }
 
 /**
@@ -214,13 +213,13 @@ export function xStep(
     const loss = add(match, scale(penalty, s.rho / 2));
     backward(loss);
     if (freeMask) {
-      const masked = ctx.noGrad(() => mul(x.grad!, freeMask)).keep();
+      const masked = noGrad(ctx, () => mul(x.grad!, freeMask)).keep();
       x.grad!.dispose();
       x.grad = masked;
     }
     clipGradNorm([x], s.gradClip).dispose();
     opt.step();
-    return ctx.noGrad(() => loss.detach()).keep();
+    return noGrad(ctx, () => loss.detach()).keep();
   });
 }
 
@@ -246,8 +245,13 @@ export async function runRound(
   const d = model.embedRows.shape[1];
   const timings = { init: 0, zstep: 0, xstep: 0, final: 0 };
   // Scoped so the id tensors are freed (only the kept embeddings outlive it).
-  const suffixEmbeds = ctx.noGrad(() =>
-    scope(ctx, () => model.embed(Tensor.from(ctx, problem.suffixIds, [1, problem.suffixIds.length])).keep())
+  const suffixEmbeds = noGrad(
+    ctx,
+    () =>
+      scope(
+        ctx,
+        () => model.embed(Tensor.from(ctx, problem.suffixIds, [1, problem.suffixIds.length])).keep(),
+      ),
   );
   let t0 = performance.now();
   const init = await initialise(problem, s, suffixEmbeds);
@@ -277,8 +281,13 @@ export async function runRound(
     // z-step: project x + λ/ρ onto token sequences.
     t0 = performance.now();
     const ids = await projection.project();
-    const z = ctx.noGrad(() =>
-      scope(ctx, () => model.embed(Tensor.from(ctx, Float32Array.from(ids.flat()), [batch, length])).keep())
+    const z = noGrad(
+      ctx,
+      () =>
+        scope(
+          ctx,
+          () => model.embed(Tensor.from(ctx, Float32Array.from(ids.flat()), [batch, length])).keep(),
+        ),
     );
     const discrete = await scope(ctx, () => discreteMatchingLoss(problem, ids, s.matching).item());
     if (outer === 0) matchLossInit = discrete;
@@ -290,19 +299,18 @@ export async function runRound(
 
     // x-step: inner Adam steps on matching loss + ρ/2 ‖x − z + λ/ρ‖².
     t0 = performance.now();
-    ctx.noGrad(() =>
+    noGrad(ctx, () =>
       scope(ctx, () => {
         const next = sub(scale(lambda, 1 / s.rho), z);
         ctx.copyBuffer(next.buffer, 0, shift.buffer, 0, shift.bytes);
-      })
-    );
+      }));
     for (let i = 0; i < s.innerSteps; i++) inner.step();
     // Kernels run asynchronously: wait for them so the x-step's time is not billed to the next read.
     await ctx.sync();
     timings.xstep += performance.now() - t0;
 
     // Dual update λ += ρ (x − z), then pin the suffix again.
-    ctx.noGrad(() => {
+    noGrad(ctx, () => {
       scope(ctx, () => {
         const next = add(lambda, scale(sub(x, z), s.rho));
         ctx.copyBuffer(next.buffer, 0, lambda.buffer, 0, lambda.bytes);

@@ -17,6 +17,7 @@ import type { Adam } from "../autograd/optim.ts";
 import { scope, type Tensor } from "../autograd/tensor.ts";
 import { type AdmmSettings, type RoundProblem, xStep } from "./admm.ts";
 import { encodeConstrainedDecode, readDecodedIds, topkCosine } from "./zstep.ts";
+import { noGrad } from "../autograd/grad_mode.ts";
 
 /** Runs x-steps, replaying a captured graph from the third step on (unless `useGraph` is false). */
 export class InnerLoop {
@@ -95,13 +96,12 @@ export class ProjectionStep {
   private encode(): Tensor {
     const { model, projector, prefixIds, suffixIds } = this.problem;
     const ctx = model.ctx;
-    return ctx.noGrad(() =>
+    return noGrad(ctx, () =>
       scope(ctx, () => {
         const u = add(this.x, scale(this.lambda, 1 / this.rho));
         const candidates = topkCosine(projector, u);
         return encodeConstrainedDecode(model, candidates, prefixIds, suffixIds).keep();
-      })
-    );
+      }));
   }
 
   /** Runs the z-step and reads the ids back: [B][T] rows ending with the suffix. */

@@ -20,6 +20,7 @@ import { softmax } from "../autograd/ops/softmax.ts";
 import { fmtShape, ShapeError, Tensor } from "../autograd/tensor.ts";
 import { linearRows, type RowMatrix } from "../models/chunked.ts";
 import type { TargetNoise } from "./dp.ts";
+import { noGrad } from "../autograd/grad_mode.ts";
 
 /** The output layer whose gradient is matched. */
 export interface OutputLayer {
@@ -69,7 +70,7 @@ export function makeTarget(
     );
   }
   const n = residuals.shape[0];
-  return residuals.ctx.noGrad(() => {
+  return noGrad(residuals.ctx, () => {
     const rr = matmul(residuals, residuals, { transB: true }); // [N, N]
     const hh = matmul(hidden, hidden, { transB: true });
     let normW2 = scale(sumAll(mul(rr, hh)), 1 / (n * n));

@@ -6,7 +6,7 @@
  * its last completed round produces the same records as one that was never interrupted.
  */
 import type { CausalLM } from "../models/model.ts";
-import { sequenceNll as sequenceNllTotals } from "../models/perplexity.ts";
+import { sequenceMeanNll } from "../models/perplexity.ts";
 import { type AdmmSettings, type RoundProgress, runRound } from "./admm.ts";
 import { type Example, stratifiedSample } from "./data.ts";
 import type { DpOptions } from "./dp.ts";
@@ -148,15 +148,6 @@ export function deriveSeed(...parts: (number | string)[]): number {
 }
 
 /**
- * Mean NLL per token of each sequence (nats; NaN for sequences of fewer than two tokens), each
- * token from the second on predicted from the ones before it. `_padId` is unused (kept for callers).
- */
-export async function sequenceNll(model: CausalLM, rows: number[][], _padId?: number): Promise<number[]> {
-  const scored = await sequenceNllTotals(model, rows);
-  return scored.map((x) => (x.tokens > 0 ? x.nll / x.tokens : NaN));
-}
-
-/**
  * Runs the synth job. `done` lists rounds already in the output (they are skipped); `onEvent`
  * receives progress and every finished round's records (write them out there).
  *
@@ -268,7 +259,7 @@ export async function runSynth(
               );
             }
             const texts = result.ids.map((ids) => stripSuffix(task, codec.decode(ids)));
-            const nll = await sequenceNll(model, texts.map((t) => codec.encode(t)));
+            const nll = await sequenceMeanNll(model, texts.map((t) => codec.encode(t)));
             const records = texts.map((text, i): SynthRecord => ({
               text,
               label: c,

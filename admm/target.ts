@@ -11,22 +11,10 @@ import { scope, Tensor } from "../autograd/tensor.ts";
 import { GpuLimitError } from "../kernels/device.ts";
 import { formatBytes } from "../kernels/pool.ts";
 import type { CausalLM } from "../models/model.ts";
-import { leftPad as leftPadIds } from "../models/generate.ts";
+import { leftPad } from "../models/padding.ts";
 import { clipFactors, type DpOptions, drawNoise, gaussianSigma } from "./dp.ts";
 import { makeTarget, oneHot, type TargetGradient } from "./matching.ts";
-
-/** Left-padded ids, attention mask and positions (counted from each row's first real token). */
-export function leftPad(
-  rows: number[][],
-  padId: number,
-): { ids: Float32Array; mask: Float32Array; positions: Float32Array; length: number } {
-  const { ids, mask, length } = leftPadIds(rows, padId);
-  const positions = new Float32Array(ids.length);
-  rows.forEach((r, i) => {
-    for (let j = 0; j < r.length; j++) positions[i * length + length - r.length + j] = j;
-  });
-  return { ids, mask, positions, length };
-}
+import { noGrad } from "../autograd/grad_mode.ts";
 
 /** Residuals p − y [N, V] and last hidden states [N, d] of tokenised examples, in chunks of `chunk`. */
 export async function lastLayerFactors(
@@ -38,7 +26,7 @@ export async function lastLayerFactors(
 ): Promise<{ residuals: Tensor; hidden: Tensor }> {
   const ctx = model.ctx;
   const vocab = model.headRows.shape[0];
-  return await ctx.noGrad(() =>
+  return await noGrad(ctx, () =>
     scope(ctx, () => {
       const rs: Tensor[] = [];
       const hs: Tensor[] = [];
@@ -60,8 +48,7 @@ export async function lastLayerFactors(
       const residuals = rs.length === 1 ? rs[0] : concat(rs, 0);
       const hidden = hs.length === 1 ? hs[0] : concat(hs, 0);
       return { residuals, hidden };
-    })
-  );
+    }));
 }
 
 /** What a user should see about a target: size, and for DP the noise it bought. */
@@ -107,12 +94,11 @@ export async function computeTarget(
   const report: TargetReport = { examples: n, signalNorm: 0 };
   if (dp) {
     // Per-example norms are tiny to read back (2N numbers) and make the clipping exact.
-    const [rn, hn] = await ctx.noGrad(() =>
+    const [rn, hn] = await noGrad(ctx, () =>
       scope(ctx, async () => [
         await sum(mul(residuals, residuals), 1).read(),
         await sum(mul(hidden, hidden), 1).read(),
-      ])
-    );
+      ]));
     const factors = clipFactors(
       Float64Array.from(rn, Math.sqrt),
       Float64Array.from(hn, Math.sqrt),
@@ -120,7 +106,7 @@ export async function computeTarget(
       withBias,
     );
     report.clipped = factors.filter((f) => f < 1).length;
-    const scaled = ctx.noGrad(() => mul(residuals, Tensor.from(ctx, Float32Array.from(factors), [n, 1])));
+    const scaled = noGrad(ctx, () => mul(residuals, Tensor.from(ctx, Float32Array.from(factors), [n, 1])));
     residuals.dispose();
     residuals = scaled;
   }

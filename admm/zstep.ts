@@ -19,6 +19,7 @@ import { type TopK, topk } from "../autograd/ops/topk.ts";
 import { scope, Tensor } from "../autograd/tensor.ts";
 import { mergeChunkTopk, rowBlocks, RowChunks } from "../models/chunked.ts";
 import type { CausalLM } from "../models/model.ts";
+import { noGrad } from "../autograd/grad_mode.ts";
 
 /** One row block of the vocabulary (the whole vocabulary when the embedding is one tensor). */
 export interface ProjectorChunk {
@@ -59,7 +60,7 @@ export function makeProjector(model: CausalLM, banned: Uint8Array, topkSize: num
   }
   // One scope per chunk: its temporaries are freed (and reused by the next chunk) right away.
   const chunks = rowBlocks(model.embedRows).map(({ tensor: block, start }) =>
-    ctx.noGrad(() =>
+    noGrad(ctx, () =>
       scope(ctx, (): ProjectorChunk => {
         // An f16 embedding is widened to a temporary f32 copy (exact), normalised in f32 and the
         // unit rows rounded back to f16.
@@ -73,8 +74,7 @@ export function makeProjector(model: CausalLM, banned: Uint8Array, topkSize: num
         const penalty = Tensor.from(ctx, Float32Array.from(ban, (b) => (b ? BANNED_SCORE : 0)), [ban.length])
           .keep();
         return { start, unitEmbeddingsT: unit, banPenalty: penalty };
-      })
-    )
+      }))
   );
   return { model, chunks, topk: topkSize };
 }
@@ -99,7 +99,7 @@ export function topkCosine(p: Projector, u: Tensor): Tensor {
   // Query rows per block, so that one block's scores against the widest chunk fit a binding.
   const widest = Math.max(...p.chunks.map((c) => c.banPenalty.size));
   const perBlock = Math.max(1, Math.floor(ctx.limits.maxStorageBufferBindingSize / (widest * 4)));
-  return ctx.noGrad(() =>
+  return noGrad(ctx, () =>
     scope(ctx, () => {
       const q = reshape(u, [n, d]);
       const blocks: Tensor[] = [];
@@ -114,8 +114,7 @@ export function topkCosine(p: Projector, u: Tensor): Tensor {
         blocks.push(mergeChunkTopk(parts, p.chunks.map((c) => c.start), p.topk));
       }
       return reshape(blocks.length === 1 ? blocks[0] : concat(blocks, 0), [b, t, p.topk]);
-    })
-  );
+    }));
 }
 
 /**
@@ -164,7 +163,7 @@ export function encodeConstrainedDecode(
     throw new RangeError(`decoder prefix id ${bad} is outside the vocabulary [0, ${vocab})`);
   }
   const chosen = Tensor.zeros(ctx, [batch, positions]);
-  ctx.noGrad(() =>
+  noGrad(ctx, () =>
     scope(ctx, () => {
       // One scope for the whole decode: the cache may hold tensors made during the steps.
       const cache = model.newCache(batch, prefixIds.length + free);
@@ -217,8 +216,7 @@ export function encodeConstrainedDecode(
         if (t + 1 < free) hidden = model.forward({ ids: next, cache, logits: "none" }).lastHidden;
       }
       cache.dispose();
-    })
-  );
+    }));
   return chosen;
 }
 

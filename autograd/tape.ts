@@ -5,13 +5,14 @@
  */
 import { fmtShape, type GradNode, scope, ShapeError, Tensor } from "./tensor.ts";
 import { addInto } from "./ops/accumulate.ts";
+import { gradEnabled, noGrad } from "./grad_mode.ts";
 
 /** True when an op with these inputs must be recorded. */
 export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
   let any = false;
   for (const t of inputs) {
     if (!t) continue;
-    if (t.ctx.gradDisabled > 0) return false;
+    if (!gradEnabled(t.ctx)) return false;
     if (t.requiresGrad) any = true;
   }
   return any;
@@ -59,7 +60,7 @@ export function backward(root: Tensor, options: BackwardOptions = {}): void {
   const order = topoOrder(root);
   const retain = new Set(options.retainGradOf ?? []);
   const grads = new Map<Tensor, Tensor>();
-  ctx.noGrad(() => {
+  noGrad(ctx, () => {
     grads.set(root, options.grad ? options.grad.detach() : Tensor.full(ctx, root.shape, 1));
     for (let i = order.length - 1; i >= 0; i--) {
       const t = order[i];

@@ -8,6 +8,7 @@
 import type { GpuContext } from "../kernels/device.ts";
 import { GpuLimitError } from "../kernels/device.ts";
 import { formatBytes } from "../kernels/pool.ts";
+import { autogradState } from "./grad_mode.ts";
 
 /** How a tensor was computed: its inputs and the rule that maps its gradient to theirs. */
 export interface GradNode {
@@ -74,7 +75,8 @@ export class Tensor {
     this.size = shapeSize(shape);
     this.name = options.name;
     this.requiresGrad = options.requiresGrad ?? false;
-    const top = ctx.scopes[ctx.scopes.length - 1];
+    const scopes = autogradState(ctx).scopes;
+    const top = scopes[scopes.length - 1];
     if (top) top.add(this);
   }
 
@@ -259,7 +261,7 @@ export function fillBuffer(ctx: GpuContext, buffer: GPUBuffer, n: number, value:
  */
 export function scope<T>(ctx: GpuContext, fn: () => T): T {
   const created = new Set<{ dispose(): void }>();
-  ctx.scopes.push(created);
+  autogradState(ctx).scopes.push(created);
   let result: T;
   try {
     result = fn();
@@ -284,11 +286,12 @@ export function scope<T>(ctx: GpuContext, fn: () => T): T {
 }
 
 function closeScope(ctx: GpuContext, created: Set<{ dispose(): void }>, result: unknown): void {
-  const i = ctx.scopes.lastIndexOf(created);
-  if (i >= 0) ctx.scopes.splice(i, 1);
+  const scopes = autogradState(ctx).scopes;
+  const i = scopes.lastIndexOf(created);
+  if (i >= 0) scopes.splice(i, 1);
   const survivors = new Set<unknown>();
   collectTensors(result, survivors, 0);
-  const parent = ctx.scopes[ctx.scopes.length - 1];
+  const parent = scopes[scopes.length - 1];
   for (const t of created) {
     const tensor = t as Tensor;
     if (survivors.has(t) || tensor.kept) {

@@ -25,7 +25,7 @@ import { scope, Tensor } from "../autograd/tensor.ts";
 import { createContext, type GpuContext } from "../kernels/device.ts";
 import { matmulFlops, matmulKernel } from "../kernels/matmul.ts";
 import { halfMatmulKernel, type HalfMatmulPlan } from "../kernels/matmul_f16.ts";
-import { loadModel } from "../models/model.ts";
+import { loadModel } from "../host/files.ts";
 import type { CausalLM } from "../models/model.ts";
 import {
   type BenchResult,
@@ -37,6 +37,7 @@ import {
   timingFields,
 } from "./harness.ts";
 import { randomGpt2, xstepProblemOn } from "./synth.ts";
+import { noGrad } from "../autograd/grad_mode.ts";
 
 const V = 50257;
 const BATCH = 10;
@@ -252,17 +253,16 @@ function decodeEntry(ctx: GpuContext, model: CausalLM, past: number) {
     BATCH,
     past,
   ]).keep();
-  ctx.noGrad(() => scope(ctx, () => model.forward({ ids: prompt, cache, logits: "none" })));
+  noGrad(ctx, () => scope(ctx, () => model.forward({ ids: prompt, cache, logits: "none" })));
   const next = Tensor.from(ctx, Float32Array.from({ length: BATCH }, (_, i) => i + 11), [BATCH, 1]).keep();
   const run = () =>
-    ctx.noGrad(() =>
+    noGrad(ctx, () =>
       scope(ctx, () => {
         // Every run is the same step: the cache is rewound to its `past` tokens (its position
         // counter still advances; it only changes the values, not the work).
         cache.length = past;
         model.forward({ ids: next, cache, logits: "last" });
-      })
-    );
+      }));
   return {
     run,
     dispose: () => {

@@ -27,10 +27,11 @@ import { Rng } from "../autograd/random.ts";
 import { backward } from "../autograd/tape.ts";
 import { scope, Tensor } from "../autograd/tensor.ts";
 import { createContext, type GpuContext } from "../kernels/device.ts";
-import { loadTokenizer, openSafetensors } from "../models/files.ts";
-import { type CausalLM, loadModel } from "../models/model.ts";
+import { folderSink, loadModel, loadTokenizer, openSafetensors } from "../host/files.ts";
+import type { CausalLM } from "../models/model.ts";
 import { sequenceNll } from "../models/perplexity.ts";
 import { parseJsonl } from "../admm/data.ts";
+import { noGrad } from "../autograd/grad_mode.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const SHARED = Deno.env.get("GRADMM_SHARED") ?? join(ROOT, "..", "shared");
@@ -67,7 +68,7 @@ async function golden(
   const { hiddenSize: d, vocabSize: V } = model.config;
   const f: Record<string, number> = {};
   await scope(c, async () => {
-    const embeds = c.noGrad(() => model.embed(Tensor.from(c, ids, [B, T])));
+    const embeds = noGrad(c, () => model.embed(Tensor.from(c, ids, [B, T])));
     embeds.requiresGrad = true;
     const out = model.forward({
       embeds,
@@ -95,8 +96,9 @@ async function golden(
     const synX = Tensor.from(c, await g.read("syn_x"), g.info("syn_x").shape, { requiresGrad: true });
     const prompt = await ints("syn_prompt_ids");
     const b = synX.shape[0];
-    const pe = c.noGrad(() =>
-      model.embed(Tensor.from(c, Array.from({ length: b }, () => prompt).flat(), [b, prompt.length]))
+    const pe = noGrad(
+      c,
+      () => model.embed(Tensor.from(c, Array.from({ length: b }, () => prompt).flat(), [b, prompt.length])),
     );
     const loss = matchingLoss(target, lastHidden(model, concat([synX, pe], 1)), {
       weight: model.headRows,
@@ -153,8 +155,10 @@ async function trained(
     const B = 10, T = 12;
     const x = Tensor.from(c, rng.normals(B * T * d, 0.05), [B, T, d], { requiresGrad: true });
     const suffixIds = tok.encode(suffix);
-    const se = c.noGrad(() =>
-      model.embed(Tensor.from(c, Array.from({ length: B }, () => suffixIds).flat(), [B, suffixIds.length]))
+    const se = noGrad(
+      c,
+      () =>
+        model.embed(Tensor.from(c, Array.from({ length: B }, () => suffixIds).flat(), [B, suffixIds.length])),
     );
     const loss = matchingLoss(target, lastHidden(model, concat([x, se], 1)), {
       weight: model.headRows,
@@ -190,7 +194,7 @@ async function perturbedCopy(c: GpuContext, dir: string): Promise<string> {
     for (let i = 0; i < v.length; i++) v[i] *= 1 + (rng.uniform() * 2 - 1) * 2 ** -10;
     t.write(v);
   }
-  await model.save(out);
+  await model.save(folderSink(out));
   model.dispose();
   for await (const e of Deno.readDir(dir)) {
     if (e.isFile && !/safetensors|^config\.json$/.test(e.name)) {

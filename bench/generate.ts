@@ -15,13 +15,14 @@ import { scope, Tensor } from "../autograd/tensor.ts";
 import { backward } from "../autograd/tape.ts";
 import { crossEntropy } from "../autograd/ops/loss.ts";
 import { Rng } from "../autograd/random.ts";
-import { writeSafetensors } from "../models/files.ts";
-import { type CausalLM, loadModel } from "../models/model.ts";
+import { loadModel, writeSafetensors } from "../host/files.ts";
+import type { CausalLM } from "../models/model.ts";
 import { generate } from "../models/generate.ts";
 import { expectedWeights } from "../models/weight_names.ts";
 import { parseModelConfig } from "../models/config.ts";
 import type { TensorToWrite } from "../models/safetensors.ts";
 import type { BenchOptions, BenchResult, BenchSuite } from "./harness.ts";
+import { noGrad } from "../autograd/grad_mode.ts";
 
 /** One result row. */
 export interface BenchRow {
@@ -169,7 +170,7 @@ export async function benchGenerate(ctx: GpuContext, opts: GenerateBenchOptions 
     // GRADMM x-step shape: CE at the last position, gradient to the input embeddings only.
     const xstep = await timeIt(reps, async () => {
       await scope(ctx, async () => {
-        const embeds = ctx.noGrad(() => model.embed(idsT));
+        const embeds = noGrad(ctx, () => model.embed(idsT));
         embeds.requiresGrad = true;
         const logits = model.forward({ embeds, logits: "last" }).logits!;
         backward(crossEntropy(logits, lastLabels));

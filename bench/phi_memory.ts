@@ -41,6 +41,7 @@ import { formatBytes, GpuOutOfMemoryError, sizeClass } from "../kernels/pool.ts"
 import { parseModelConfig } from "../models/config.ts";
 import { randomModel } from "../models/random_model.ts";
 import { expectedWeights } from "../models/weight_names.ts";
+import { noGrad } from "../autograd/grad_mode.ts";
 
 /** Command-line settings. */
 export interface PhiMemoryOptions {
@@ -250,8 +251,9 @@ export async function runPhiMemory(o: PhiMemoryOptions): Promise<Record<string, 
       logitSum = await scope(
         ctx,
         () =>
-          ctx.noGrad(() =>
-            sumAll(model.forward({ ids: Tensor.from(ctx, ids, [B, T]), logits: mode }).logits!).item()
+          noGrad(
+            ctx,
+            () => sumAll(model.forward({ ids: Tensor.from(ctx, ids, [B, T]), logits: mode }).logits!).item(),
           ),
       );
       forwardMs.push(performance.now() - t0);

@@ -14,8 +14,8 @@ import { Rng } from "../autograd/random.ts";
 import { Adam } from "../autograd/optim.ts";
 import { Tensor } from "../autograd/tensor.ts";
 import type { GpuContext } from "../kernels/device.ts";
-import { writeSafetensors } from "../models/files.ts";
-import { type CausalLM, loadModel } from "../models/model.ts";
+import { loadModel, writeSafetensors } from "../host/files.ts";
+import type { CausalLM } from "../models/model.ts";
 import type { BenchSuite } from "./harness.ts";
 import { benchTimer, median, timeGpu, timingFields } from "./harness.ts";
 

@@ -3,7 +3,7 @@
  * official harness's classification loss, keeping the checkpoint with the best validation
  * accuracy, saved as a Hugging Face model folder (F32 safetensors + config + tokenizer files).
  */
-import { copyFile, readdir } from "node:fs/promises";
+import { readdir, readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { type Example, parseJsonl } from "../admm/data.ts";
 import { classOf, getTask, type TaskSpec } from "../admm/tasks.ts";
@@ -19,6 +19,7 @@ import {
 import { type Command, numberFlag, parseFlags, UsageError } from "./args.ts";
 import { checkOutput, CliFileError, exists, formatDuration, readText, writeFileAtomic } from "./io.ts";
 import { openModel } from "./model.ts";
+import { saveModel } from "../host/files.ts";
 
 const HELP = `Usage: cli.ts finetune --model M --train F.jsonl --task T --out DIR [flags]
 
@@ -80,9 +81,7 @@ export async function copyTokenizerFiles(fromDir: string, toDir: string): Promis
   const copied: string[] = [];
   for (const name of await readdir(fromDir)) {
     if (!TOKENIZER_FILE.test(name)) continue;
-    const tmp = join(toDir, `${name}.tmp-${Deno.pid}`);
-    await copyFile(join(fromDir, name), tmp);
-    await Deno.rename(tmp, join(toDir, name));
+    await writeFileAtomic(join(toDir, name), await readFile(join(fromDir, name)));
     copied.push(name);
   }
   return copied;
@@ -211,7 +210,7 @@ export const finetuneCommand: Command = {
 
     // ---- save: weights + config, tokenizer files, then the run record (written last)
     await Deno.mkdir(outDir, { recursive: true });
-    await model.save(outDir);
+    await saveModel(model, outDir);
     const tokenizerFiles = await copyTokenizerFiles(modelDir, outDir);
     const finalValid = validSet
       ? (await evaluateAccuracy(model, validSet, tokenizer.padId, { batchSize: options.evalBatch })).accuracy

@@ -3,18 +3,7 @@ import { createHash } from "node:crypto";
 import { basename, dirname, join, resolve } from "node:path";
 import { UserError } from "./errors.ts";
 
-/** Writes `content` to `path` atomically: a temporary file beside it, then a rename. */
-export async function writeFileAtomic(path: string, content: string | Uint8Array): Promise<void> {
-  const tmp = `${path}.tmp-${Deno.pid}-${Date.now()}`;
-  try {
-    if (typeof content === "string") await Deno.writeTextFile(tmp, content);
-    else await Deno.writeFile(tmp, content);
-    await Deno.rename(tmp, path);
-  } catch (e) {
-    await Deno.remove(tmp).catch(() => {});
-    throw e;
-  }
-}
+export { writeFileAtomic } from "../host/atomic.ts";
 
 /** Reads a text file with an error that names it. */
 export async function readText(path: string, what = "file"): Promise<string> {

@@ -3,9 +3,9 @@
  * progress on stderr), then load the tokenizer and the weights.
  */
 import type { GpuContext } from "../kernels/device.ts";
-import { loadTokenizer } from "../models/files.ts";
-import { resolveModel } from "../models/hub.ts";
-import { type CausalLM, loadModel } from "../models/model.ts";
+import { loadModel, loadTokenizer } from "../host/files.ts";
+import { resolveModel } from "../host/hub.ts";
+import type { CausalLM } from "../models/model.ts";
 import type { Tokenizer } from "../models/tokenizer.ts";
 import {
   CheckpointError,

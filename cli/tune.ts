@@ -7,15 +7,12 @@
 import os from "node:os";
 import { defaultContext, type GpuContext } from "../kernels/device.ts";
 import {
-  autotune,
   type AutotuneEvent,
-  autotuneMode,
-  type AutotuneOptions,
   type AutotuneReport,
   type ClassReport,
-  defaultCacheDir,
   recordMatmulShapes,
 } from "../kernels/autotune.ts";
+import { autotune, autotuneMode, type AutotuneOptions, defaultCacheDir } from "../host/autotune.ts";
 import {
   MATMUL_VARIANTS,
   type MatmulDims,

@@ -11,7 +11,7 @@
  * kernel, which has no tiles), saves them, and installs the
  * table on the context; from then on `matmulKernel` takes the tuning of a launch's class from it
  * before falling back to the static defaults. `measure: false` only loads and installs the cache.
- * Nothing is tuned unless a caller asks, so tests stay cheap; {@link autotuneMode} reads the
+ * Nothing is tuned unless a caller asks, so tests stay cheap; `autotuneMode` (host/autotune.ts) reads the
  * GRADMM_AUTOTUNE switch that commands honour.
  *
  * Shape classes are coarse: the variant, each of batch, M, N and K rounded up to a power of two,
@@ -27,14 +27,15 @@
  * compile exceeds `maxCompileMs` is rejected and so are all larger ones. A candidate replaces the
  * default only when it is at least `minGain` faster.
  *
- * The cache is a JSON file per adapter in {@link defaultCacheDir}, named by a hash of the adapter
- * (description, vendor, architecture, device), the WebGPU backend (DENO_WEBGPU_BACKEND: Mesa's GL
- * and Vulkan CPU adapters describe themselves alike), the Deno version and a hash of the WGSL the
- * matmul generators produce, so a kernel change invalidates it. It is written atomically (temp
- * file + rename); a corrupt or unreadable file is reported as a warning and rebuilt.
+ * The cache is one JSON text per adapter in a {@link TuningStore} (host/autotune.ts keeps them as
+ * files in a folder; without a store nothing persists), named by a hash of the adapter
+ * (description, vendor, architecture, device), the runtime ({@link TuningRuntime}: the WebGPU
+ * backend, since Mesa's GL and Vulkan CPU adapters describe themselves alike, and the runtime's
+ * version) and a hash of the WGSL the matmul generators produce, so a kernel change invalidates
+ * it. A corrupt or unreadable entry is reported as a warning and rebuilt.
+ *
+ * Platform-neutral: the store, the runtime's identity and a CPU-time clock are passed in.
  */
-import process from "node:process";
-import { join } from "node:path";
 import type { GpuContext } from "./device.ts";
 import {
   BLOCKED_TUNING,
@@ -280,10 +281,43 @@ export type AutotuneEvent =
   | { type: "candidate"; cls: string; result: CandidateResult }
   | { type: "done"; report: ClassReport };
 
+/**
+ * Where tuning tables persist between runs, by entry name (host/autotune.ts: files in a folder).
+ * `read` gives null for an absent entry and throws for any other failure; `write` replaces an
+ * entry whole (atomically where the medium allows).
+ */
+export interface TuningStore {
+  /** A label for one entry (a file path), for reports and warnings. */
+  locate(name: string): string;
+  read(name: string): Promise<string | null>;
+  write(name: string, text: string): Promise<void>;
+}
+
+/**
+ * What identifies the runtime in the cache key, besides the adapter: the WebGPU backend (Deno:
+ * DENO_WEBGPU_BACKEND, "" when unset) and the runtime's version (the Deno version, or a
+ * browser's user agent).
+ */
+export interface TuningRuntime {
+  backend: string;
+  version: string;
+}
+
+/** Options of {@link loadMatmulTuning}. */
+export interface TuningCacheOptions {
+  /** Where the cache lives; null or absent = no persistent cache. */
+  store?: TuningStore | null;
+  /** The runtime in the cache key; default: backend "" and the user agent. */
+  runtime?: TuningRuntime;
+}
+
 /** Options of {@link autotune}. */
-export interface AutotuneOptions {
-  /** Directory of the cache file; null = no disk cache. Default {@link defaultCacheDir}. */
-  cacheDir?: string | null;
+export interface AutotuneOptions extends TuningCacheOptions {
+  /**
+   * Process CPU time so far, ms. On CPU adapters candidates are ranked by it (other processes on
+   * the machine disturb it much less than wall time); without it, by wall time.
+   */
+  cpuTime?: () => number;
   /** Measure the classes the cache lacks (default true); false only loads and installs the cache. */
   measure?: boolean;
   /** Measure the given classes again even when cached. */
@@ -312,7 +346,7 @@ export interface AutotuneOptions {
 
 /** What {@link autotune} did. */
 export interface AutotuneReport {
-  /** The cache file (null without a disk cache). */
+  /** The cache entry's location (null without a store). */
   file: string | null;
   /** How the cache file was found before tuning. */
   cacheStatus: CacheStatus;
@@ -461,7 +495,8 @@ async function tuneClass(
   };
   const ops = makeOperands(ctx, shape);
   if (typeof ops === "string") return skip(ops);
-  const clock: TuningClock = ctx.isCpuAdapter ? "cpu" : "wall";
+  const cpuTime = o.cpuTime;
+  const clock: TuningClock = ctx.isCpuAdapter && cpuTime ? "cpu" : "wall";
   const cores = navigator.hardwareConcurrency || 1;
   const sampleMs = ctx.isCpuAdapter ? 150 : 25;
   const bytesC = ops.dims.batch * ops.dims.m * ops.dims.n * 4;
@@ -529,13 +564,13 @@ async function tuneClass(
     for (let round = 0; round < 9 && (round < 3 || performance.now() - start < o.budgetMs); round++) {
       for (const m of measured) {
         const t0 = performance.now();
-        const c0 = process.cpuUsage();
+        const c0 = cpuTime?.() ?? 0;
         for (let i = 0; i < m.iters; i++) run(m.result.tuning);
         await ctx.sync();
         const wall = (performance.now() - t0) / m.iters;
-        const used = process.cpuUsage(c0);
+        const used = (cpuTime?.() ?? 0) - c0;
         m.wall.push(wall);
-        m.clock.push(clock === "cpu" ? (used.user + used.system) / 1000 / m.iters / cores : wall);
+        m.clock.push(clock === "cpu" ? used / m.iters / cores : wall);
       }
     }
     const flops = matmulFlops(ops.dims.batch, ops.dims.m, ops.dims.n, ops.dims.k);
@@ -568,50 +603,15 @@ async function tuneClass(
 // ---------------------------------------------------------------------------------------------
 // The cache file.
 
-/** Reads an environment variable, or undefined when unset or not permitted. */
-function env(name: string): string | undefined {
-  try {
-    return Deno.env.get(name) || undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * Where tunings are cached: $GRADMM_CACHE, else $XDG_CACHE_HOME/gradmm-ts, else
- * ~/.cache/gradmm-ts (%LOCALAPPDATA%\gradmm-ts on Windows); null when none is known.
- */
-export function defaultCacheDir(): string | null {
-  const explicit = env("GRADMM_CACHE");
-  if (explicit) return explicit;
-  const xdg = env("XDG_CACHE_HOME");
-  if (xdg) return join(xdg, "gradmm-ts");
-  const local = env("LOCALAPPDATA");
-  if (Deno.build.os === "windows" && local) return join(local, "gradmm-ts");
-  const home = env("HOME") ?? env("USERPROFILE");
-  return home ? join(home, ".cache", "gradmm-ts") : null;
-}
-
-/**
- * Whether commands should tune, from GRADMM_AUTOTUNE: `0`/`off`/`false` = never (static
- * defaults), `cache` = use cached tunings but measure nothing, `on`/`1` = tune what the cache
- * lacks; unset or anything else = `fallback` (the caller's default for its adapter).
- */
-export function autotuneMode(fallback: "off" | "cache" | "on" = "on"): "off" | "cache" | "on" {
-  const v = env("GRADMM_AUTOTUNE")?.toLowerCase();
-  if (v === "0" || v === "off" || v === "false" || v === "no") return "off";
-  if (v === "cache") return "cache";
-  return v === "on" || v === "1" ? "on" : fallback;
-}
-
 /** What identifies a cache file's validity: the adapter, the runtime and the kernels. */
 export interface CacheKey {
   adapter: string;
   vendor: string;
   architecture: string;
   device: string;
-  /** DENO_WEBGPU_BACKEND, or "" when unset. */
+  /** {@link TuningRuntime.backend}. */
   backend: string;
+  /** {@link TuningRuntime.version} (the field keeps its first name, so existing caches stay valid). */
   deno: string;
   /** SHA-256 of the WGSL the matmul generators produce for a fixed set of layouts and tunings. */
   kernels: string;
@@ -648,24 +648,32 @@ export function matmulKernelHash(): Promise<string> {
   return kernelHash;
 }
 
-/** The cache key of a context. */
-export async function cacheKey(ctx: GpuContext): Promise<CacheKey> {
+/** The runtime used when the caller gives none: no backend name, the user agent as version. */
+function defaultRuntime(): TuningRuntime {
+  return { backend: "", version: globalThis.navigator?.userAgent ?? "" };
+}
+
+/** The cache key of a context on a runtime. */
+export async function cacheKey(
+  ctx: GpuContext,
+  runtime: TuningRuntime = defaultRuntime(),
+): Promise<CacheKey> {
   const a = ctx.adapter;
   return {
     adapter: a.description,
     vendor: a.vendor,
     architecture: a.architecture,
     device: a.device,
-    backend: env("DENO_WEBGPU_BACKEND") ?? "",
-    deno: Deno.version.deno,
+    backend: runtime.backend,
+    deno: runtime.version,
     kernels: await matmulKernelHash(),
   };
 }
 
-/** The cache file of a context in `dir`: one file per key, so adapters and versions coexist. */
-export async function cacheFile(ctx: GpuContext, dir: string): Promise<string> {
-  const key = await cacheKey(ctx);
-  return join(dir, `matmul-tuning-${(await sha256(JSON.stringify(key))).slice(0, 16)}.json`);
+/** The cache entry name of a context: one per key, so adapters and versions coexist. */
+export async function cacheEntryName(ctx: GpuContext, runtime?: TuningRuntime): Promise<string> {
+  const key = await cacheKey(ctx, runtime);
+  return `matmul-tuning-${(await sha256(JSON.stringify(key))).slice(0, 16)}.json`;
 }
 
 /** How a cache file was found: absent, usable, written for another key, or not readable/valid. */
@@ -701,26 +709,47 @@ function entryProblem(ctx: GpuContext, cls: string, e: TunedEntry): string | nul
   return null;
 }
 
-interface LoadResult {
+/** What {@link loadMatmulTuning} found. */
+export interface LoadResult {
   table: MatmulTuningTable;
+  /** The entry's location ({@link TuningStore.locate}), null without a store. */
   file: string | null;
   status: CacheStatus;
   warnings: string[];
 }
 
-async function readCache(ctx: GpuContext, dir: string | null): Promise<LoadResult> {
+/** An open cache entry: where it is, and how to rewrite it. */
+interface CacheEntry {
+  loaded: LoadResult;
+  save: ((table: MatmulTuningTable) => Promise<void>) | null;
+}
+
+async function readCache(ctx: GpuContext, options: TuningCacheOptions): Promise<CacheEntry> {
   const table = new MatmulTuningTable();
-  if (!dir) return { table, file: null, status: "none", warnings: [] };
-  const file = await cacheFile(ctx, dir);
+  const store = options.store;
+  if (!store) return { loaded: { table, file: null, status: "none", warnings: [] }, save: null };
+  const runtime = options.runtime ?? defaultRuntime();
+  const name = await cacheEntryName(ctx, runtime);
+  const file = store.locate(name);
+  const save = async (t: MatmulTuningTable) => {
+    const data = {
+      format: FORMAT,
+      version: FORMAT_VERSION,
+      key: await cacheKey(ctx, runtime),
+      entries: Object.fromEntries([...t.entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
+    };
+    await store.write(name, JSON.stringify(data, null, 1) + "\n");
+  };
   const warnings: string[] = [];
-  let text: string;
+  const result = (status: CacheStatus): CacheEntry => ({ loaded: { table, file, status, warnings }, save });
+  let text: string | null;
   try {
-    text = await Deno.readTextFile(file);
+    text = await store.read(name);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return { table, file, status: "missing", warnings };
     warnings.push(`cannot read the matmul tuning cache ${file} (${(e as Error).message}); ignoring it`);
-    return { table, file, status: "corrupt", warnings };
+    return result("corrupt");
   }
+  if (text === null) return result("missing");
   let data: { format?: string; version?: number; key?: CacheKey; entries?: Record<string, TunedEntry> };
   try {
     data = JSON.parse(text);
@@ -729,50 +758,33 @@ async function readCache(ctx: GpuContext, dir: string | null): Promise<LoadResul
     }
   } catch (e) {
     warnings.push(`the matmul tuning cache ${file} is corrupt (${(e as Error).message}); it will be rebuilt`);
-    return { table, file, status: "corrupt", warnings };
+    return result("corrupt");
   }
-  if (data.version !== FORMAT_VERSION || JSON.stringify(data.key) !== JSON.stringify(await cacheKey(ctx))) {
-    return { table, file, status: "stale", warnings };
+  if (
+    data.version !== FORMAT_VERSION ||
+    JSON.stringify(data.key) !== JSON.stringify(await cacheKey(ctx, runtime))
+  ) {
+    return result("stale");
   }
   for (const [cls, e] of Object.entries(data.entries ?? {})) {
     const problem = entryProblem(ctx, cls, e);
     if (problem) warnings.push(`matmul tuning cache: dropping entry '${cls}': ${problem}`);
     else table.entries.set(cls, e);
   }
-  return { table, file, status: "loaded", warnings };
+  return result("loaded");
 }
 
 /**
- * Loads the context's cached tunings (without measuring anything) and installs them. Problems
- * with the file are returned as warnings, never thrown.
+ * Loads the context's cached tunings from `options.store` (without measuring anything) and
+ * installs them. Problems with the entry are returned as warnings, never thrown.
  */
 export async function loadMatmulTuning(
   ctx: GpuContext,
-  options: { cacheDir?: string | null } = {},
+  options: TuningCacheOptions = {},
 ): Promise<LoadResult> {
-  const loaded = await readCache(ctx, options.cacheDir === undefined ? defaultCacheDir() : options.cacheDir);
+  const { loaded } = await readCache(ctx, options);
   installMatmulTuning(ctx, loaded.table);
   return loaded;
-}
-
-/** Writes `table` to `file` atomically: a temporary file in the same directory, then a rename. */
-async function writeCache(ctx: GpuContext, file: string, table: MatmulTuningTable): Promise<void> {
-  const dir = join(file, "..");
-  await Deno.mkdir(dir, { recursive: true });
-  const data = {
-    format: FORMAT,
-    version: FORMAT_VERSION,
-    key: await cacheKey(ctx),
-    entries: Object.fromEntries([...table.entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
-  };
-  const tmp = `${file}.tmp-${Deno.pid}-${Math.random().toString(36).slice(2)}`;
-  try {
-    await Deno.writeTextFile(tmp, JSON.stringify(data, null, 1) + "\n");
-    await Deno.rename(tmp, file);
-  } catch (e) {
-    await Deno.remove(tmp).catch(() => {});
-    throw e;
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -798,8 +810,7 @@ export async function autotune(
     launcher: options.launcher ?? defaultLauncher,
   };
   const variant = options.variant ?? defaultMatmulVariant(ctx);
-  const dir = options.cacheDir === undefined ? defaultCacheDir() : options.cacheDir;
-  const loaded = await readCache(ctx, dir);
+  const { loaded, save } = await readCache(ctx, options);
   const warnings = [...loaded.warnings];
   for (const w of loaded.warnings) options.onWarning?.(w);
   const table = loaded.table;
@@ -844,10 +855,10 @@ export async function autotune(
     o.onProgress?.({ type: "done", report: r });
     if (r.entry) {
       table.entries.set(cls, r.entry);
-      if (loaded.file) {
+      if (save) {
         // Saved after each class, so an interrupted run keeps what it measured.
         try {
-          await writeCache(ctx, loaded.file, table);
+          await save(table);
           saved = true;
         } catch (e) {
           const w = `cannot write the matmul tuning cache ${loaded.file}: ${(e as Error).message}`;

@@ -107,15 +107,8 @@ export class GpuContext {
   readonly limits: DeviceLimits;
   readonly features: ReadonlySet<string>;
   readonly pool: BufferPool;
-  /** True while gradients must not be recorded (see `noGrad` in autograd). */
-  gradDisabled = 0;
   /** Set when the device was lost; every later call throws it. */
   lostReason: string | null = null;
-  /**
-   * Open tensor scopes (see `scope` in autograd/tensor.ts): every tensor created while a scope
-   * is open is registered in the innermost one and disposed when it closes.
-   */
-  readonly scopes: Set<{ dispose(): void }>[] = [];
   /** Number of command buffers submitted so far (for tests and benches). */
   submits = 0;
   /** Number of compute dispatches encoded so far. */
@@ -459,16 +452,6 @@ export class GpuContext {
     throw new GpuValidationError(
       `WebGPU reported ${msgs.length} error(s):\n${msgs.join("\n").slice(0, 4000)}`,
     );
-  }
-
-  /** Runs `fn` with gradient recording disabled. */
-  noGrad<T>(fn: () => T): T {
-    this.gradDisabled++;
-    try {
-      return fn();
-    } finally {
-      this.gradDisabled--;
-    }
   }
 }
 

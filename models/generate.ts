@@ -14,6 +14,8 @@ import { concat } from "../autograd/ops/shape.ts";
 import type { CausalLM } from "./model.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 import { sampleTokens, type SamplingOptions } from "./sampling.ts";
+import { noGrad } from "../autograd/grad_mode.ts";
+import { leftPad } from "./padding.ts";
 
 /** Options of {@link generate}. Without `temperature` (or with `greedy`) decoding is greedy. */
 export interface GenerateOptions extends SamplingOptions {
@@ -37,26 +39,6 @@ export interface GenerateResult {
   finishReasons: ("eos" | "length")[];
   /** Decoding steps run (forward passes). */
   steps: number;
-}
-
-/** Left-pads `prompts` to one length; returns ids and mask as flat [B, L] arrays. */
-export function leftPad(prompts: readonly (readonly number[])[], padId: number): {
-  ids: Float32Array;
-  mask: Float32Array;
-  length: number;
-} {
-  const L = Math.max(...prompts.map((p) => p.length));
-  const B = prompts.length;
-  const ids = new Float32Array(B * L).fill(padId);
-  const mask = new Float32Array(B * L);
-  prompts.forEach((p, b) => {
-    const off = b * L + (L - p.length);
-    for (let i = 0; i < p.length; i++) {
-      ids[off + i] = p[i];
-      mask[off + i] = 1;
-    }
-  });
-  return { ids, mask, length: L };
 }
 
 /**
@@ -127,7 +109,7 @@ export async function generate(
   try {
     for (let s = 0; s < maxNew; s++) {
       scope(ctx, () =>
-        ctx.noGrad(() => {
+        noGrad(ctx, () => {
           let logits: Tensor;
           if (cache) {
             const input = s === 0 ? { ids: seqIds, attentionMask: seqMask } : { ids: next };

@@ -13,6 +13,7 @@ import type { GpuContext } from "../kernels/device.ts";
 import type { Tensor } from "../autograd/tensor.ts";
 import type { ModelConfig } from "./config.ts";
 import type { KVCache } from "./kvcache.ts";
+import type { ModelSink, ModelSource } from "./source.ts";
 import { buildTransformer, type LoadOptions, loadTransformer, type TransformerLM } from "./transformer.ts";
 import type { RowChunks, RowMatrix } from "./chunked.ts";
 import type { HalfMatrix } from "../autograd/half.ts";
@@ -88,13 +89,17 @@ export interface CausalLM {
    * matrices (frozen) are not listed.
    */
   parameters(): Map<string, Tensor>;
-  /** Writes model.safetensors (F32) and config.json into `dir` (created if needed). */
-  save(dir: string): Promise<void>;
+  /**
+   * Writes model.safetensors (F32), config.json and generation_config.json (when loaded with one)
+   * through `sink`, one file each (host/files.ts: `saveModel(model, dir)` writes a folder).
+   */
+  save(sink: ModelSink): Promise<void>;
   dispose(): void;
 }
 
 /**
- * Loads a model folder (config.json, model.safetensors or a sharded index) onto the GPU.
+ * Loads a model folder (config.json, model.safetensors or a sharded index) onto the GPU, read
+ * through a {@link ModelSource} (`urlSource`, `bytesSource`; host/files.ts also takes a path).
  * F16/BF16 weights are widened to f32, unless `opts.weights` is "f16": then the matrices are
  * stored as f16 (see LoadOptions; HalfPrecisionError without the adapter's `shader-f16`). The
  * input embedding and output layer are held in row chunks when larger than one storage binding
@@ -102,8 +107,8 @@ export interface CausalLM {
  * CheckpointError / SafetensorsError with the file and tensor named, and GpuLimitError for any
  * other tensor larger than the binding limit.
  */
-export function loadModel(ctx: GpuContext, dir: string, opts: LoadOptions = {}): Promise<CausalLM> {
-  return loadTransformer(ctx, dir, opts, { gpt2: Gpt2Block, llama: LlamaBlock, phi: PhiBlock });
+export function loadModel(ctx: GpuContext, source: ModelSource, opts: LoadOptions = {}): Promise<CausalLM> {
+  return loadTransformer(ctx, source, opts, { gpt2: Gpt2Block, llama: LlamaBlock, phi: PhiBlock });
 }
 
 /**

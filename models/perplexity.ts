@@ -10,7 +10,8 @@ import { scope, Tensor } from "../autograd/tensor.ts";
 import { crossEntropy } from "../autograd/ops/loss.ts";
 import { concat, reshape, slice } from "../autograd/ops/shape.ts";
 import type { CausalLM } from "./model.ts";
-import { leftPad } from "./generate.ts";
+import { leftPad } from "./padding.ts";
+import { noGrad } from "../autograd/grad_mode.ts";
 
 /** NLL of one sequence. */
 export interface SequenceNll {
@@ -60,7 +61,7 @@ export async function sequenceNll(
       }
     }
     const losses = await scope(ctx, async () => {
-      const perRow = ctx.noGrad(() => {
+      const perRow = noGrad(ctx, () => {
         const idsT = Tensor.from(ctx, ids, [B, L]);
         const maskT = Tensor.from(ctx, mask, [B, L]);
         const h = reshape(model.forward({ ids: idsT, attentionMask: maskT, logits: "none" }).lastHidden, [
@@ -86,4 +87,17 @@ export async function sequenceNll(
     opts.onBatch?.(done, sequences.length);
   }
   return out;
+}
+
+/**
+ * Mean NLL per predicted token of each sequence (nats; NaN for sequences of fewer than two
+ * tokens): {@link sequenceNll}'s totals divided by their token counts.
+ */
+export async function sequenceMeanNll(
+  model: CausalLM,
+  sequences: readonly (readonly number[])[],
+  opts: SequenceNllOptions = {},
+): Promise<number[]> {
+  const scored = await sequenceNll(model, sequences, opts);
+  return scored.map((x) => (x.tokens > 0 ? x.nll / x.tokens : NaN));
 }

@@ -5,8 +5,6 @@
  *
  * @module
  */
-import { mkdir, readFile } from "node:fs/promises";
-import { join } from "node:path";
 import type { GpuContext } from "../kernels/device.ts";
 import { GpuLimitError } from "../kernels/device.ts";
 import { formatBytes } from "../kernels/pool.ts";
@@ -20,8 +18,8 @@ import { reshape, select, transpose } from "../autograd/ops/shape.ts";
 import { causalAttention, causalAttentionQkv } from "../autograd/ops/attention.ts";
 import { type ModelConfig, type ModelFamily, parseModelConfig } from "./config.ts";
 import { ConfigError } from "./errors.ts";
-import { loadModelConfig, openCheckpoint, writeFileAtomic, writeSafetensors } from "./files.ts";
-import type { TensorToWrite } from "./safetensors.ts";
+import { type ModelSink, type ModelSource, openCheckpoint, readSourceJson } from "./source.ts";
+import { encodeSafetensorsParts, type TensorToWrite } from "./safetensors.ts";
 import { checkWeights } from "./weight_names.ts";
 import { KVCache, positionIdsFromMask } from "./kvcache.ts";
 import {
@@ -329,17 +327,16 @@ export class TransformerLM implements CausalLM {
     return out;
   }
 
-  async save(dir: string): Promise<void> {
-    await mkdir(dir, { recursive: true });
+  async save(sink: ModelSink): Promise<void> {
     const tensors = new Map<string, TensorToWrite>();
     for (const [name, t] of this.weights) tensors.set(name, { data: await t.read(), shape: [...t.shape] });
-    await writeSafetensors(join(dir, "model.safetensors"), tensors);
+    await sink("model.safetensors", encodeSafetensorsParts(tensors));
     const config = { ...this.rawConfig, torch_dtype: "float32" };
     if ("dtype" in config) config.dtype = "float32";
     const enc = new TextEncoder();
-    await writeFileAtomic(join(dir, "config.json"), [enc.encode(JSON.stringify(config, null, 2) + "\n")]);
+    await sink("config.json", [enc.encode(JSON.stringify(config, null, 2) + "\n")]);
     if (this.rawGenerationConfig) {
-      await writeFileAtomic(join(dir, "generation_config.json"), [
+      await sink("generation_config.json", [
         enc.encode(JSON.stringify(this.rawGenerationConfig, null, 2) + "\n"),
       ]);
     }
@@ -356,36 +353,35 @@ export class TransformerLM implements CausalLM {
   }
 }
 
-async function readJsonObject(path: string, optional: boolean): Promise<Record<string, unknown> | null> {
-  let text: string;
-  try {
-    text = await readFile(path, "utf8");
-  } catch (e) {
-    if (optional) return null;
-    throw new ConfigError(`${path}: ${(e as Error).message}`);
-  }
-  const json = JSON.parse(text);
-  return typeof json === "object" && json !== null ? json : null;
+/** A parsed JSON value as an object, or null when it is not one. */
+function asObject(json: unknown): Record<string, unknown> | null {
+  return typeof json === "object" && json !== null && !Array.isArray(json)
+    ? json as Record<string, unknown>
+    : null;
 }
 
-/** Loads a model folder with the block of its family (see `loadModel` in model.ts). */
+/** Loads a model folder (from any {@link ModelSource}) with the block of its family (see `loadModel` in model.ts). */
 export async function loadTransformer(
   ctx: GpuContext,
-  dir: string,
+  source: ModelSource,
   opts: LoadOptions,
   families: Record<ModelFamily, FamilyBlock>,
 ): Promise<TransformerLM> {
-  const config = await loadModelConfig(dir);
+  // Each file is read once (over HTTP, one request each) and parsed as loadModelConfig does.
+  const fail = (m: string) => new ConfigError(m);
+  const configJson = await readSourceJson(source, "config.json", false, fail);
+  const generationJson = await readSourceJson(source, "generation_config.json", true, fail);
+  const config = parseModelConfig(configJson, source.locate("config.json"), generationJson);
   const family = families[config.family];
   if (config.activation === "gelu") {
     throw new ConfigError(
-      `${join(dir, "config.json")}: activation "gelu" (exact erf form) is not implemented; ` +
+      `${source.locate("config.json")}: activation "gelu" (exact erf form) is not implemented; ` +
         `gelu_new / gelu_pytorch_tanh, silu and relu are`,
     );
   }
-  const rawConfig = (await readJsonObject(join(dir, "config.json"), false))!;
-  const rawGeneration = await readJsonObject(join(dir, "generation_config.json"), true);
-  using file = await openCheckpoint(dir);
+  const rawConfig = asObject(configJson)!; // parseModelConfig accepted it: an object
+  const rawGeneration = asObject(generationJson);
+  using file = await openCheckpoint(source);
   const names = checkWeights(config, file, file.source);
   // Tied output layer: transformers uses the embedding matrix whatever lm_head holds.
   if (config.tieWordEmbeddings) names.delete("lm_head.weight");

@@ -4,7 +4,7 @@
  * bytes are still checked by tests/shared/, `deno task test:shared`).
  */
 import { join } from "node:path";
-import { openCheckpoint, writeSafetensors } from "../models/files.ts";
+import { openCheckpoint, writeSafetensors } from "../host/files.ts";
 import type { TensorToWrite, WritableDtype } from "../models/safetensors.ts";
 
 /** Options of {@link writeShardedCopy}. */

@@ -7,7 +7,8 @@ import { crossEntropy } from "../autograd/ops/loss.ts";
 import { reshape, slice } from "../autograd/ops/shape.ts";
 import { scope, Tensor } from "../autograd/tensor.ts";
 import type { CausalLM } from "../models/model.ts";
-import { leftPad } from "../admm/target.ts";
+import { leftPad } from "../models/padding.ts";
+import { noGrad } from "../autograd/grad_mode.ts";
 
 /** The tokenizer operations classification needs. */
 export interface Encoder {
@@ -58,7 +59,7 @@ export async function optionLogLikelihoods(
         targets[i * (length - 1) + j - 1] = ids[i * length + j];
       }
     });
-    const nll = await ctx.noGrad(() =>
+    const nll = await noGrad(ctx, () =>
       scope(ctx, () => {
         const out = model.forward({
           ids: Tensor.from(ctx, ids, [n, length]),
@@ -72,8 +73,7 @@ export async function optionLogLikelihoods(
           ignoreIndex: -1,
         })
           .read();
-      })
-    );
+      }));
     part.forEach((r, i) => {
       let s = 0;
       for (let j = length - r.optionLength; j < length; j++) s -= nll[i * (length - 1) + j - 1];

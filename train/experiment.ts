@@ -11,7 +11,8 @@
  *     the remaining train examples are where the "real" condition draws its N texts
  */
 import { type Example, stratifiedSample } from "../admm/data.ts";
-import { deriveSeed, sequenceNll } from "../admm/synth.ts";
+import { deriveSeed } from "../admm/synth.ts";
+import { sequenceMeanNll } from "../models/perplexity.ts";
 import type { CausalLM } from "../models/model.ts";
 import { type Curve, meanStd } from "./report.ts";
 
@@ -188,7 +189,7 @@ export async function readability(
   const seqs = texts.map((t) => codec.encode(t).slice(0, maxLength));
   const nll: number[] = [];
   for (let s = 0; s < seqs.length; s += batch) {
-    nll.push(...(await sequenceNll(model, seqs.slice(s, s + batch), codec.padId)));
+    nll.push(...(await sequenceMeanNll(model, seqs.slice(s, s + batch))));
   }
   const finite = nll.filter(Number.isFinite);
   const meanNll = finite.length ? finite.reduce((a, b) => a + b, 0) / finite.length : NaN;

@@ -23,9 +23,11 @@ import type { CausalLM } from "../models/model.ts";
 import type { TargetGradient } from "../admm/matching.ts";
 import { computeTarget, disposeTarget, lastLayerFactors } from "../admm/target.ts";
 import { type Example, stratifiedSample } from "../admm/data.ts";
-import { selectReal, sequenceNll } from "../admm/synth.ts";
+import { selectReal } from "../admm/synth.ts";
+import { sequenceMeanNll } from "../models/perplexity.ts";
 import type { TaskSpec } from "../admm/tasks.ts";
 import { scoreExamples, tokenizeExamples } from "./finetune.ts";
+import { noGrad } from "../autograd/grad_mode.ts";
 
 /**
  * The notebook's `clean_text` without its digit-eating bug: removes newlines, `<|endoftext|>`,
@@ -166,7 +168,7 @@ export async function alignmentLosses(
     const part = rows.slice(start, start + chunk);
     const { residuals, hidden } = await lastLayerFactors(model, part, part.map(() => labelId), padId, chunk);
     const [dotW, dotB, rn, hn] = await scope(ctx, async () => {
-      const products = ctx.noGrad(() => {
+      const products = noGrad(ctx, () => {
         const rsr = matmul(target.residuals, residuals, { transB: true }); // [N, B]
         const hsh = matmul(target.hidden, hidden, { transB: true });
         return [
@@ -365,7 +367,7 @@ export async function filterSynthetic(
     const missing = cands.filter((x) => !Number.isFinite(x.nll));
     for (let s = 0; s < missing.length; s += o.batch) {
       const part = missing.slice(s, s + o.batch);
-      const nll = await sequenceNll(model, part.map((x) => codec.encode(x.text)), codec.padId);
+      const nll = await sequenceMeanNll(model, part.map((x) => codec.encode(x.text)));
       part.forEach((x, i) => (x.nll = nll[i]));
     }
   }

@@ -24,10 +24,11 @@ import { backward } from "../autograd/tape.ts";
 import { scope, Tensor } from "../autograd/tensor.ts";
 import type { CausalLM } from "../models/model.ts";
 import type { Example } from "../admm/data.ts";
-import { leftPad } from "../admm/target.ts";
+import { leftPad } from "../models/padding.ts";
 import type { TaskSpec } from "../admm/tasks.ts";
 import { accuracyWithInterval } from "./classify.ts";
 import { buildPrompt, type Demonstration } from "./prompts.ts";
+import { noGrad } from "../autograd/grad_mode.ts";
 
 /** The tokenizer operations fine-tuning and evaluation need. */
 export interface PromptEncoder {
@@ -195,7 +196,7 @@ export async function scoreExamples(
   for (let start = 0; start < examples.length; start += batchSize) {
     const plan = planScoring(examples.slice(start, start + batchSize), padId, maxLength);
     // The forward is synchronous: noGrad covers it; the read happens after the scope closed.
-    const scores = ctx.noGrad(() => scope(ctx, () => optionScores(model, plan)));
+    const scores = noGrad(ctx, () => scope(ctx, () => optionScores(model, plan)));
     const values = await scores.read();
     scores.dispose();
     for (let e = 0; e < plan.examples; e++) {

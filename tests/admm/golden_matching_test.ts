@@ -8,8 +8,7 @@ import { makeTarget } from "../../admm/matching.ts";
 import { lastLayerFactors } from "../../admm/target.ts";
 import { matmul } from "../../autograd/ops/matmul.ts";
 import { scope } from "../../autograd/tensor.ts";
-import { openSafetensors } from "../../models/files.ts";
-import { loadModel } from "../../models/model.ts";
+import { loadModel, openSafetensors } from "../../host/files.ts";
 import { ctx, gpuTest } from "../helpers.ts";
 import { fixture } from "../fixtures.ts";
 import {
@@ -19,6 +18,7 @@ import {
   goldenRealRows,
   relErr,
 } from "../models/golden_fixtures.ts";
+import { noGrad } from "../../autograd/grad_mode.ts";
 
 for (const family of ["gpt2", "llama", "phi"]) {
   Deno.test({
@@ -36,7 +36,7 @@ for (const family of ["gpt2", "llama", "phi"]) {
         const realLabels = await goldenInts(g, "real_labels");
         const { residuals, hidden } = await lastLayerFactors(model, rows, realLabels, 0);
         // The target gradient itself: T_W = R*ᵀ H* / N.
-        const tw = c.noGrad(() => matmul(residuals, hidden, { transA: true }));
+        const tw = noGrad(c, () => matmul(residuals, hidden, { transA: true }));
         const twv = (await tw.read()).map((x) => x / rows.length);
         errors.real_grad_head_weight = relErr(twv, await g.read("real_grad_head_weight"));
         const target = makeTarget(residuals, hidden, model.headBias !== null, null);

@@ -9,6 +9,7 @@ import type { HostTensor } from "../../autograd/reference.ts";
 import { Rng } from "../../autograd/random.ts";
 import type { Tensor } from "../../autograd/tensor.ts";
 import { checkOp, ctx, gpuTest, randHost, toGpu } from "../helpers.ts";
+import { noGrad } from "../../autograd/grad_mode.ts";
 
 const V = 37;
 const D = 6;
@@ -76,13 +77,13 @@ async function run(withBias: boolean, kind: "cos" | "l2", noisy: boolean) {
   const W = toGpu(c, w);
   const Bt = bias ? toGpu(c, bias) : null;
   const head = { weight: W, bias: Bt };
-  const residualRows = c.noGrad(() => {
+  const residualRows = noGrad(c, () => {
     const onehotReal = oneHot(c, realLabels, V);
     const hr = toGpu(c, hReal);
     return { hr, onehotReal };
   });
   const { outputResiduals } = await import("../../admm/matching.ts");
-  const r = c.noGrad(() => outputResiduals(residualRows.hr, head, residualRows.onehotReal));
+  const r = noGrad(c, () => outputResiduals(residualRows.hr, head, residualRows.onehotReal));
   let noise: TargetNoise | null = null;
   if (noiseW) {
     const scaleHost = (h: HostTensor) => ({ data: h.data.map((x) => x * 0.01), shape: h.shape });

@@ -9,7 +9,7 @@ import { makeTarget, oneHot } from "../../admm/matching.ts";
 import { disposeProjector, makeProjector } from "../../admm/zstep.ts";
 import { Rng } from "../../autograd/random.ts";
 import { Tensor } from "../../autograd/tensor.ts";
-import { loadModel } from "../../models/model.ts";
+import { loadModel } from "../../host/files.ts";
 import { ctx, gpuTest } from "../helpers.ts";
 import { fixtureModel } from "../fixtures.ts";
 

@@ -1,5 +1,5 @@
 import { bannedTokenMask, tokenAllowed } from "../../admm/tokenFilter.ts";
-import { loadTokenizer } from "../../models/files.ts";
+import { loadTokenizer } from "../../host/files.ts";
 import { fixtureModel } from "../fixtures.ts";
 
 Deno.test("token filter: the official rules on single strings", () => {

@@ -8,7 +8,7 @@ import { constrainedDecode } from "../../admm/zstep.ts";
 import { Rng } from "../../autograd/random.ts";
 import { Tensor } from "../../autograd/tensor.ts";
 import { generate } from "../../models/generate.ts";
-import { loadModel } from "../../models/model.ts";
+import { loadModel } from "../../host/files.ts";
 import { ctx, gpuTest } from "../helpers.ts";
 import { fixtureModel } from "../fixtures.ts";
 

@@ -14,6 +14,7 @@ import { backward } from "../../autograd/tape.ts";
 import { scope, Tensor } from "../../autograd/tensor.ts";
 import { Rng } from "../../autograd/random.ts";
 import { ctx, gpuTest } from "../helpers.ts";
+import { noGrad } from "../../autograd/grad_mode.ts";
 
 /** `n` points on two interleaved spirals of `turns` turns (class = which spiral), lightly noised. */
 function spirals(n: number, turns: number, rng: Rng): { points: Float32Array; labels: Float32Array } {
@@ -90,7 +91,7 @@ Deno.test({
       if (step === steps - 1) liveAtEnd = c.pool.stats.bytesLive;
     }
 
-    const predicted = c.noGrad(() => scope(c, () => argmax(forward(x), 1)));
+    const predicted = noGrad(c, () => scope(c, () => argmax(forward(x), 1)));
     const classes = await predicted.read();
     predicted.dispose();
     let correct = 0;

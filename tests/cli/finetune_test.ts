@@ -4,7 +4,7 @@
  */
 import { join } from "node:path";
 import { main } from "../../cli.ts";
-import { loadModel } from "../../models/model.ts";
+import { loadModel } from "../../host/files.ts";
 import { ctx, gpuTest } from "../helpers.ts";
 import { fixtureModel, fixtureSst2 } from "../fixtures.ts";
 

@@ -7,7 +7,7 @@ import assert from "node:assert";
 import { join } from "node:path";
 import { installMatmulTuning } from "../../kernels/autotune.ts";
 import { matmulTuningLookup } from "../../kernels/matmul.ts";
-import { loadModel } from "../../models/model.ts";
+import { loadModel } from "../../host/files.ts";
 import { tuneForModel } from "../../cli/tune.ts";
 import { gpuTest } from "../helpers.ts";
 import { ctx } from "../helpers.ts";

@@ -7,12 +7,7 @@
 import assert from "node:assert";
 import { join } from "node:path";
 import {
-  autotune,
-  autotuneMode,
-  cacheFile,
-  cacheKey,
   installMatmulTuning,
-  loadMatmulTuning,
   matmulCandidates,
   type MatmulLauncher,
   matmulShapeClass,
@@ -20,6 +15,7 @@ import {
   recordMatmulShapes,
   type TunedEntry,
 } from "../../kernels/autotune.ts";
+import { autotune, autotuneMode, cacheFile, cacheKey, loadMatmulTuning } from "../../host/autotune.ts";
 import {
   defaultMatmulVariant,
   defaultTuning,

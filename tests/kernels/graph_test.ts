@@ -14,6 +14,7 @@ import { backward } from "../../autograd/tape.ts";
 import { scope, Tensor } from "../../autograd/tensor.ts";
 import { Rng } from "../../autograd/random.ts";
 import { ctx, gpuTest } from "../helpers.ts";
+import { noGrad } from "../../autograd/grad_mode.ts";
 
 /** A small regression problem: tanh MLP 7 → 13 → 5, Adam, clipping; odd sizes on purpose. */
 async function setup(seed: number) {
@@ -35,7 +36,7 @@ async function setup(seed: number) {
       backward(loss);
       clipGradNorm(params, 0.5).dispose();
       opt.step();
-      return c.noGrad(() => loss.detach()).keep();
+      return noGrad(c, () => loss.detach()).keep();
     });
   const dispose = () => {
     for (const t of [x, y, ...params]) t.dispose();
@@ -115,7 +116,7 @@ Deno.test({
     const { graph } = StepGraph.capture(c, () =>
       scope(c, () => {
         const inc = Tensor.from(c, [1, 2, 3, 4, 5], [5]); // an upload inside the step
-        const next = c.noGrad(() => add(acc, inc));
+        const next = noGrad(c, () => add(acc, inc));
         c.copyBuffer(next.buffer, 0, acc.buffer, 0, acc.bytes);
       }));
     graph.replay();

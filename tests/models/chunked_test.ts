@@ -28,9 +28,9 @@ import { backward } from "../../autograd/tape.ts";
 import { scope, Tensor } from "../../autograd/tensor.ts";
 import { createContext, type GpuContext, GpuLimitError } from "../../kernels/device.ts";
 import { chunkRows, RowChunks, type RowMatrix } from "../../models/chunked.ts";
-import { openSafetensors } from "../../models/files.ts";
+import { folderSink, loadModel, openSafetensors } from "../../host/files.ts";
 import { generate } from "../../models/generate.ts";
-import { type CausalLM, loadModel } from "../../models/model.ts";
+import type { CausalLM } from "../../models/model.ts";
 import { sequenceNll } from "../../models/perplexity.ts";
 import { randomModel } from "../../models/random_model.ts";
 import { ctx, gpuTest } from "../helpers.ts";
@@ -43,6 +43,7 @@ import {
   goldenRealRows,
   relErr,
 } from "./golden_fixtures.ts";
+import { noGrad } from "../../autograd/grad_mode.ts";
 
 const TOL = 1e-4;
 
@@ -89,7 +90,7 @@ for (const family of ["gpt2", "llama", "phi"]) {
         const idsT = Tensor.from(c, ids, [B, T]);
         const maskT = Tensor.from(c, mask, [B, T]);
         const posT = Tensor.from(c, pos, [B, T]);
-        const embeds = c.noGrad(() => model.embed(idsT));
+        const embeds = noGrad(c, () => model.embed(idsT));
         embeds.requiresGrad = true;
         (model.headRows as RowChunks).requiresGrad = true;
         if (model.headBias) model.headBias.requiresGrad = true;
@@ -212,7 +213,7 @@ Deno.test({
       const logitsOf = (m: CausalLM) =>
         scope(
           m.ctx,
-          () => m.ctx.noGrad(() => m.forward({ ids: Tensor.from(m.ctx, ids, [2, 8]) }).logits!.read()),
+          () => noGrad(m.ctx, () => m.forward({ ids: Tensor.from(m.ctx, ids, [2, 8]) }).logits!.read()),
         );
       const logitsErr = relErr(await logitsOf(chunked), await logitsOf(whole));
       assert.ok(logitsErr <= 1e-5, `logits differ by ${logitsErr}`);
@@ -269,7 +270,7 @@ Deno.test({
       // Parameters list the chunks by row range; saving writes the whole matrix.
       const names = [...chunked.parameters().keys()].filter((n) => n.startsWith("model.embed_tokens.weight"));
       assert.deepEqual(names, [0, 512, 1024, 1536].map((s) => `model.embed_tokens.weight[${s}:${s + 512}]`));
-      await chunked.save(tmp);
+      await chunked.save(folderSink(tmp));
       const again = await loadModel(c, tmp);
       assert.deepEqual(await again.inputEmbedding.read(), await whole.inputEmbedding.read());
       again.dispose();
@@ -317,7 +318,7 @@ Deno.test({
     const logitsOf = (m: CausalLM) =>
       scope(
         c,
-        () => c.noGrad(() => m.forward({ ids: Tensor.from(c, ids, [3, 6]), logits: "last" }).logits!.read()),
+        () => noGrad(c, () => m.forward({ ids: Tensor.from(c, ids, [3, 6]), logits: "last" }).logits!.read()),
       );
     const err = relErr(await logitsOf(chunked), await logitsOf(whole));
     assert.ok(err <= 1e-5, `logits differ by ${err}`);

@@ -6,7 +6,7 @@ import nodeAssert from "node:assert";
 import { join } from "node:path";
 import { type ModelConfig, parseModelConfig } from "../../models/config.ts";
 import { checkWeights, expectedWeights } from "../../models/weight_names.ts";
-import { loadModelConfig, openCheckpoint } from "../../models/files.ts";
+import { loadModelConfig, openCheckpoint } from "../../host/files.ts";
 import { CheckpointError, ConfigError } from "../../models/errors.ts";
 import { fixture as repoFixture, fixtureModel } from "../fixtures.ts";
 

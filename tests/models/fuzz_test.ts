@@ -13,7 +13,7 @@ import {
   memorySource,
   openSafetensorsSource,
 } from "../../models/safetensors.ts";
-import { openSafetensors } from "../../models/files.ts";
+import { openSafetensors } from "../../host/files.ts";
 import { SafetensorsError } from "../../models/errors.ts";
 
 const assert: (condition: unknown, message?: string) => asserts condition = nodeAssert.ok;

@@ -11,6 +11,7 @@ import { Tensor } from "../../autograd/tensor.ts";
 import type { GpuContext } from "../../kernels/device.ts";
 import type { CausalLM } from "../../models/model.ts";
 import type { SafetensorsFile } from "../../models/safetensors.ts";
+import { noGrad } from "../../autograd/grad_mode.ts";
 
 /** max|a − b| / max|b| over the indices where `keep(i)` holds (Infinity if `a` is not finite). */
 export function relErr(
@@ -76,11 +77,10 @@ export async function goldenMatchingFigures(
   const synX = Tensor.from(c, await g.read("syn_x"), g.info("syn_x").shape, { requiresGrad: true });
   const promptIds = await goldenInts(g, "syn_prompt_ids");
   const b = synX.shape[0];
-  const prompt = c.noGrad(() =>
+  const prompt = noGrad(c, () =>
     model.embed(
       Tensor.from(c, Array.from({ length: b }, () => promptIds).flat(), [b, promptIds.length]),
-    )
-  );
+    ));
   const loss = matchingLoss(
     target,
     lastHidden(model, concat([synX, prompt], 1)),

@@ -11,11 +11,11 @@ import { scope, Tensor } from "../../autograd/tensor.ts";
 import { backward } from "../../autograd/tape.ts";
 import { select } from "../../autograd/ops/shape.ts";
 import { crossEntropy } from "../../autograd/ops/loss.ts";
-import { openSafetensors } from "../../models/files.ts";
-import { loadModel } from "../../models/model.ts";
+import { loadModel, openSafetensors } from "../../host/files.ts";
 import { ctx, gpuTest } from "../helpers.ts";
 import { fixture } from "../fixtures.ts";
 import { checkFigures, goldenInputs, relErr } from "./golden_fixtures.ts";
+import { noGrad } from "../../autograd/grad_mode.ts";
 
 const TOL = 1e-4;
 
@@ -41,7 +41,7 @@ for (const family of ["gpt2", "llama", "phi"]) {
         const idsT = Tensor.from(c, ids, [B, T]);
         const maskT = Tensor.from(c, mask, [B, T]);
         const posT = Tensor.from(c, pos, [B, T]);
-        const embeds = c.noGrad(() => model.embed(idsT));
+        const embeds = noGrad(c, () => model.embed(idsT));
         embeds.requiresGrad = true;
         model.headWeight.requiresGrad = true;
         if (model.headBias) model.headBias.requiresGrad = true;
@@ -59,13 +59,15 @@ for (const family of ["gpt2", "llama", "phi"]) {
         check("grad_inputs_embeds", await embeds.grad!.read(), await g.read("grad_inputs_embeds"));
 
         // logits: "last" computes the same last-position logits.
-        const lastOnly = c.noGrad(() =>
-          model.forward({ embeds, attentionMask: maskT, positionIds: posT, logits: "last" }).logits!
+        const lastOnly = noGrad(
+          c,
+          () => model.forward({ embeds, attentionMask: maskT, positionIds: posT, logits: "last" }).logits!,
         );
         check("logits_last_mode", await lastOnly.read(), await last.read());
         // Default positions from the mask are the golden ones.
-        const byMask = c.noGrad(() =>
-          model.forward({ embeds, attentionMask: maskT, logits: "last" }).logits!
+        const byMask = noGrad(
+          c,
+          () => model.forward({ embeds, attentionMask: maskT, logits: "last" }).logits!,
         );
         check("default_positions", await byMask.read(), await last.read());
       });

@@ -8,9 +8,9 @@
 import nodeAssert from "node:assert";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { type DownloadProgress, parseRepoSpec, resolveModel } from "../../models/hub.ts";
+import { type DownloadProgress, parseRepoSpec, resolveModel } from "../../host/hub.ts";
 import { HubError } from "../../models/errors.ts";
-import { loadModelConfig, loadTokenizer, openCheckpoint } from "../../models/files.ts";
+import { loadModelConfig, loadTokenizer, openCheckpoint } from "../../host/files.ts";
 import { fixtureModel } from "../fixtures.ts";
 import { writeShardedCopy } from "../sharded_fixture.ts";
 

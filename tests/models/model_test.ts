@@ -10,11 +10,12 @@ import { backward } from "../../autograd/tape.ts";
 import { select } from "../../autograd/ops/shape.ts";
 import { crossEntropy } from "../../autograd/ops/loss.ts";
 import { GpuLimitError } from "../../kernels/device.ts";
-import { openSafetensors } from "../../models/files.ts";
-import { loadModel, positionIdsFromMask } from "../../models/model.ts";
+import { folderSink, loadModel, openSafetensors } from "../../host/files.ts";
+import { positionIdsFromMask } from "../../models/model.ts";
 import { sequenceNll } from "../../models/perplexity.ts";
 import { assertClose, ctx, gpuTest } from "../helpers.ts";
 import { fixture } from "../fixtures.ts";
+import { noGrad } from "../../autograd/grad_mode.ts";
 
 Deno.test({
   name: "positionIdsFromMask: max(cumsum(mask) − 1, 0) per row",
@@ -42,9 +43,10 @@ Deno.test({
       await scope(c, async () => {
         const idsT = Tensor.from(c, ids, [B, T]);
         const maskT = Tensor.from(c, mask, [B, T]);
-        const full = c.noGrad(() => model.forward({ ids: idsT, attentionMask: maskT }).logits!);
-        const viaEmbeds = c.noGrad(() =>
-          model.forward({ embeds: model.embed(idsT), attentionMask: maskT }).logits!
+        const full = noGrad(c, () => model.forward({ ids: idsT, attentionMask: maskT }).logits!);
+        const viaEmbeds = noGrad(
+          c,
+          () => model.forward({ embeds: model.embed(idsT), attentionMask: maskT }).logits!,
         );
         assertClose(await viaEmbeds.read(), await full.read(), `${family} ids vs embeds`, 1e-6, 1e-6);
 
@@ -59,13 +61,12 @@ Deno.test({
             for (let b = 0; b < B; b++) o.set(x.subarray(b * T + s, b * T + e), b * (e - s));
             return o;
           };
-          const step = c.noGrad(() =>
+          const step = noGrad(c, () =>
             model.forward({
               ids: Tensor.from(c, sub(ids), [B, e - s]),
               attentionMask: Tensor.from(c, sub(mask), [B, e - s]),
               cache,
-            }).logits!
-          );
+            }).logits!);
           const got = await step.read();
           // Compare real positions only (padded queries are meaningless).
           for (let b = 0; b < B; b++) {
@@ -105,7 +106,7 @@ Deno.test({
         assert.ok(p.grad, `${family}: ${name} got no gradient`);
       }
       // Central differences in f32 on a few entries of a few tensors.
-      const lossValue = () => scope(c, () => c.noGrad(() => loss().item()));
+      const lossValue = () => scope(c, () => noGrad(c, () => loss().item()));
       const probes = family === "gpt2"
         ? ["transformer.h.0.attn.c_attn.weight", "transformer.h.1.mlp.c_fc.bias", "transformer.wpe.weight"]
         : family === "llama"
@@ -158,13 +159,13 @@ Deno.test({
       const tmp = await Deno.makeTempDir();
       try {
         const model = await loadModel(c, fixture("golden", family));
-        await model.save(tmp);
+        await model.save(folderSink(tmp));
         const again = await loadModel(c, tmp);
         assert.deepStrictEqual([...again.parameters().keys()].sort(), [...model.parameters().keys()].sort());
         await scope(c, async () => {
           const ids = Tensor.from(c, [1, 5, 9, 2, 40, 3], [2, 3]);
-          const a = c.noGrad(() => model.forward({ ids }).logits!);
-          const b = c.noGrad(() => again.forward({ ids }).logits!);
+          const a = noGrad(c, () => model.forward({ ids }).logits!);
+          const b = noGrad(c, () => again.forward({ ids }).logits!);
           assert.deepStrictEqual(await b.read(), await a.read());
         });
         model.dispose();
@@ -194,7 +195,7 @@ Deno.test({
     }
     const s = seqs[0];
     const direct = await scope(c, () =>
-      c.noGrad(() => {
+      noGrad(c, () => {
         const logits = model.forward({ ids: Tensor.from(c, s, [1, s.length]) }).logits!;
         return crossEntropy(logits, [...s.slice(1), -100], { reduction: "sum", ignoreIndex: -100 }).item();
       }));

@@ -20,7 +20,7 @@ import {
   parseShardIndex,
 } from "../../models/safetensors.ts";
 import { float16BitsToNumber, numberToBfloat16Bits, numberToFloat16Bits } from "../../models/half_float.ts";
-import { openCheckpoint, openSafetensors, writeSafetensors } from "../../models/files.ts";
+import { openCheckpoint, openSafetensors, writeSafetensors } from "../../host/files.ts";
 import { SafetensorsError } from "../../models/errors.ts";
 import { fixtureModel } from "../fixtures.ts";
 import { writeShardedCopy } from "../sharded_fixture.ts";

@@ -4,7 +4,7 @@
  */
 import nodeAssert from "node:assert";
 import { join } from "node:path";
-import { loadTokenizer } from "../../models/files.ts";
+import { loadTokenizer } from "../../host/files.ts";
 import { createTokenizer, type Tokenizer } from "../../models/tokenizer.ts";
 import { TokenizerError } from "../../models/errors.ts";
 import { fixtureModel } from "../fixtures.ts";

@@ -6,9 +6,8 @@
  * folder (../shared or GRADMM_SHARED) they are skipped, and say so.
  */
 import nodeAssert from "node:assert";
-import { loadModelConfig, loadTokenizer, openCheckpoint } from "../../models/files.ts";
+import { loadModel, loadModelConfig, loadTokenizer, openCheckpoint } from "../../host/files.ts";
 import { checkWeights, expectedWeights } from "../../models/weight_names.ts";
-import { loadModel } from "../../models/model.ts";
 import { generateText } from "../../models/generate.ts";
 import { ctx, gpuTest } from "../helpers.ts";
 import { haveShared, SHARED, sharedFixture } from "../fixtures.ts";

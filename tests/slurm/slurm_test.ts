@@ -11,7 +11,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { ROOT } from "../shared.ts";
+import { ROOT } from "../fixtures.ts";
 
 const NEEDED = ["sbatch", "sinfo", "slurmctld", "slurmd", "munged"];
 const SEARCH = [...(Deno.env.get("PATH") ?? "").split(":"), "/usr/sbin", "/sbin"];

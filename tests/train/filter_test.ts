@@ -2,8 +2,7 @@
  * Filtering stages: cleaning, dedupe + top-n, class balancing on synthetic numbers, and the
  * per-text alignment score against the closed-form matching loss with a batch of one.
  */
-import { loadModel } from "../../models/model.ts";
-import { loadTokenizer } from "../../models/files.ts";
+import { loadModel, loadTokenizer } from "../../host/files.ts";
 import { getTask } from "../../admm/tasks.ts";
 import { matchingLoss, oneHot } from "../../admm/matching.ts";
 import { computeTarget, disposeTarget, lastLayerFactors } from "../../admm/target.ts";
@@ -18,6 +17,7 @@ import {
 } from "../../train/filter.ts";
 import { ctx, gpuTest } from "../helpers.ts";
 import { fixtureModel } from "../fixtures.ts";
+import { noGrad } from "../../autograd/grad_mode.ts";
 
 function cand(index: number, label: number, score: number, text = `t${index}`, nll = 0): Candidate {
   return { index, text, label, score, nll };
@@ -117,7 +117,7 @@ Deno.test({
     const vocab = model.headWeight.shape[0];
     for (let i = 0; i < synth.length; i++) {
       const { residuals, hidden } = await lastLayerFactors(model, [synth[i]], [labelId], pad);
-      const ref = await c.noGrad(() =>
+      const ref = await noGrad(c, () =>
         scope(
           c,
           () =>
@@ -127,8 +127,7 @@ Deno.test({
               { weight: model.headWeight, bias: model.headBias },
               oneHot(c, [labelId], vocab),
             ).item(),
-        )
-      );
+        ));
       residuals.dispose();
       hidden.dispose();
       if (Math.abs(mine[i] - ref) > 1e-4) throw new Error(`text ${i}: ${mine[i]} vs matchingLoss ${ref}`);

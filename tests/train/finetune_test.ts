@@ -4,8 +4,7 @@
  * restored, and a saved checkpoint reloads with identical logits.
  */
 import { join } from "node:path";
-import { loadModel } from "../../models/model.ts";
-import { loadTokenizer } from "../../models/files.ts";
+import { folderSink, loadModel, loadTokenizer } from "../../host/files.ts";
 import { getTask } from "../../admm/tasks.ts";
 import { optionLogLikelihoods } from "../../train/classify.ts";
 import {
@@ -22,6 +21,7 @@ import { scope, Tensor } from "../../autograd/tensor.ts";
 import { backward } from "../../autograd/tape.ts";
 import { ctx, gpuTest } from "../helpers.ts";
 import { fixtureModel } from "../fixtures.ts";
+import { noGrad } from "../../autograd/grad_mode.ts";
 
 const sst2 = getTask("sst2");
 const TEXTS = [
@@ -113,7 +113,7 @@ Deno.test({
     const tok = await loadTokenizer(dir);
     const enc = { encode: (t: string) => tok.encode(t), padId: tok.padId ?? 0 };
     const plan = planScoring(tokenizeExamples(enc, sst2, TEXTS.slice(0, 2)), enc.padId);
-    const lossAt = () => scope(c, () => c.noGrad(() => classificationLoss(model, plan)).item());
+    const lossAt = () => scope(c, () => noGrad(c, () => classificationLoss(model, plan)).item());
     await scope(c, async () => {
       const l = classificationLoss(model, plan);
       backward(l);
@@ -201,13 +201,13 @@ Deno.test({
 
     // Save and reload: identical logits.
     const out = await Deno.makeTempDir();
-    await model.save(out);
+    await model.save(folderSink(out));
     await Deno.copyFile(join(dir, "tokenizer.json"), join(out, "tokenizer.json"));
     const again = await loadModel(c, out);
     const idList = tok.encode("the movie was great , really");
     const ids = Tensor.from(c, idList, [1, idList.length]);
     const logitsOf = (m: typeof model) =>
-      c.noGrad(() => scope(c, () => m.forward({ ids, logits: "last" }).logits!));
+      noGrad(c, () => scope(c, () => m.forward({ ids, logits: "last" }).logits!));
     const a = logitsOf(model), b = logitsOf(again);
     const [va, vb] = [await a.read(), await b.read()];
     for (let i = 0; i < va.length; i++) {

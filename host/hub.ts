@@ -18,9 +18,9 @@
  */
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { HubError, SafetensorsError } from "./errors.ts";
-import { parseShardIndex } from "./safetensors.ts";
-import { WEIGHTS_FILE, WEIGHTS_INDEX_FILE } from "./files.ts";
+import { HubError, SafetensorsError } from "../models/errors.ts";
+import { parseShardIndex } from "../models/safetensors.ts";
+import { WEIGHTS_FILE, WEIGHTS_INDEX_FILE } from "../models/source.ts";
 
 /** Progress of one file's download. */
 export interface DownloadProgress {

@@ -1,0 +1,52 @@
+/**
+ * The Deno-only part of gradmm-ts: model folders on disk, the Hugging Face hub download and its
+ * cache, the matmul autotune cache on disk, and atomic file writes. Everything here reads files,
+ * environment variables or the process; the engine itself (`mod.ts`) does none of that and runs
+ * in a browser too.
+ *
+ * @example Load a model folder from disk
+ * ```ts
+ * import { createContext, generateText } from "../mod.ts";
+ * import { loadModel, loadTokenizer } from "./mod.ts";
+ * const ctx = await createContext();
+ * const model = await loadModel(ctx, "assets/gpt2-d128");
+ * const tok = await loadTokenizer("assets/gpt2-d128");
+ * const out = await generateText(model, tok, ["This movie is"], { maxNewTokens: 10, greedy: true });
+ * console.log(out.texts[0]);
+ * ```
+ * @module
+ */
+
+export { type AtomicContent, writeFileAtomic } from "./atomic.ts";
+export {
+  asModelSource,
+  fileSource,
+  folderSink,
+  folderSource,
+  loadModel,
+  loadModelConfig,
+  loadTokenizer,
+  openCheckpoint,
+  openSafetensors,
+  saveModel,
+  writeSafetensors,
+} from "./files.ts";
+export {
+  type DownloadProgress,
+  parseRepoSpec,
+  type RepoSpec,
+  type ResolvedModel,
+  resolveModel,
+  type ResolveOptions,
+} from "./hub.ts";
+export {
+  autotune,
+  autotuneMode,
+  type AutotuneOptions,
+  cacheFile,
+  defaultCacheDir as defaultTuningCacheDir,
+  denoRuntime,
+  folderTuningStore,
+  loadMatmulTuning,
+  processCpuTime,
+} from "./autotune.ts";
