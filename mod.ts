@@ -114,6 +114,8 @@ export { computeTarget, lastLayerFactors } from "./admm/target.ts";
 export { constrainedDecode, makeProjector, topkCosine } from "./admm/zstep.ts";
 export { bannedTokenMask, tokenAllowed } from "./admm/tokenFilter.ts";
 export { type DpOptions, gaussianSigma } from "./admm/dp.ts";
+export { analyticGaussianSigma, gaussianDelta, gaussianEpsilon, type PrivacyAccount } from "./admm/dp.ts";
+export { synthPrivacy } from "./admm/synth.ts";
 export { customTask, getTask, TASK_PRESETS, type TaskSpec } from "./admm/tasks.ts";
 export { type Example, parseJsonl, stratifiedSample } from "./admm/data.ts";
 export { runSynth, type SynthOptions, type SynthRecord } from "./admm/synth.ts";

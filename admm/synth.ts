@@ -9,7 +9,13 @@ import type { CausalLM } from "../models/model.ts";
 import { sequenceNll as sequenceNllTotals } from "../models/perplexity.ts";
 import { type AdmmSettings, type RoundProgress, runRound } from "./admm.ts";
 import { type Example, stratifiedSample } from "./data.ts";
-import type { DpOptions } from "./dp.ts";
+import {
+  calibratedSigma,
+  type DpOptions,
+  gaussianEpsilon,
+  type PrivacyAccount,
+  privacyAccount,
+} from "./dp.ts";
 import { oneHot } from "./matching.ts";
 import { computeTarget, disposeTarget, type TargetReport } from "./target.ts";
 import { classOf, stripSuffix, type TaskSpec } from "./tasks.ts";
@@ -87,6 +93,8 @@ export type SynthEvent =
     rhos: number[];
     length: number[];
     allowedTokens: number;
+    /** The (ε, δ) the run spends and on what assumptions (DP runs only). */
+    privacy?: PrivacyAccount;
   }
   | { kind: "target"; classIndex: number; report: TargetReport }
   | { kind: "step"; key: RoundKey; progress: RoundProgress }
@@ -128,6 +136,39 @@ export function selectReal(
     }
   });
   return { pool, used, byClass };
+}
+
+/**
+ * The privacy account of a DP synth run, from settings and class sizes alone (so a resumed run
+ * reports the same): one release per class of σ calibrated for sensitivity C/N_c.
+ */
+export function synthPrivacy(
+  dp: Omit<DpOptions, "seed">,
+  classSizes: number[],
+  labelWords: string[],
+  lengthFromData: boolean,
+): PrivacyAccount {
+  const calibration = dp.calibration ?? "analytic";
+  const releases = classSizes.map((n, c) => {
+    const sensitivity = dp.clip / n;
+    const sigma = calibratedSigma(calibration, dp.epsilon, dp.delta, sensitivity);
+    return {
+      label: labelWords[c],
+      examples: n,
+      sensitivity,
+      sigma,
+      epsilon: gaussianEpsilon(sigma, dp.delta, sensitivity),
+    };
+  });
+  const notCovered = [
+    "the manifest's targets.*.signalNorm and targets.*.clipped (diagnostics computed from the raw examples)",
+  ];
+  if (lengthFromData) {
+    notCovered.unshift(
+      "the sequence length (the mean token length of each class's real examples; pass --length N to make it data-independent)",
+    );
+  }
+  return privacyAccount(releases, dp.delta, calibration, notCovered);
 }
 
 /** A 32-bit seed derived from several integers (FNV-1a over their decimal forms). */
@@ -194,6 +235,9 @@ export async function runSynth(
     rhos: o.rhos,
     length: lengths,
     allowedTokens: allowed,
+    privacy: o.dp
+      ? synthPrivacy(o.dp, rowsByClass.map((r) => r.length), task.labelWords, o.length <= 0)
+      : undefined,
   });
 
   const projector = makeProjector(model, banned, o.topk);

@@ -14,6 +14,7 @@ import {
   type SynthOptions,
   type SynthRecord,
 } from "../admm/synth.ts";
+import type { PrivacyAccount } from "../admm/dp.ts";
 import { customTask, getTask, type TaskSpec } from "../admm/tasks.ts";
 import { defaultContext } from "../kernels/device.ts";
 import { openModel, WEIGHTS_HELP, weightsFlag } from "./model.ts";
@@ -73,7 +74,12 @@ GRADMM (defaults: the paper's; CPU adapters use smaller ones unless --paper)
 Differential privacy (all three enable it)
   --dp-epsilon E          privacy budget ε
   --dp-delta D            δ (default 1e-4)
-  --dp-clip C             per-example clipping norm (default 1.0)`;
+  --dp-clip C             per-example clipping norm (default 1.0)
+  --dp-calibration analytic|official
+                          σ from (ε, δ): the analytic Gaussian mechanism (default, least noise
+                          for the guarantee) or the paper code's formula
+  The run's (ε, δ) (parallel composition over the class targets) is printed and recorded in the
+  manifest's "privacy"; everything after the noisy targets is post-processing.`;
 
 interface Manifest {
   tool: string;
@@ -87,6 +93,8 @@ interface Manifest {
   timings: Record<string, number>;
   wallSeconds: number;
   allowedTokens?: number;
+  /** DP runs: the (ε, δ) spent and what it does not cover. */
+  privacy?: PrivacyAccount;
 }
 
 function parseList(s: string, what: string): number[] {
@@ -132,6 +140,7 @@ export const synthCommand: Command = {
       "dp-epsilon": { type: "string" },
       "dp-delta": { type: "string" },
       "dp-clip": { type: "string" },
+      "dp-calibration": { type: "string" },
       weights: { type: "string" },
     });
     if (v.help) {
@@ -167,6 +176,13 @@ export const synthCommand: Command = {
     const dpRequested = v["dp-epsilon"] !== undefined;
     if (!dpRequested && (v["dp-delta"] !== undefined || v["dp-clip"] !== undefined)) {
       throw new UsageError("synth: --dp-delta and --dp-clip need --dp-epsilon");
+    }
+    const calibration = v["dp-calibration"] ?? "analytic";
+    if (calibration !== "analytic" && calibration !== "official") {
+      throw new UsageError(`synth: --dp-calibration must be analytic or official, got '${calibration}'`);
+    }
+    if (!dpRequested && v["dp-calibration"] !== undefined) {
+      throw new UsageError("synth: --dp-calibration needs --dp-epsilon");
     }
     const dataPath = v.data ?? DEFAULT_DATA;
     const data = parseJsonl(await readText(dataPath, "data file"), {
@@ -220,6 +236,7 @@ export const synthCommand: Command = {
           epsilon: num("dp-epsilon", 1, { min: 1e-9 }),
           delta: num("dp-delta", 1e-4, { min: 1e-300, max: 0.999999 }),
           clip: num("dp-clip", 1.0, { min: 1e-12 }),
+          calibration,
         }
         : undefined,
     };
@@ -303,9 +320,11 @@ export const synthCommand: Command = {
       timings,
       wallSeconds: previousWall + (performance.now() - started) / 1000,
       allowedTokens,
+      privacy,
     });
     const targets: Record<string, unknown> = {};
     let allowedTokens: number | undefined;
+    let privacy: PrivacyAccount | undefined;
     let totalRounds = 1;
     let roundsDone = completed.length;
     const runStart = performance.now();
@@ -314,6 +333,15 @@ export const synthCommand: Command = {
     const onEvent = async (e: SynthEvent) => {
       if (e.kind === "plan") {
         allowedTokens = e.allowedTokens;
+        privacy = e.privacy;
+        if (privacy) {
+          console.error(
+            `privacy: this run spends (ε = ${privacy.epsilon.toPrecision(4)}, δ = ${privacy.delta}) in all ` +
+              `(${privacy.calibration} σ; one Gaussian release per class, parallel composition; ` +
+              `σ = ${privacy.releases.map((r) => r.sigma.toPrecision(4)).join("/")}); not covered: ` +
+              privacy.notCovered.join("; "),
+          );
+        }
         totalRounds = e.classes * e.roundsPerClass * e.rhos.length;
         console.error(
           `plan: ${e.classes} classes × ${e.roundsPerClass} round(s) × ${e.rhos.length} ρ; sequence length ${
