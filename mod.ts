@@ -116,6 +116,7 @@ export { bannedTokenMask, tokenAllowed } from "./admm/tokenFilter.ts";
 export { type DpOptions, gaussianSigma } from "./admm/dp.ts";
 export { analyticGaussianSigma, gaussianDelta, gaussianEpsilon, type PrivacyAccount } from "./admm/dp.ts";
 export { synthPrivacy } from "./admm/synth.ts";
+export { REFINE_DEFAULTS, type RefineSettings, refineTokens, repeatedBigrams } from "./admm/refine.ts";
 export { customTask, getTask, TASK_PRESETS, type TaskSpec } from "./admm/tasks.ts";
 export { type Example, parseJsonl, stratifiedSample } from "./admm/data.ts";
 export { runSynth, type SynthOptions, type SynthRecord } from "./admm/synth.ts";

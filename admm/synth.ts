@@ -20,6 +20,7 @@ import { oneHot } from "./matching.ts";
 import { computeTarget, disposeTarget, type TargetReport } from "./target.ts";
 import { classOf, stripSuffix, type TaskSpec } from "./tasks.ts";
 import { bannedTokenMask } from "./tokenFilter.ts";
+import { type RefineSettings, refineTokens } from "./refine.ts";
 import { disposeProjector, makeProjector } from "./zstep.ts";
 
 /** The tokenizer operations synth needs (models/tokenizer.ts provides them). */
@@ -52,6 +53,11 @@ export interface SynthOptions {
   /** ADMM settings other than ρ. */
   admm: Omit<AdmmSettings, "rho">;
   dp?: Omit<DpOptions, "seed">;
+  /**
+   * Token-swap refinement after each round (admm/refine.ts); absent = the official path, whose
+   * output is unchanged.
+   */
+  refine?: RefineSettings;
 }
 
 /**
@@ -258,22 +264,37 @@ export async function runSynth(
           for (let r = 0; r < rounds; r++) {
             const key = { rho, classIndex: c, round: r };
             if (done(key)) continue;
+            const problem = {
+              model,
+              projector,
+              target,
+              head,
+              onehot,
+              length: lengths[c],
+              suffixIds,
+              prefixIds,
+              batch: o.batch,
+              seed: deriveSeed(o.seed, rho, c, r),
+            };
             const result = await runRound(
-              {
-                model,
-                projector,
-                target,
-                head,
-                onehot,
-                length: lengths[c],
-                suffixIds,
-                prefixIds,
-                batch: o.batch,
-                seed: deriveSeed(o.seed, rho, c, r),
-              },
+              problem,
               { ...o.admm, rho, freezeSuffixGradient: o.admm.freezeSuffixGradient },
               (progress) => onEvent({ kind: "step", key, progress }),
             );
+            if (o.refine) {
+              const t0 = performance.now();
+              const refined = await refineTokens(
+                problem,
+                result.ids,
+                labelIds[c],
+                o.admm.matching,
+                o.refine,
+                deriveSeed(o.seed, "refine", rho, c, r),
+              );
+              result.ids = refined.ids;
+              result.matchLoss = refined.matchLoss;
+              (result.timings as Record<string, number>).refine = performance.now() - t0;
+            }
             const texts = result.ids.map((ids) => stripSuffix(task, codec.decode(ids)));
             const nll = await sequenceNll(model, texts.map((t) => codec.encode(t)));
             const records = texts.map((text, i): SynthRecord => ({

@@ -15,6 +15,7 @@ import {
   type SynthRecord,
 } from "../admm/synth.ts";
 import type { PrivacyAccount } from "../admm/dp.ts";
+import { REFINE_DEFAULTS } from "../admm/refine.ts";
 import { customTask, getTask, type TaskSpec } from "../admm/tasks.ts";
 import { defaultContext } from "../kernels/device.ts";
 import { openModel, WEIGHTS_HELP, weightsFlag } from "./model.ts";
@@ -68,6 +69,13 @@ GRADMM (defaults: the paper's; CPU adapters use smaller ones unless --paper)
   --length N              tokens per sequence incl. suffix (default: mean real length per class)
   --loss cos|l2           matching loss (cos)
   --select total|discrete which iterate to decode: official 'total' or the best projected tokens
+  --method M              official (the paper's code path, default) | discrete (= --select
+                          discrete) | refine (best projection, then token swaps proposed from the
+                          matching-loss gradient, kept only when the exact loss drops and the
+                          text's NLL stays within --refine-nll-slack of its start; admm/refine.ts)
+  --official              same as --method official
+  --refine-iterations N   refinement iterations (40; each ≈ 5 forward/backward passes)
+  --refine-nll-slack X    nats/token a text's NLL may rise during refinement (0.3)
   --seed N                seed for the real pool, initialisation and DP noise (42)
   --paper                 use the paper's settings even on a CPU adapter
 
@@ -135,6 +143,10 @@ export const synthCommand: Command = {
       length: { type: "string" },
       loss: { type: "string" },
       select: { type: "string" },
+      method: { type: "string" },
+      official: { type: "boolean" },
+      "refine-iterations": { type: "string" },
+      "refine-nll-slack": { type: "string" },
       seed: { type: "string" },
       paper: { type: "boolean" },
       "dp-epsilon": { type: "string" },
@@ -169,7 +181,14 @@ export const synthCommand: Command = {
     if (loss !== "cos" && loss !== "l2") {
       throw new UsageError(`synth: --loss must be cos or l2, got '${loss}'`);
     }
-    const select = v.select ?? "total";
+    const method = v.official ? "official" : (v.method ?? "official");
+    if (method !== "official" && method !== "discrete" && method !== "refine") {
+      throw new UsageError(`synth: --method must be official, discrete or refine, got '${method}'`);
+    }
+    if (v.official && v.method !== undefined && v.method !== "official") {
+      throw new UsageError(`synth: --official contradicts --method ${v.method}; pass one of them`);
+    }
+    const select = v.select ?? (method === "official" ? "total" : "discrete");
     if (select !== "total" && select !== "discrete") {
       throw new UsageError(`synth: --select must be total or discrete, got '${select}'`);
     }
@@ -239,7 +258,19 @@ export const synthCommand: Command = {
           calibration,
         }
         : undefined,
+      refine: method === "refine"
+        ? {
+          ...REFINE_DEFAULTS,
+          iterations: num("refine-iterations", REFINE_DEFAULTS.iterations, { min: 0, integer: true }),
+          nllSlack: num("refine-nll-slack", REFINE_DEFAULTS.nllSlack, { min: 0 }),
+        }
+        : undefined,
     };
+    if (
+      method !== "refine" && (v["refine-iterations"] !== undefined || v["refine-nll-slack"] !== undefined)
+    ) {
+      throw new UsageError("synth: --refine-iterations and --refine-nll-slack need --method refine");
+    }
     if (cpu) {
       console.error(
         `note: '${ctx.adapterName}' is a CPU adapter: using CPU-sized defaults (per-class ${perClass}, outer ${admm.outerSteps}, ` +
