@@ -22,7 +22,7 @@ import { runSynth, selectReal, sequenceNll, type SynthOptions, type SynthRecord 
 import { computeTarget, disposeTarget, lastLayerFactors } from "../admm/target.ts";
 import { getTask } from "../admm/tasks.ts";
 import { slice } from "../autograd/ops/shape.ts";
-import { scope, Tensor } from "../autograd/tensor.ts";
+import { scope } from "../autograd/tensor.ts";
 import { defaultContext } from "../kernels/device.ts";
 import { openModel } from "../cli/model.ts";
 import { writeFileAtomic } from "../cli/io.ts";
