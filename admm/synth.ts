@@ -9,11 +9,18 @@ import type { CausalLM } from "../models/model.ts";
 import { sequenceMeanNll } from "../models/perplexity.ts";
 import { type AdmmSettings, type RoundProgress, runRound } from "./admm.ts";
 import { type Example, stratifiedSample } from "./data.ts";
-import type { DpOptions } from "./dp.ts";
+import {
+  calibratedSigma,
+  type DpOptions,
+  gaussianEpsilon,
+  type PrivacyAccount,
+  privacyAccount,
+} from "./dp.ts";
 import { oneHot } from "./matching.ts";
 import { computeTarget, disposeTarget, type TargetReport } from "./target.ts";
 import { classOf, stripSuffix, type TaskSpec } from "./tasks.ts";
 import { bannedTokenMask } from "./tokenFilter.ts";
+import { type RefineSettings, refineTokens } from "./refine.ts";
 import { disposeProjector, makeProjector } from "./zstep.ts";
 
 /** The tokenizer operations synth needs (models/tokenizer.ts provides them). */
@@ -46,6 +53,11 @@ export interface SynthOptions {
   /** ADMM settings other than ρ. */
   admm: Omit<AdmmSettings, "rho">;
   dp?: Omit<DpOptions, "seed">;
+  /**
+   * Token-swap refinement after each round (admm/refine.ts); absent = the official path, whose
+   * output is unchanged.
+   */
+  refine?: RefineSettings;
 }
 
 /**
@@ -94,6 +106,8 @@ export type SynthEvent =
     rhos: number[];
     length: number[];
     allowedTokens: number;
+    /** The (ε, δ) the run spends and on what assumptions (DP runs only). */
+    privacy?: PrivacyAccount;
   }
   | { kind: "target"; classIndex: number; report: TargetReport }
   | { kind: "step"; key: RoundKey; progress: RoundProgress }
@@ -135,6 +149,39 @@ export function selectReal(
     }
   });
   return { pool, used, byClass };
+}
+
+/**
+ * The privacy account of a DP synth run, from settings and class sizes alone (so a resumed run
+ * reports the same): one release per class of σ calibrated for sensitivity C/N_c.
+ */
+export function synthPrivacy(
+  dp: Omit<DpOptions, "seed">,
+  classSizes: number[],
+  labelWords: string[],
+  lengthFromData: boolean,
+): PrivacyAccount {
+  const calibration = dp.calibration ?? "analytic";
+  const releases = classSizes.map((n, c) => {
+    const sensitivity = dp.clip / n;
+    const sigma = calibratedSigma(calibration, dp.epsilon, dp.delta, sensitivity);
+    return {
+      label: labelWords[c],
+      examples: n,
+      sensitivity,
+      sigma,
+      epsilon: gaussianEpsilon(sigma, dp.delta, sensitivity),
+    };
+  });
+  const notCovered = [
+    "the manifest's targets.*.signalNorm and targets.*.clipped (diagnostics computed from the raw examples)",
+  ];
+  if (lengthFromData) {
+    notCovered.unshift(
+      "the sequence length (the mean token length of each class's real examples; pass --length N to make it data-independent)",
+    );
+  }
+  return privacyAccount(releases, dp.delta, calibration, notCovered);
 }
 
 /** A 32-bit seed derived from several integers (FNV-1a over their decimal forms). */
@@ -208,6 +255,9 @@ export async function runSynth(
     rhos: o.rhos,
     length: lengths,
     allowedTokens: allowed,
+    privacy: o.dp
+      ? synthPrivacy(o.dp, rowsByClass.map((r) => r.length), task.labelWords, o.length <= 0)
+      : undefined,
   });
 
   const projector = makeProjector(model, banned, o.topk);
@@ -228,19 +278,20 @@ export async function runSynth(
           for (let r = 0; r < rounds; r++) {
             const key = { rho, classIndex: c, round: r };
             if (done(key)) continue;
+            const problem = {
+              model,
+              projector,
+              target,
+              head,
+              onehot,
+              length: lengths[c],
+              suffixIds,
+              prefixIds,
+              batch: o.batch,
+              seed: deriveSeed(o.seed, rho, c, r),
+            };
             const result = await runRound(
-              {
-                model,
-                projector,
-                target,
-                head,
-                onehot,
-                length: lengths[c],
-                suffixIds,
-                prefixIds,
-                batch: o.batch,
-                seed: deriveSeed(o.seed, rho, c, r),
-              },
+              problem,
               { ...o.admm, rho, freezeSuffixGradient: o.admm.freezeSuffixGradient },
               (progress) => onEvent({ kind: "step", key, progress }),
             );
@@ -257,6 +308,20 @@ export async function runSynth(
                 }: the optimisation diverged (a loss became NaN or infinite); ` +
                   "lower --rho or --lr. Nothing was written for this round",
               );
+            }
+            if (o.refine) {
+              const t0 = performance.now();
+              const refined = await refineTokens(
+                problem,
+                result.ids,
+                labelIds[c],
+                o.admm.matching,
+                o.refine,
+                deriveSeed(o.seed, "refine", rho, c, r),
+              );
+              result.ids = refined.ids;
+              result.matchLoss = refined.matchLoss;
+              (result.timings as Record<string, number>).refine = performance.now() - t0;
             }
             const texts = result.ids.map((ids) => stripSuffix(task, codec.decode(ids)));
             const nll = await sequenceMeanNll(model, texts.map((t) => codec.encode(t)));

@@ -12,7 +12,7 @@ import { GpuLimitError } from "../kernels/device.ts";
 import { formatBytes } from "../kernels/pool.ts";
 import type { CausalLM } from "../models/model.ts";
 import { leftPad } from "../models/padding.ts";
-import { clipFactors, type DpOptions, drawNoise, gaussianSigma } from "./dp.ts";
+import { calibratedSigma, clipFactors, type DpOptions, drawNoise, gaussianEpsilon } from "./dp.ts";
 import { makeTarget, oneHot, type TargetGradient } from "./matching.ts";
 import { noGrad } from "../autograd/grad_mode.ts";
 
@@ -58,6 +58,10 @@ export interface TargetReport {
   signalNorm: number;
   /** σ per element (DP only). */
   sigma?: number;
+  /** Sensitivity C/N of the clipped mean (DP only). */
+  sensitivity?: number;
+  /** ε this release spends at the run's δ under the tight accounting (DP only). */
+  epsilonSpent?: number;
   /** Expected norm of the weight noise, σ·sqrt(V·d) (DP only). */
   noiseNorm?: number;
   /** How many examples the clipping scaled down (DP only). */
@@ -67,7 +71,9 @@ export interface TargetReport {
 /**
  * Builds the class target from tokenised real examples (text + suffix) whose label token is
  * `labelId`. With `dp`, each example's gradient is clipped to norm `dp.clip` and Gaussian noise of
- * scale σ(ε, δ, C/N) is added to the mean (dense, drawn on the GPU from `dp.seed`).
+ * scale σ(ε, δ, C/N) is added to the mean (dense, drawn on the GPU from `dp.seed`); σ comes from
+ * the analytic Gaussian mechanism unless `dp.calibration` is "official". The report's
+ * `signalNorm` and `clipped` are read from the raw examples: diagnostics, not private.
  */
 export async function computeTarget(
   model: CausalLM,
@@ -118,11 +124,14 @@ export async function computeTarget(
   clean.normW2.dispose();
   clean.normB2?.dispose();
   const [rowsV, dim] = model.headRows.shape;
-  const sigma = gaussianSigma(dp.epsilon, dp.delta, dp.clip / n);
+  const sensitivity = dp.clip / n;
+  const sigma = calibratedSigma(dp.calibration ?? "analytic", dp.epsilon, dp.delta, sensitivity);
   const noise = drawNoise(ctx, rowsV, dim, withBias, sigma, dp.seed);
   noise.weight.keep();
   noise.bias?.keep();
   report.sigma = sigma;
+  report.sensitivity = sensitivity;
+  report.epsilonSpent = gaussianEpsilon(sigma, dp.delta, sensitivity);
   report.noiseNorm = sigma * Math.sqrt(rowsV * dim);
   return { target: makeTarget(residuals, hidden, withBias, noise), report };
 }

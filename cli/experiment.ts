@@ -92,6 +92,7 @@ Fine-tuning (the official harness's loss; see 'finetune --help')
 Synthesis (passed to synth; unset flags take synth's defaults, CPU-sized on a CPU adapter)
   --synth-batch N  --synth-outer-steps N  --synth-inner-steps N  --synth-init-candidates N
   --synth-rho R  --synth-topk K  --synth-select total|discrete  --synth-lr X  --synth-length N
+  --synth-method official|discrete|refine  --synth-refine-iterations N
   --synth-paper           the paper's generation settings even on a CPU adapter
   --dp-epsilon E  [--dp-delta D] [--dp-clip C]   adds the DP conditions
 
@@ -112,6 +113,8 @@ const SYNTH_PASSTHROUGH: Record<string, string> = {
   "synth-rho": "rho",
   "synth-topk": "topk",
   "synth-select": "select",
+  "synth-method": "method",
+  "synth-refine-iterations": "refine-iterations",
   "synth-lr": "lr",
   "synth-length": "length",
   "dp-delta": "dp-delta",
@@ -405,6 +408,8 @@ export const experimentCommand: Command = {
       "synth-rho": { type: "string" },
       "synth-topk": { type: "string" },
       "synth-select": { type: "string" },
+      "synth-method": { type: "string" },
+      "synth-refine-iterations": { type: "string" },
       "synth-lr": { type: "string" },
       "synth-length": { type: "string" },
       "synth-paper": { type: "boolean" },

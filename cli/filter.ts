@@ -7,6 +7,7 @@ import { classOf, getTask } from "../admm/tasks.ts";
 import { defaultContext } from "../kernels/device.ts";
 import {
   FILTER_DEFAULTS,
+  FILTER_PRIVACY,
   type FilterInput,
   type FilterOptions,
   filterSynthetic,
@@ -58,6 +59,8 @@ export interface FilterSummary {
   perLabel: Record<string, StageCounts>;
   kept: number;
   settings: Record<string, unknown>;
+  /** Never private (train/filter.ts FILTER_PRIVACY says why). */
+  privacy: typeof FILTER_PRIVACY;
 }
 
 /** The stage table printed on stderr. */
@@ -203,6 +206,7 @@ export const filterCommand: Command = {
       perLabel: Object.fromEntries(result.stats.map((s, c) => [task.labelWords[c], s])),
       kept: out.length,
       settings: { model: v.model, task: task.name, in: inPath, real: v.real, ...o },
+      privacy: FILTER_PRIVACY,
     };
     await writeFileAtomic(
       summaryPath,
@@ -211,6 +215,19 @@ export const filterCommand: Command = {
     console.error("filter stages (texts removed per label):");
     console.error(stageTable(task.labelWords, result.stats, o));
     console.log(`kept: ${out.length} of ${raw.length} texts -> ${outPath}`);
+    if (await inputWasPrivate(inPath)) {
+      console.error(`filter: warning: ${inPath} came from a DP run, but ${FILTER_PRIVACY.reason}`);
+    }
     return 0;
   },
 };
+
+/** Whether the synth manifest beside `inPath` records a differential-privacy account. */
+async function inputWasPrivate(inPath: string): Promise<boolean> {
+  try {
+    const m = JSON.parse(await Deno.readTextFile(inPath.replace(/\.jsonl$/, "") + ".manifest.json"));
+    return m?.privacy !== undefined;
+  } catch {
+    return false; // no (readable) manifest: nothing to warn about
+  }
+}

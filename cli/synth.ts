@@ -14,6 +14,8 @@ import {
   type SynthOptions,
   type SynthRecord,
 } from "../admm/synth.ts";
+import type { PrivacyAccount } from "../admm/dp.ts";
+import { REFINE_DEFAULTS } from "../admm/refine.ts";
 import { customTask, getTask, type TaskSpec } from "../admm/tasks.ts";
 import {
   canonicalRoundKeys,
@@ -83,13 +85,25 @@ GRADMM (defaults: the paper's; CPU adapters use smaller ones unless --paper)
   --length N              tokens per sequence incl. suffix (default: mean real length per class)
   --loss cos|l2           matching loss (cos)
   --select total|discrete which iterate to decode: official 'total' or the best projected tokens
+  --method M              official (the paper's code path, default) | discrete (= --select
+                          discrete) | refine (best projection, then token swaps proposed from the
+                          matching-loss gradient, kept only when the exact loss drops and the
+                          text's NLL stays within --refine-nll-slack of its start; admm/refine.ts)
+  --official              same as --method official
+  --refine-iterations N   refinement iterations (40; each ≈ 5 forward/backward passes)
+  --refine-nll-slack X    nats/token a text's NLL may rise during refinement (0.3)
   --seed N                seed for the real pool, initialisation and DP noise (42)
   --paper                 use the paper's settings even on a CPU adapter
 
 Differential privacy (all three enable it)
   --dp-epsilon E          privacy budget ε
   --dp-delta D            δ (default 1e-4)
-  --dp-clip C             per-example clipping norm (default 1.0)`;
+  --dp-clip C             per-example clipping norm (default 1.0)
+  --dp-calibration analytic|official
+                          σ from (ε, δ): the analytic Gaussian mechanism (default, least noise
+                          for the guarantee) or the paper code's formula
+  The run's (ε, δ) (parallel composition over the class targets) is printed and recorded in the
+  manifest's "privacy"; everything after the noisy targets is post-processing.`;
 
 interface Manifest {
   tool: string;
@@ -105,6 +119,8 @@ interface Manifest {
   allowedTokens?: number;
   /** Set on a shard's manifest only (`cli.ts merge` drops it). */
   shard?: Shard;
+  /** DP runs: the (ε, δ) spent and what it does not cover. */
+  privacy?: PrivacyAccount;
 }
 
 function parseList(s: string, what: string): number[] {
@@ -180,11 +196,16 @@ export const synthCommand: Command = {
       length: { type: "string" },
       loss: { type: "string" },
       select: { type: "string" },
+      method: { type: "string" },
+      official: { type: "boolean" },
+      "refine-iterations": { type: "string" },
+      "refine-nll-slack": { type: "string" },
       seed: { type: "string" },
       paper: { type: "boolean" },
       "dp-epsilon": { type: "string" },
       "dp-delta": { type: "string" },
       "dp-clip": { type: "string" },
+      "dp-calibration": { type: "string" },
       weights: { type: "string" },
       shard: { type: "string" },
       shards: { type: "string" },
@@ -215,13 +236,27 @@ export const synthCommand: Command = {
     if (loss !== "cos" && loss !== "l2") {
       throw new UsageError(`synth: --loss must be cos or l2, got '${loss}'`);
     }
-    const select = v.select ?? "total";
+    const method = v.official ? "official" : (v.method ?? "official");
+    if (method !== "official" && method !== "discrete" && method !== "refine") {
+      throw new UsageError(`synth: --method must be official, discrete or refine, got '${method}'`);
+    }
+    if (v.official && v.method !== undefined && v.method !== "official") {
+      throw new UsageError(`synth: --official contradicts --method ${v.method}; pass one of them`);
+    }
+    const select = v.select ?? (method === "official" ? "total" : "discrete");
     if (select !== "total" && select !== "discrete") {
       throw new UsageError(`synth: --select must be total or discrete, got '${select}'`);
     }
     const dpRequested = v["dp-epsilon"] !== undefined;
     if (!dpRequested && (v["dp-delta"] !== undefined || v["dp-clip"] !== undefined)) {
       throw new UsageError("synth: --dp-delta and --dp-clip need --dp-epsilon");
+    }
+    const calibration = v["dp-calibration"] ?? "analytic";
+    if (calibration !== "analytic" && calibration !== "official") {
+      throw new UsageError(`synth: --dp-calibration must be analytic or official, got '${calibration}'`);
+    }
+    if (!dpRequested && v["dp-calibration"] !== undefined) {
+      throw new UsageError("synth: --dp-calibration needs --dp-epsilon");
     }
     const dataPath = v.data ?? DEFAULT_DATA;
     const data = parseJsonl(await readText(dataPath, "data file"), {
@@ -287,6 +322,14 @@ export const synthCommand: Command = {
           epsilon: num("dp-epsilon", 1, { min: 1e-9 }),
           delta: num("dp-delta", 1e-4, { min: 1e-300, max: 0.999999 }),
           clip: num("dp-clip", 1.0, { min: 1e-12 }),
+          calibration,
+        }
+        : undefined,
+      refine: method === "refine"
+        ? {
+          ...REFINE_DEFAULTS,
+          iterations: num("refine-iterations", REFINE_DEFAULTS.iterations, { min: 0, integer: true }),
+          nllSlack: num("refine-nll-slack", REFINE_DEFAULTS.nllSlack, { min: 0 }),
         }
         : undefined,
     };
@@ -304,6 +347,11 @@ export const synthCommand: Command = {
         `shard ${shard.index}/${shard.count} (${shard.source}): ${shardKeys!.size} round(s), writing ${out}` +
           (shardKeys!.size === 0 ? " (no rounds: more shards than rounds)" : ""),
       );
+    }
+    if (
+      method !== "refine" && (v["refine-iterations"] !== undefined || v["refine-nll-slack"] !== undefined)
+    ) {
+      throw new UsageError("synth: --refine-iterations and --refine-nll-slack need --method refine");
     }
     if (cpu) {
       console.error(
@@ -397,6 +445,7 @@ export const synthCommand: Command = {
       wallSeconds: previousWall + (performance.now() - started) / 1000,
       allowedTokens,
       ...(shard ? { shard: { index: shard.index, count: shard.count } } : {}),
+      privacy,
     });
     // Targets of classes finished in an earlier invocation are kept; listed in class order, so
     // that the manifest does not depend on which invocation or shard computed them.
@@ -404,6 +453,7 @@ export const synthCommand: Command = {
     const orderedTargets = () =>
       Object.fromEntries(task.labelWords.filter((w) => w in targets).map((w) => [w, targets[w]]));
     let allowedTokens: number | undefined;
+    let privacy: PrivacyAccount | undefined;
     let totalRounds = 1;
     let roundsDone = completed.length;
     const runStart = performance.now();
@@ -418,6 +468,15 @@ export const synthCommand: Command = {
           );
         }
         allowedTokens = e.allowedTokens;
+        privacy = e.privacy;
+        if (privacy) {
+          console.error(
+            `privacy: this run spends (ε = ${privacy.epsilon.toPrecision(4)}, δ = ${privacy.delta}) in all ` +
+              `(${privacy.calibration} σ; one Gaussian release per class, parallel composition; ` +
+              `σ = ${privacy.releases.map((r) => r.sigma.toPrecision(4)).join("/")}); not covered: ` +
+              privacy.notCovered.join("; "),
+          );
+        }
         totalRounds = shardKeys?.size ?? e.classes * e.roundsPerClass * e.rhos.length;
         console.error(
           `plan: ${e.classes} classes × ${e.roundsPerClass} round(s) × ${e.rhos.length} ρ; sequence length ${

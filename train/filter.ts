@@ -30,6 +30,17 @@ import { scoreExamples, tokenizeExamples } from "./finetune.ts";
 import { noGrad } from "../autograd/grad_mode.ts";
 
 /**
+ * The filter's privacy status: stages (a) and (b) read raw real examples (few-shot demonstrations
+ * and a clean target), so its output has no differential-privacy guarantee even when its input
+ * came from a DP synth run.
+ */
+export const FILTER_PRIVACY = {
+  private: false,
+  reason: "the filter reads raw real examples (classifier demonstrations and an un-noised target), " +
+    "so its output carries no differential-privacy guarantee, whatever its input's",
+} as const;
+
+/**
  * The notebook's `clean_text` without its digit-eating bug: removes newlines, `<|endoftext|>`,
  * double quotes, "###" and "...", cuts at the first "You" or "Exercise" (phi-1.5's habits), and
  * tidies spaces.

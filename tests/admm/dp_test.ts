@@ -1,4 +1,14 @@
-import { clipFactors, drawNoise, gaussianSigma } from "../../admm/dp.ts";
+import {
+  analyticGaussianSigma,
+  clipFactors,
+  drawNoise,
+  gaussianDelta,
+  gaussianEpsilon,
+  gaussianSigma,
+  normalCdf,
+  privacyAccount,
+} from "../../admm/dp.ts";
+import { synthPrivacy } from "../../admm/synth.ts";
 import { ctx, gpuTest } from "../helpers.ts";
 
 Deno.test("DP σ: the spec's worked example (N=25, ε=0.05, δ=1e-4, C=1 → σ≈3.47) and the ε>1 branch", () => {
@@ -55,4 +65,123 @@ Deno.test({
     }
     for (const t of [a.weight, a.bias, b.weight, b.bias]) t?.dispose();
   },
+});
+
+/** Standard normal density. */
+function pdf(x: number): number {
+  return Math.exp(-x * x / 2) / Math.sqrt(2 * Math.PI);
+}
+
+/**
+ * An independent δ of the Gaussian mechanism: the hockey-stick divergence
+ * ∫ max(0, p(x) − e^ε q(x)) dx of p = N(0, σ²) and q = N(Δ, σ²), by composite Simpson integration
+ * over the region p > e^ε q (x < Δ/2 − εσ²/Δ), which uses only the Gaussian density.
+ */
+function hockeyStickDelta(epsilon: number, sigma: number, sensitivity: number): number {
+  const top = sensitivity / 2 - (epsilon * sigma * sigma) / sensitivity;
+  const bottom = top - 40 * sigma;
+  const f = (x: number) =>
+    Math.max(0, pdf(x / sigma) / sigma - Math.exp(epsilon) * pdf((x - sensitivity) / sigma) / sigma);
+  const n = 200_000;
+  const h = (top - bottom) / n;
+  let s = f(bottom) + f(top);
+  for (let i = 1; i < n; i++) s += (i % 2 ? 4 : 2) * f(bottom + i * h);
+  return (s * h) / 3;
+}
+
+Deno.test("normal CDF: textbook values and tail accuracy", () => {
+  const known: [number, number][] = [
+    [0, 0.5],
+    [1.96, 0.9750021048517795],
+    [-1, 0.15865525393145707],
+    [-5, 2.866515718791939e-7],
+    [-10, 7.619853024160527e-24],
+  ];
+  for (const [t, want] of known) {
+    const got = normalCdf(t);
+    if (Math.abs(got - want) > 1e-13 * want) throw new Error(`Φ(${t}) = ${got}, expected ${want}`);
+  }
+});
+
+Deno.test("analytic Gaussian mechanism: σ meets the exact condition tightly, checked by integration", () => {
+  for (
+    const [eps, delta, sens] of [[0.05, 1e-4, 1 / 25], [0.5, 1e-5, 1], [1, 1e-5, 1], [3, 1e-6, 0.2], [
+      8,
+      1e-5,
+      1,
+    ]]
+  ) {
+    const sigma = analyticGaussianSigma(eps, delta, sens);
+    const at = gaussianDelta(eps, sigma, sens);
+    if (!(at <= delta)) throw new Error(`ε=${eps}: δ(σ) = ${at} > ${delta}`);
+    // Tight: 0.1% less noise breaks the guarantee.
+    const below = gaussianDelta(eps, sigma * 0.999, sens);
+    if (!(below > delta)) throw new Error(`ε=${eps}: σ is not the smallest (δ(0.999σ) = ${below})`);
+    const integral = hockeyStickDelta(eps, sigma, sens);
+    if (Math.abs(integral - delta) > 1e-6 * delta) {
+      throw new Error(`ε=${eps}: the hockey-stick integral gives δ = ${integral}, expected ${delta}`);
+    }
+    // ε and σ invert each other.
+    const back = gaussianEpsilon(sigma, delta, sens);
+    if (Math.abs(back - eps) > 1e-8 * eps) throw new Error(`ε=${eps}: inverted to ${back}`);
+  }
+});
+
+Deno.test("analytic Gaussian mechanism: less noise than the classical bound, which is loose", () => {
+  for (const [eps, delta] of [[0.05, 1e-4], [0.3, 1e-5], [1, 1e-5], [1, 1e-8]]) {
+    const analytic = analyticGaussianSigma(eps, delta, 1);
+    const classical = gaussianSigma(eps, delta, 1); // the official formula (classical for ε ≤ 1)
+    if (!(analytic < classical)) throw new Error(`ε=${eps}: analytic ${analytic} ≥ classical ${classical}`);
+    // The classical σ really spends less than the ε it was calibrated for.
+    if (!(gaussianEpsilon(classical, delta, 1) < eps)) throw new Error(`ε=${eps}: classical σ is not loose`);
+  }
+  // Linear in the sensitivity, and shrinking as ε grows.
+  const a = analyticGaussianSigma(2, 1e-5, 1);
+  if (Math.abs(a - 2 * analyticGaussianSigma(2, 1e-5, 0.5)) > 1e-9 * a) {
+    throw new Error("σ is not linear in Δ");
+  }
+  if (!(analyticGaussianSigma(4, 1e-5, 1) < a)) throw new Error("σ does not shrink with ε");
+});
+
+Deno.test("privacy account: parallel composition spends the largest per-class ε", () => {
+  const d = 1e-5;
+  const releases = [25, 20].map((n, c) => {
+    const sens = 1 / n;
+    const sigma = analyticGaussianSigma(0.5, d, sens);
+    return {
+      label: `c${c}`,
+      examples: n,
+      sensitivity: sens,
+      sigma,
+      epsilon: gaussianEpsilon(sigma, d, sens),
+    };
+  });
+  const acc = privacyAccount(releases, d, "analytic", []);
+  if (Math.abs(acc.epsilon - 0.5) > 1e-8) throw new Error(`run ε ${acc.epsilon}, expected 0.5`);
+  const louder = { ...releases[0], epsilon: 0.9 };
+  if (privacyAccount([releases[1], louder], d, "analytic", []).epsilon !== 0.9) {
+    throw new Error("the run's ε is not the maximum over classes");
+  }
+  let threw = false;
+  try {
+    analyticGaussianSigma(0, d, 1);
+  } catch (e) {
+    threw = e instanceof RangeError;
+  }
+  if (!threw) throw new Error("ε = 0 was accepted");
+});
+
+Deno.test("synth privacy account: per-class σ for C/N, official calibration spends less ε, length flagged", () => {
+  const dp = { epsilon: 1, delta: 1e-5, clip: 1 };
+  const acc = synthPrivacy(dp, [25, 20], ["bad", "great"], true);
+  if (acc.releases[0].sigma !== analyticGaussianSigma(1, 1e-5, 1 / 25)) throw new Error("σ of class 0");
+  if (Math.abs(acc.epsilon - 1) > 1e-8 || acc.delta !== 1e-5) throw new Error(`account ${acc.epsilon}`);
+  if (!acc.notCovered.some((s) => s.includes("--length"))) throw new Error("data-derived length not flagged");
+  if (synthPrivacy(dp, [25, 20], ["bad", "great"], false).notCovered.some((s) => s.includes("--length"))) {
+    throw new Error("a fixed length was flagged");
+  }
+  const official = synthPrivacy({ ...dp, calibration: "official" }, [25, 20], ["bad", "great"], false);
+  if (!(official.epsilon < 1 && official.releases[1].sigma > acc.releases[1].sigma)) {
+    throw new Error(`official formula: ε ${official.epsilon}, σ ${official.releases[1].sigma}`);
+  }
 });

@@ -1,0 +1,257 @@
+/**
+ * Synthetic-text quality at an equal compute budget: runs `synth` with each method on each model ×
+ * task and reports, per method, the mean discrete matching loss (1 − cos to the class target),
+ * NLL under the model, distinct-1/2, in-text trigram repetition, TF-IDF similarity to the nearest
+ * real example of the class, and the longest word run copied from any real example. Held-out real
+ * sentences of the same classes (pool entries not used for the target) are the reference row.
+ *
+ * Budget: passes = batched forward passes + backward passes (a constrained decode counts as one
+ * forward). Official: K init forwards + O·(1 decode + 1 loss + 2·I) + 2 for the final decode and
+ * loss. The refine method runs fewer outer steps and spends the rest on refinement iterations.
+ *
+ *   deno task quality [--models d128,d256] [--tasks sst2,rotten_tomatoes] [--methods official,discrete,refine]
+ *                     [--outer 10] [--inner 20] [--init 50] [--rounds 1] [--seed 3] [--out docs/quality/NAME]
+ */
+import { parseArgs } from "node:util";
+import { join } from "node:path";
+import { type AdmmSettings, PAPER_SETTINGS } from "../admm/admm.ts";
+import { parseJsonl } from "../admm/data.ts";
+import { matchingLoss, oneHot } from "../admm/matching.ts";
+import { REFINE_DEFAULTS, REFINE_PASSES_PER_ITERATION, type RefineSettings } from "../admm/refine.ts";
+import { runSynth, selectReal, type SynthOptions, type SynthRecord } from "../admm/synth.ts";
+import { sequenceMeanNll } from "../models/perplexity.ts";
+import { computeTarget, disposeTarget, lastLayerFactors } from "../admm/target.ts";
+import { getTask } from "../admm/tasks.ts";
+import { slice } from "../autograd/ops/shape.ts";
+import { scope } from "../autograd/tensor.ts";
+import { noGrad } from "../autograd/grad_mode.ts";
+import { defaultContext } from "../kernels/device.ts";
+import { openModel } from "../cli/model.ts";
+import { writeFileAtomic } from "../cli/io.ts";
+import {
+  distinctN,
+  longestCopiedRuns,
+  mean,
+  nearestReferenceSimilarity,
+  repetitionRate,
+} from "../train/quality.ts";
+
+/** A word run this long shared with a real example counts as a copy. */
+const COPY_WORDS = 8;
+
+interface Row {
+  model: string;
+  task: string;
+  method: string;
+  passes: number;
+  texts: number;
+  matchLoss: number;
+  nll: number;
+  distinct1: number;
+  distinct2: number;
+  repetition: number;
+  nearestReal: number;
+  longestCopy: number;
+  copies: number;
+  seconds: number;
+  example: string;
+}
+
+/** Passes of one ADMM round (see the module comment). */
+export function admmPasses(s: Pick<AdmmSettings, "initCandidates" | "outerSteps" | "innerSteps" | "select">) {
+  return s.initCandidates + s.outerSteps * (2 + 2 * s.innerSteps) + (s.select === "total" ? 2 : 0);
+}
+
+const args = parseArgs({
+  args: Deno.args,
+  options: {
+    models: { type: "string", default: "d128,d256" },
+    tasks: { type: "string", default: "sst2,rotten_tomatoes" },
+    methods: { type: "string", default: "official,discrete,refine" },
+    outer: { type: "string", default: "10" },
+    inner: { type: "string", default: "20" },
+    init: { type: "string", default: "50" },
+    rounds: { type: "string", default: "1" },
+    batch: { type: "string", default: "10" },
+    seed: { type: "string", default: "3" },
+    "shared": { type: "string", default: "../shared" },
+    out: { type: "string", default: "docs/quality/cpu" },
+  },
+});
+const v = args.values;
+const outer = Number(v.outer), inner = Number(v.inner), init = Number(v.init);
+const batch = Number(v.batch), rounds = Number(v.rounds), seed = Number(v.seed);
+const ctx = await defaultContext();
+const rows: Row[] = [];
+
+for (const modelName of v.models!.split(",")) {
+  const { model, tokenizer: codec } = await openModel(ctx, join(v.shared!, "models", `gpt2-${modelName}`));
+  for (const taskName of v.tasks!.split(",")) {
+    const task = getTask(taskName);
+    const dataPath = join(v.shared!, "data", taskName, "validation.jsonl");
+    const data = parseJsonl(await Deno.readTextFile(dataPath), { source: dataPath });
+    const base = {
+      task,
+      realPool: 100,
+      real: 50,
+      perClass: batch * rounds,
+      batch,
+      rhos: [0.7],
+      topk: 200,
+      length: 0,
+      seed,
+    };
+    const { pool, byClass } = selectReal(task, data, base);
+    const allReal = data.map((e) => e.text);
+    const labelIds = task.labelWords.map((w) => codec.encode(w)[0]);
+
+    const measure = (
+      method: string,
+      passes: number,
+      texts: string[],
+      labels: number[],
+      losses: number[],
+      nll: number[],
+      seconds: number,
+    ) => {
+      const nearest = texts.map((t, i) => nearestReferenceSimilarity([t], byClass[labels[i]])[0]);
+      // A held-out real sentence is in the data itself: compare it with every other example.
+      const copied = texts.map((t) => longestCopiedRuns([t], allReal.filter((r) => r !== t))[0]);
+      const row: Row = {
+        model: `gpt2-${modelName}`,
+        task: taskName,
+        method,
+        passes,
+        texts: texts.length,
+        matchLoss: mean(losses),
+        nll: mean(nll),
+        distinct1: distinctN(texts, 1),
+        distinct2: distinctN(texts, 2),
+        repetition: repetitionRate(texts),
+        nearestReal: mean(nearest),
+        longestCopy: Math.max(...copied),
+        copies: copied.filter((c) => c >= COPY_WORDS).length,
+        seconds,
+        example: texts[0],
+      };
+      rows.push(row);
+      console.error(JSON.stringify(row));
+    };
+
+    // ---- reference: held-out real sentences of the same classes, in batches of `batch`
+    {
+      const heldOut = pool.slice(base.real);
+      const texts: string[] = [], labels: number[] = [], losses: number[] = [];
+      for (let c = 0; c < task.labelWords.length; c++) {
+        const mine = heldOut.filter((e) => e.label === c).map((e) => e.text);
+        const usable = mine.slice(0, Math.floor(mine.length / batch) * batch);
+        if (usable.length === 0) continue;
+        const rowsC = byClass[c].map((t) => codec.encode(t + task.suffix));
+        const { target } = await computeTarget(model, rowsC, labelIds[c], codec.padId);
+        try {
+          const encoded = usable.map((t) => codec.encode(t + task.suffix));
+          const { residuals, hidden } = await lastLayerFactors(
+            model,
+            encoded,
+            encoded.map(() => labelIds[c]),
+            codec.padId,
+          );
+          residuals.dispose();
+          for (let s = 0; s < usable.length; s += batch) {
+            const loss = await noGrad(ctx, () =>
+              scope(ctx, () =>
+                matchingLoss(
+                  target,
+                  slice(hidden, 0, s, s + batch),
+                  { weight: model.headRows, bias: model.headBias },
+                  oneHot(ctx, new Array(batch).fill(labelIds[c]), model.headRows.shape[0]),
+                ).item()));
+            for (let i = 0; i < batch; i++) losses.push(Math.max(0, loss));
+          }
+          hidden.dispose();
+        } finally {
+          disposeTarget(target);
+        }
+        texts.push(...usable);
+        labels.push(...usable.map(() => c));
+      }
+      const nll = await sequenceMeanNll(model, texts.map((t) => codec.encode(t)));
+      measure("real (held-out)", 0, texts, labels, losses, nll, 0);
+    }
+
+    // ---- methods
+    const admmOf = (outerSteps: number, select: "total" | "discrete"): Omit<AdmmSettings, "rho"> => ({
+      ...PAPER_SETTINGS,
+      outerSteps,
+      innerSteps: inner,
+      initCandidates: init,
+      select,
+      freezeSuffixGradient: task.freezeSuffixGradient,
+    });
+    const official = admmPasses(admmOf(outer, "total"));
+    for (const method of v.methods!.split(",")) {
+      let admm: Omit<AdmmSettings, "rho">;
+      let refine: RefineSettings | undefined;
+      if (method === "official") admm = admmOf(outer, "total");
+      else if (method === "discrete") admm = admmOf(outer, "discrete");
+      else if (method === "refine" || method === "refine-fluent") {
+        // Half the outer steps, the rest of the budget refines. "refine" starts from the best
+        // discrete projection; "refine-fluent" from the official decode and lets no row's NLL rise.
+        const fluent = method === "refine-fluent";
+        admm = admmOf(Math.ceil(outer / 2), fluent ? "total" : "discrete");
+        const left = official - admmPasses(admm) - 2;
+        refine = {
+          ...REFINE_DEFAULTS,
+          nllSlack: fluent ? 0 : REFINE_DEFAULTS.nllSlack,
+          iterations: Math.max(0, Math.floor(left / REFINE_PASSES_PER_ITERATION)),
+        };
+      } else throw new Error(`unknown method '${method}'`);
+      const options: SynthOptions = { ...base, admm, refine };
+      const records: SynthRecord[] = [];
+      const t0 = performance.now();
+      await runSynth(model, codec, data, options, () => false, (e) => {
+        if (e.kind === "round") records.push(...e.records);
+      });
+      const passes = admmPasses(admm) + (refine ? 2 + refine.iterations * REFINE_PASSES_PER_ITERATION : 0);
+      measure(
+        method,
+        passes * rounds * task.labelWords.length,
+        records.map((r) => r.text),
+        records.map((r) => r.label),
+        records.map((r) => r.match_loss),
+        records.map((r) => r.nll),
+        (performance.now() - t0) / 1000,
+      );
+    }
+  }
+  model.dispose();
+}
+
+// ---- report
+const f = (x: number, d = 3) => (Number.isFinite(x) ? x.toFixed(d) : "–");
+const settings = { outer, inner, init, rounds, batch, seed, refine: REFINE_DEFAULTS, copyWords: COPY_WORDS };
+const lines = [
+  `# Synthetic-text quality at equal passes (${ctx.adapterName})`,
+  "",
+  `Settings: ${JSON.stringify(settings)}. Generated by \`deno task quality\` (bench/quality.ts).`,
+  "",
+  "| model | task | method | passes | texts | match loss | NLL | distinct-1 | distinct-2 | repetition | nearest real | longest copy | copies | s | example |",
+  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+  ...rows.map((r) =>
+    `| ${r.model} | ${r.task} | ${r.method} | ${r.passes} | ${r.texts} | ${f(r.matchLoss)} | ${
+      f(r.nll, 2)
+    } | ${f(r.distinct1, 2)} | ${f(r.distinct2, 2)} | ${f(r.repetition, 2)} | ${
+      f(r.nearestReal, 2)
+    } | ${r.longestCopy} | ${r.copies} | ${f(r.seconds, 0)} | ${
+      r.example.slice(0, 80).replaceAll("|", "/")
+    } |`
+  ),
+  "",
+];
+await Deno.mkdir(join(v.out!, ".."), { recursive: true });
+await writeFileAtomic(`${v.out}.md`, lines.join("\n"));
+await writeFileAtomic(
+  `${v.out}.json`,
+  JSON.stringify({ adapter: ctx.adapterName, settings, rows }, null, 2) + "\n",
+);
+console.log(lines.join("\n"));
