@@ -22,10 +22,16 @@ export interface Command {
 type Options = NonNullable<ParseArgsConfig["options"]>;
 
 /**
- * Parses `args` against `options`; `--help` is always accepted. No command takes positional
- * arguments: a stray one (`synth my.jsonl`) is refused rather than silently ignored.
+ * Parses `args` against `options`; `--help` is always accepted. Positional arguments are refused
+ * (a stray `synth my.jsonl` would otherwise be silently ignored) unless the command takes them
+ * (`merge` takes its shard files so): `acceptPositionals`.
  */
-export function parseFlags<O extends Options>(command: string, args: string[], options: O) {
+export function parseFlags<O extends Options>(
+  command: string,
+  args: string[],
+  options: O,
+  acceptPositionals = false,
+) {
   let parsed;
   try {
     parsed = parseArgs({
@@ -37,7 +43,7 @@ export function parseFlags<O extends Options>(command: string, args: string[], o
   } catch (e) {
     throw new UsageError(`${command}: ${(e as Error).message.split("\n")[0]} (see '${command} --help')`);
   }
-  if (parsed.positionals.length > 0) {
+  if (!acceptPositionals && parsed.positionals.length > 0) {
     const stray = parsed.positionals[0];
     const hint = stray.endsWith(".jsonl") || stray.includes("/")
       ? " (files are given with flags, e.g. --data)"

@@ -258,7 +258,7 @@ export const mergeCommand: Command = {
     const { values: v, positionals } = parseFlags("merge", args, {
       out: { type: "string" },
       overwrite: { type: "boolean" },
-    });
+    }, true);
     if (v.help) {
       console.log(HELP);
       return 0;
