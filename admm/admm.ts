@@ -1,5 +1,5 @@
 /**
- * One GRADMM round (gradmm-spec.md §6): optimise a batch of B continuous embedding sequences x so
+ * One GRADMM round (docs/algorithm.md#admm-round): optimise a batch of B continuous embedding sequences x so
  * that their output-layer gradient matches the class target, while ADMM pulls x towards readable
  * token sequences z.
  *
@@ -54,7 +54,7 @@ export interface AdmmSettings {
   select: "total" | "discrete";
 }
 
-/** The official settings (gradmm-spec.md §9.1). */
+/** The official settings (docs/algorithm.md#settings). */
 export const PAPER_SETTINGS: AdmmSettings = {
   rho: 0.7,
   outerSteps: 30,

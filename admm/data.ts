@@ -1,6 +1,6 @@
 /**
  * Labelled examples: JSONL parsing with line-numbered errors, and the stratified draw of the real
- * pool (gradmm-spec.md §3: a stratified sample of `pool` examples, of which the first `real`
+ * pool (docs/algorithm.md#real-data: a stratified sample of `pool` examples, of which the first `real`
  * build the target).
  */
 import { Rng } from "../autograd/random.ts";

@@ -1,5 +1,5 @@
 /**
- * Differential privacy for the target gradient (gradmm-spec.md §4): per-example clipping of the
+ * Differential privacy for the target gradient (docs/algorithm.md#dp): per-example clipping of the
  * concatenated output-layer gradient, then Gaussian noise on the averaged target.
  */
 import { gaussianKernel } from "../kernels/random.ts";
@@ -33,8 +33,8 @@ export function gaussianSigma(epsilon: number, delta: number, sensitivity: numbe
 
 /**
  * Per-example clipping factors min(1, C / (n_i + 1e-6)), where n_i is the norm of example i's
- * concatenated matched gradient: ‖r_i‖·sqrt(‖h_i‖² + 1) for [weight; bias] (§13.3), ‖r_i‖·‖h_i‖ for
- * models whose output layer has no bias (only the weight is matched there).
+ * concatenated matched gradient: ‖r_i‖·sqrt(‖h_i‖² + 1) for [weight; bias], ‖r_i‖·‖h_i‖ for models
+ * whose output layer has no bias (only the weight is matched there); docs/algorithm.md#dp.
  */
 export function clipFactors(
   rNorms: Float64Array,

@@ -1,5 +1,5 @@
 /**
- * GRADMM's matching loss in closed form (gradmm-spec.md §5 and §13).
+ * GRADMM's matching loss in closed form (docs/algorithm.md#closed-form).
  *
  * Only the output layer's gradient at the last position is matched. For one sequence with last
  * hidden state h (after the final norm) and residual r = softmax(W h + b) − onehot(label), that

@@ -1,5 +1,5 @@
 /**
- * The target gradient of one class (gradmm-spec.md §4): the mean output-layer gradient of the
+ * The target gradient of one class (docs/algorithm.md#target-gradient): the mean output-layer gradient of the
  * real examples at the last position, kept in factored form (residuals R* and hidden states H*,
  * see admm/matching.ts), optionally clipped per example and noised for differential privacy.
  */

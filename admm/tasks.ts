@@ -1,7 +1,7 @@
 /**
  * Task presets: how a labelled example becomes the text whose last-position gradient GRADMM
  * matches (text + suffix → label word), and the prefix that conditions the constrained decoder.
- * Values follow the official code (gradmm-spec.md §2.4 and §6.5).
+ * Values follow the official code (docs/algorithm.md#tasks).
  */
 
 /** Everything GRADMM needs to know about a classification task. */
@@ -21,7 +21,7 @@ export interface TaskSpec {
   decodePrefix: (classIndex: number) => string;
   /**
    * Zero the x-gradient at the suffix positions during the inner steps. The official code does
-   * this only for rotten_tomatoes, imdb and rtpolarity (gradmm-spec.md §15.7).
+   * this only for rotten_tomatoes, imdb and rtpolarity (docs/algorithm.md#suffix-positions).
    */
   freezeSuffixGradient: boolean;
   /** Evaluation template (fine-tuning/eval side): the text before the option words. */

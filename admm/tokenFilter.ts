@@ -1,7 +1,7 @@
 /**
- * The token filter of the official code (gradmm-spec.md §6.6): the decoder may only pick purely
+ * The token filter of the official code (docs/algorithm.md#token-filter): the decoder may only pick purely
  * alphabetic word pieces. We also ban every id at or above the tokenizer's vocabulary size
- * (unused embedding rows, added tokens), which the official code forgets (§15.9).
+ * (unused embedding rows, added tokens), which the official code forgets (docs/gradmm-decisions.md, quirk 9).
  */
 
 /** Characters whose presence bans a token. */

@@ -1,5 +1,5 @@
 /**
- * GRADMM's z-step (gradmm-spec.md §6.4): project continuous embeddings onto readable token
+ * GRADMM's z-step (docs/algorithm.md#z-step): project continuous embeddings onto readable token
  * sequences. Each position's candidate set is the top-k vocabulary rows by cosine similarity to
  * its vector (banned ids excluded); a greedy decode of the language model, conditioned on the
  * task's prefix, then picks at each free position the highest-scoring candidate. Everything runs

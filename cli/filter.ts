@@ -1,5 +1,5 @@
 /**
- * `filter`: the official post-filtering of synthetic texts (gradmm-spec.md §7): label
+ * `filter`: the official post-filtering of synthetic texts (docs/algorithm.md#filtering): label
  * consistency under a few-shot classifier, per-text gradient-alignment scores against the real
  * class targets, per-label dedupe + top-n by score + α·nll, and optional class balancing.
  */

@@ -1,6 +1,6 @@
 /**
  * Classification by label-word likelihood, the rule of the official evaluation harness
- * (gradmm-spec.md §8.5): for each candidate option, the mean log-probability of its tokens after
+ * (docs/algorithm.md#accuracy): for each candidate option, the mean log-probability of its tokens after
  * the prompt; the prediction is the option with the highest score.
  */
 import { crossEntropy } from "../autograd/ops/loss.ts";

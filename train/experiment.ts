@@ -4,7 +4,7 @@
  * on, readability measures, picking the learning rate on the validation split, and the summary
  * the report is drawn from. cli/experiment.ts runs the jobs and writes the files.
  *
- * Splits (gradmm-spec.md §8.2, with the model selection moved off the test set):
+ * Splits (docs/algorithm.md#splits, with the model selection moved off the test set):
  *   test split (e.g. SST-2 validation) → stratified pool of `realPool` (seed `poolSeed`); its first
  *     `real` examples are the only real data GRADMM sees; test = the rest (at most `testLimit`)
  *   train split → stratified validation holdout of `validSize` (checkpoint and lr selection);

@@ -1,5 +1,5 @@
 /**
- * Post-filtering of synthetic texts as the official notebook runs it (gradmm-spec.md §7):
+ * Post-filtering of synthetic texts as the official notebook runs it (docs/algorithm.md#filtering):
  *
  *   (a) clean each text and keep it only if the model, classifying it few-shot, predicts its label;
  *   (b) score each survivor by 1 − cos between its own output-layer gradient ("text + suffix" →
@@ -236,7 +236,7 @@ export interface FilterOptions {
   batch: number;
 }
 
-/** The official notebook's settings (gradmm-spec.md §9.2). */
+/** The official notebook's settings (docs/algorithm.md#filtering). */
 export const FILTER_DEFAULTS: FilterOptions = {
   topN: 50,
   alpha: 0,

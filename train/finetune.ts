@@ -1,6 +1,6 @@
 /**
  * Full fine-tuning of a causal LM as a classifier, the way the official harness trains
- * (gradmm-spec.md §8.4): every option sequence "<text><evalSuffix><option>" is scored by the mean
+ * (docs/algorithm.md#fine-tuning): every option sequence "<text><evalSuffix><option>" is scored by the mean
  * log-probability of its option tokens, and the loss is a cross-entropy over those option scores
  * with the gold index. AdamW (weight decay 0, betas 0.9/0.999, eps 1e-8), a linear decay without
  * warmup, optional global gradient clipping, and periodic evaluation on a validation set whose
@@ -224,7 +224,7 @@ function argmax(row: number[]): number {
   return best;
 }
 
-/** Accuracy by label-word likelihood (gradmm-spec.md §8.5) of tokenised, labelled examples. */
+/** Accuracy by label-word likelihood (docs/algorithm.md#accuracy) of tokenised, labelled examples. */
 export async function evaluateAccuracy(
   model: CausalLM,
   examples: readonly ScoredExample[],
@@ -270,7 +270,7 @@ export interface FinetuneOptions {
   maxLength?: number;
 }
 
-/** The defaults of the official harness (gradmm-spec.md §9.3). */
+/** The defaults of the official harness (docs/algorithm.md#fine-tuning). */
 export const FINETUNE_DEFAULTS: FinetuneOptions = {
   steps: 200,
   batchSize: 16,

@@ -1,5 +1,5 @@
 /**
- * Evaluation prompts (gradmm-spec.md §8.3): "<text><evalSuffix>" followed by an option word, with
+ * Evaluation prompts (docs/algorithm.md#eval-prompts): "<text><evalSuffix>" followed by an option word, with
  * optional in-context demonstrations before it. The text is used verbatim, as the official
  * harness does (SST-2 sentences keep their trailing space, so "… . " + " It was").
  */
