@@ -16,7 +16,8 @@ import { tuneCommand } from "./cli/tune.ts";
 import { mergeCommand } from "./cli/merge.ts";
 import { clearProgressLine } from "./cli/progress.ts";
 
-const COMMANDS: Command[] = [
+/** Every subcommand, in the order the usage lists them. */
+export const COMMANDS: Command[] = [
   synthCommand,
   mergeCommand,
   evalCommand,

@@ -50,7 +50,7 @@ export function phasedEta(phases: EtaPhase[]): { seconds: number; partial: boole
 /** A text bar of `width` cells, `fraction` of them filled: `[#####.....]`. */
 export function progressBar(fraction: number, width: number): string {
   const f = Math.min(1, Math.max(0, Number.isFinite(fraction) ? fraction : 0));
-  const filled = Math.round(f * width);
+  const filled = Math.floor(f * width); // full only when done
   return `[${"#".repeat(filled)}${".".repeat(width - filled)}]`;
 }
 
