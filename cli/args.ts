@@ -95,7 +95,9 @@ function checkTokens(command: string, args: string[], options: Options, aliases:
     }
     if (known.type === "string" && (t.value === undefined || (!t.inlineValue && t.value.startsWith("-")))) {
       // A value that starts with a dash is taken as the next flag unless glued on with '='.
-      const glue = t.value === undefined ? "" : `; a value starting with '-' is written --${t.name}=${t.value}`;
+      const glue = t.value === undefined
+        ? ""
+        : `; a value starting with '-' is written --${t.name}=${t.value}`;
       throw new UsageError(`${command}: --${t.name} needs a value${glue} ${help}`);
     }
     if (known.type === "boolean" && t.inlineValue) {
@@ -186,4 +188,5 @@ export function resultPrinter(json: boolean | undefined): ResultPrinter {
 }
 
 /** The help line of --json, shared by every command that prints results. */
-export const JSON_HELP = "  --json                  print the result as one JSON object on stdout (progress, notes on stderr)";
+export const JSON_HELP =
+  "  --json                  print the result as one JSON object on stdout (progress, notes on stderr)";

@@ -124,7 +124,9 @@ export const evalCommand: Command = {
       printer.text(`  ${p.label}: ${(p.accuracy * 100).toFixed(1)}% of ${p.examples}`);
     }
     printer.text(
-      `accuracy ${(accuracy * 100).toFixed(2)}% (95% CI ${(low * 100).toFixed(1)}–${(high * 100).toFixed(1)}%)`,
+      `accuracy ${(accuracy * 100).toFixed(2)}% (95% CI ${(low * 100).toFixed(1)}–${
+        (high * 100).toFixed(1)
+      }%)`,
     );
     printer.text(`accuracy: ${accuracy.toFixed(4)}`);
     printer.json({

@@ -592,7 +592,9 @@ export const experimentCommand: Command = {
     );
     const ftPhase = new MeasuredPhase(runsTotal * ft.steps);
     const overall = new Progress({ label: "experiment", total: synthPhase.total + runsTotal, unit: "tasks" });
-    overall.log(`experiment: ${synthPhase.total} synth rounds + ${runsTotal} fine-tuning runs = ${overall.total} tasks`);
+    overall.log(
+      `experiment: ${synthPhase.total} synth rounds + ${runsTotal} fine-tuning runs = ${overall.total} tasks`,
+    );
     const showProgress = (detail: string) =>
       overall.update(
         synthPhase.done + ftPhase.done / ft.steps,
@@ -881,7 +883,9 @@ export const experimentCommand: Command = {
                     (e) => {
                       if (e.kind === "step") {
                         ftPhase.advance(e.step);
-                        showProgress(`fine-tune ${name} step ${e.step}/${ft.steps}: loss ${e.loss.toFixed(4)}`);
+                        showProgress(
+                          `fine-tune ${name} step ${e.step}/${ft.steps}: loss ${e.loss.toFixed(4)}`,
+                        );
                       } else {
                         overall.log(
                           `  ${name} step ${e.step}/${ft.steps}: validation ${

@@ -286,7 +286,12 @@ export const mergeCommand: Command = {
     await writeFileAtomic(manifestPath, JSON.stringify(manifest, null, 2) + "\n");
     const records = jsonl ? jsonl.split("\n").length - 1 : 0;
     console.error(`merged ${loaded.length} shard(s): ${records} texts in ${out} (manifest: ${manifestPath})`);
-    resultPrinter(v.json).json({ out, manifest: manifestPath, shards: loaded.map((s) => s.file), texts: records });
+    resultPrinter(v.json).json({
+      out,
+      manifest: manifestPath,
+      shards: loaded.map((s) => s.file),
+      texts: records,
+    });
     return 0;
   },
 };

@@ -275,7 +275,9 @@ for (const c of ALL_COMMANDS) {
     name: `${c}: ${typo} suggests ${meant}`,
     argv: [...base(c), typo, "1"],
     code: 2,
-    pattern: new RegExp(`^error: ${c}: unknown flag '${typo}'; did you mean ${meant}\\? \\(see '${c} --help'\\)$`),
+    pattern: new RegExp(
+      `^error: ${c}: unknown flag '${typo}'; did you mean ${meant}\\? \\(see '${c} --help'\\)$`,
+    ),
     alone: true,
   });
 }
@@ -451,10 +453,20 @@ const outputCases: [string, string, string, RegExp][] = [
   ["filter", "empty --out", "", /--out is required/],
   ["finetune", "--out-dir is the model folder", MODEL, /is also an input of this run/],
   ["finetune", "--out-dir is a file", A_FILE, /--out-dir '.*' is a file; give a folder/],
-  ["finetune", "--out-dir someone else's folder", USER_DIR, /already exists and is not an output of finetune/],
+  [
+    "finetune",
+    "--out-dir someone else's folder",
+    USER_DIR,
+    /already exists and is not an output of finetune/,
+  ],
   ["finetune", "--out-dir cannot be created", join(A_FILE, "ft"), /cannot be written/],
   ["experiment", "--out-dir is a file", A_FILE, /--out-dir '.*' is a file; give a folder/],
-  ["experiment", "--out-dir someone else's folder", USER_DIR, /not an output of experiment.*another --out-dir/],
+  [
+    "experiment",
+    "--out-dir someone else's folder",
+    USER_DIR,
+    /not an output of experiment.*another --out-dir/,
+  ],
   ["experiment", "--out-dir cannot be created", join(A_FILE, "exp"), /cannot be written/],
 ];
 for (const [c, name, out, pattern] of outputCases) {

@@ -114,7 +114,19 @@ Deno.test({
     const cases = [
       ["filter", "--data", ok, "--real-data", ok, "--out", join(dir, "o.jsonl")],
       ["filter", "--model", "m", "--data", bad, "--real-data", ok, "--out", join(dir, "o.jsonl")],
-      ["filter", "--model", "m", "--data", ok, "--real-data", ok, "--out", join(dir, "o.jsonl"), "--per-class", "0"],
+      [
+        "filter",
+        "--model",
+        "m",
+        "--data",
+        ok,
+        "--real-data",
+        ok,
+        "--out",
+        join(dir, "o.jsonl"),
+        "--per-class",
+        "0",
+      ],
       [
         "filter",
         "--model",

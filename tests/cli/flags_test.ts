@@ -67,7 +67,10 @@ Deno.test("flags: old names are read as the new ones, with one note each", () =>
   assert.ok(!("file" in r.values) && !("field" in r.values));
   assert.deepEqual(r.notes, ["note: --file is now --data", "note: --field is now --text-field"]);
   assert.deepEqual(parse(["--data", "b.jsonl"]).notes, []);
-  assert.match(refusal(["--file", "a", "--data", "b"]), /^demo: --file is the old name of --data; give only --data$/);
+  assert.match(
+    refusal(["--file", "a", "--data", "b"]),
+    /^demo: --file is the old name of --data; give only --data$/,
+  );
 });
 
 Deno.test("flags: unknown flags, missing values and switch values get one line in our words", () => {
@@ -86,7 +89,10 @@ Deno.test("flags: unknown flags, missing values and switch values get one line i
   assert.match(refusal(["--data", "--overwrite"]), /^demo: --data needs a value; .* --data=--overwrite/);
   assert.equal(parse(["--data=-weird.jsonl"]).values.data, "-weird.jsonl");
   assert.match(refusal(["--overwrite=yes"]), /^demo: --overwrite is a switch and takes no value/);
-  assert.match(refusal(["stray.jsonl"]), /^demo: unexpected argument 'stray\.jsonl' \(files are given with flags/);
+  assert.match(
+    refusal(["stray.jsonl"]),
+    /^demo: unexpected argument 'stray\.jsonl' \(files are given with flags/,
+  );
   assert.deepEqual(parse(["a.jsonl", "--data", "b"], true).positionals, ["a.jsonl"]);
 });
 
@@ -144,7 +150,11 @@ Deno.test("flags: every old name a help lists is still accepted, with a note nam
       assert.equal(r.code, 0, `${cmd.name} --${old}: ${r.stderr}`);
       assert.equal(r.stderr, `note: --${old} is now --${now}`);
       const documented = cmd.help.split(/^Old flag names? still accepted:/m)[0];
-      assert.match(documented, new RegExp(`^ .*\\s--${now} `, "m"), `${cmd.name}: --${now} is not documented`);
+      assert.match(
+        documented,
+        new RegExp(`^ .*\\s--${now} `, "m"),
+        `${cmd.name}: --${now} is not documented`,
+      );
       // The old name is not a flag of its own any more: no help line starts with it.
       assert.doesNotMatch(cmd.help, new RegExp(`^  --${old} `, "m"));
     }
@@ -159,7 +169,10 @@ Deno.test("flags: an unknown command or flag suggests the near one and exits 2",
   assert.match(cmd.stderr, /^error: unknown command 'synht'; did you mean synth\?/);
   const flag = await runCli(["synth", "--per-clas", "4"]);
   assert.equal(flag.code, 2);
-  assert.equal(flag.stderr, "error: synth: unknown flag '--per-clas'; did you mean --per-class? (see 'synth --help')");
+  assert.equal(
+    flag.stderr,
+    "error: synth: unknown flag '--per-clas'; did you mean --per-class? (see 'synth --help')",
+  );
   const other = await runCli(["eval", "--topk", "3"]);
   assert.equal(other.code, 2);
   assert.match(other.stderr, /^error: eval: unknown flag '--topk' \(see 'eval --help'\)$/);

@@ -194,10 +194,14 @@ Deno.test({
     assert.equal(text.code, 0, text.stderr);
     const p = (await json(["ppl", "--model", MODEL, "--data", TEST])).result;
     assert.equal(p.lines, countLines(TEST));
-    assert.match(text.stdout, new RegExp(`^nll_nats_per_token: ${(p.nllNatsPerToken as number).toFixed(6)}$`, "m"));
+    assert.match(
+      text.stdout,
+      new RegExp(`^nll_nats_per_token: ${(p.nllNatsPerToken as number).toFixed(6)}$`, "m"),
+    );
     assert.match(text.stdout, new RegExp(`^predicted_tokens: ${p.predictedTokens}$`, "m"));
 
-    const g = (await json(["generate", "--model", MODEL, "--prompt", "It was", "--max-new-tokens", "3"])).result;
+    const g =
+      (await json(["generate", "--model", MODEL, "--prompt", "It was", "--max-new-tokens", "3"])).result;
     assert.ok(Array.isArray(g.tokens) && g.tokens.length <= 3 && g.tokens.length > 0);
     assert.equal(typeof g.text, "string");
     assert.equal(g.promptTokens, 2);

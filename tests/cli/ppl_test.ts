@@ -41,7 +41,17 @@ Deno.test({
       const texts = [LILY, "Tom had a red car.", "The sun was hot and the birds sang."];
       const multi = join(dir, "multi.jsonl");
       await Deno.writeTextFile(multi, texts.map((t) => JSON.stringify({ story: t })).join("\n") + "\n\n");
-      const m = await runCli(["ppl", "--model", model, "--data", multi, "--text-field", "story", "--batch", "2"]);
+      const m = await runCli([
+        "ppl",
+        "--model",
+        model,
+        "--data",
+        multi,
+        "--text-field",
+        "story",
+        "--batch",
+        "2",
+      ]);
       assert.strictEqual(m.code, 0, m.stderr);
       let total = 0, count = 0;
       for (const t of texts) {

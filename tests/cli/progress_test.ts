@@ -10,8 +10,8 @@ import {
   MeasuredPhase,
   phasedEta,
   Progress,
-  type ProgressIo,
   progressBar,
+  type ProgressIo,
   withParent,
 } from "../../cli/progress.ts";
 

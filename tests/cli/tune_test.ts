@@ -69,7 +69,14 @@ Deno.test({
       assert.match(fixed.stderr, /\(corrupt, updated\)/);
       const report = JSON.parse(fixed.stdout);
       assert.strictEqual(report.cacheStatus, "corrupt");
-      const json: { status: string; gflops: number; speedup: number; tuning: unknown; defaultTuning: unknown; candidates: unknown[] }[] = report.classes;
+      const json: {
+        status: string;
+        gflops: number;
+        speedup: number;
+        tuning: unknown;
+        defaultTuning: unknown;
+        candidates: unknown[];
+      }[] = report.classes;
       assert.deepStrictEqual(json.map((j) => j.status), ["tuned", "tuned"]);
       for (const j of json) {
         assert.ok(j.gflops > 0 && j.speedup > 0 && j.tuning && j.defaultTuning, JSON.stringify(j));
