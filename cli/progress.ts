@@ -219,7 +219,9 @@ export class Progress {
       detail,
     }, { bar: this.io.terminal });
     if (this.io.terminal) {
-      this.line = text.slice(0, Math.max(10, this.io.columns() - 1));
+      // Some terminals (and pseudo-terminals) report no width: assume a common one.
+      const columns = this.io.columns();
+      this.line = text.slice(0, (columns >= 20 ? columns : 100) - 1);
       this.io.write(CLEAR_LINE + this.line);
       drawn = this;
       return;
