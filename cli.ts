@@ -2,7 +2,7 @@
  * gradmm-ts command line. `deno run -A cli.ts <command> [flags]`; every command has --help.
  * This file and cli/ are the only places that read flags or print.
  */
-import type { Command } from "./cli/args.ts";
+import { type Command, suggestFlag } from "./cli/args.ts";
 import { describeError } from "./cli/errors.ts";
 import { infoCommand } from "./cli/info.ts";
 import { synthCommand } from "./cli/synth.ts";
@@ -14,8 +14,10 @@ import { filterCommand } from "./cli/filter.ts";
 import { experimentCommand } from "./cli/experiment.ts";
 import { tuneCommand } from "./cli/tune.ts";
 import { mergeCommand } from "./cli/merge.ts";
+import { clearProgressLine } from "./cli/progress.ts";
 
-const COMMANDS: Command[] = [
+/** Every subcommand, in the order the usage lists them. */
+export const COMMANDS: Command[] = [
   synthCommand,
   mergeCommand,
   evalCommand,
@@ -40,7 +42,7 @@ Usage: deno run -A cli.ts <command> [flags]
 Commands:
 ${COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`).join("\n")}
 
-Run 'cli.ts <command> --help' for a command's flags.`;
+Run 'cli.ts <command> --help' for a command's flags and examples.`;
 }
 
 /** Runs the CLI with `argv`; returns the exit code. */
@@ -56,7 +58,8 @@ export async function main(argv: string[]): Promise<number> {
   }
   const cmd = COMMANDS.find((c) => c.name === name);
   if (!cmd) {
-    console.error(`unknown command '${name}'.\n\n${usage()}`);
+    const guess = suggestFlag(name, COMMANDS.map((c) => c.name));
+    console.error(`error: unknown command '${name}'${guess ? `; did you mean ${guess}?` : ""}\n\n${usage()}`);
     return 2;
   }
   // The one error boundary: expected failures become one line and an exit code (cli/errors.ts);
@@ -64,6 +67,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     return await cmd.run(rest);
   } catch (e) {
+    clearProgressLine();
     const known = describeError(e);
     if (!known) throw e;
     console.error(`error: ${known.message}`);

@@ -45,7 +45,7 @@ export interface SynthOptions {
   batch: number;
   /** ρ values; more than one runs a sweep (--rho). */
   rhos: number[];
-  /** Candidate-set size of the z-step (--topk, 200). */
+  /** Candidate-set size of the z-step (--top-k, 200). */
   topk: number;
   /** Sequence length in tokens including the suffix; 0 = ⌊mean real length⌋ per class (official). */
   length: number;
@@ -130,11 +130,11 @@ export function selectReal(
     return c === null ? [] : [{ text: e.text, label: c }];
   });
   if (o.real > o.realPool) {
-    throw new SynthError(`--real (${o.real}) cannot exceed --real-pool (${o.realPool})`);
+    throw new SynthError(`--real-n (${o.real}) cannot exceed --real-pool (${o.realPool})`);
   }
   if (kept.length < o.real) {
     throw new SynthError(
-      `the data has ${kept.length} usable examples for task ${task.name}, fewer than --real ${o.real}`,
+      `the data has ${kept.length} usable examples for task ${task.name}, fewer than --real-n ${o.real}`,
     );
   }
   const pool = stratifiedSample(kept, o.realPool, o.seed);
@@ -144,7 +144,7 @@ export function selectReal(
     if (texts.length === 0) {
       throw new SynthError(
         `class ${c} ('${task.labelWords[c]}') has no example among the ${o.real} real examples; ` +
-          "raise --real or check the labels",
+          "raise --real-n or check the labels",
       );
     }
   });

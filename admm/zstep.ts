@@ -56,7 +56,7 @@ export function makeProjector(model: CausalLM, banned: Uint8Array, topkSize: num
   }
   const allowed = banned.length - banned.reduce((a, b) => a + b, 0);
   if (topkSize > allowed) {
-    throw new RangeError(`--topk ${topkSize} is larger than the ${allowed} tokens the filter allows`);
+    throw new RangeError(`--top-k ${topkSize} is larger than the ${allowed} tokens the filter allows`);
   }
   // One scope per chunk: its temporaries are freed (and reused by the next chunk) right away.
   const chunks = rowBlocks(model.embedRows).map(({ tensor: block, start }) =>

@@ -8,11 +8,11 @@ import { defaultContext } from "../kernels/device.ts";
 import { accuracyWithInterval, argmaxScore } from "../train/classify.ts";
 import { scoreExamples } from "../train/finetune.ts";
 import { buildPrompt, type Demonstration } from "../train/prompts.ts";
-import { type Command, numberFlag, parseFlags, UsageError } from "./args.ts";
+import { type Command, JSON_HELP, numberFlag, parseFlags, resultPrinter, UsageError } from "./args.ts";
 import { readText } from "./io.ts";
 import { openModel, WEIGHTS_HELP, weightsFlag } from "./model.ts";
 
-const HELP = `Usage: cli.ts eval --model M --task T --file F.jsonl [flags]
+const HELP = `Usage: cli.ts eval --model M --task T --data F.jsonl [flags]
 
 Accuracy by label-word likelihood: for each example, the mean log-probability of each
 option's tokens after "<text><template>" (sst2/rotten_tomatoes/imdb: "<text> It was" followed by
@@ -21,15 +21,23 @@ option's tokens after "<text><template>" (sst2/rotten_tomatoes/imdb: "<text> It 
 
   --model DIR|ORG/NAME[@REV]  model (directory or Hugging Face id)
   --task NAME             sst2 | rotten_tomatoes | imdb | emotion
-  --file F.jsonl          labelled examples ({text, label}; see --text-field/--label-field)
+  --data F.jsonl          labelled examples ({text, label}; see --text-field/--label-field)
   --shots K               in-context demonstrations before each example (default 0)
-  --shots-from F.jsonl    where demonstrations come from (default: --file; those rows are then not scored)
+  --shots-data F.jsonl    where demonstrations come from (default: --data; those rows are then not scored)
   --limit N               score only the first N examples
   --seed N                seed for choosing demonstrations (default 0)
   --batch N               sequences per forward pass (default 16)
-  --text-field NAME, --label-field NAME
-  --json                  print one JSON object instead of text
-${WEIGHTS_HELP}`;
+  --text-field NAME       text field (default text)
+  --label-field NAME      integer label field (default label)
+${JSON_HELP}
+${WEIGHTS_HELP}
+
+Examples
+  deno run -A cli.ts eval --model assets/gpt2-d128 --data assets/sst2-validation.jsonl
+  deno run -A cli.ts eval --model ft-synth --task sst2 --data test.jsonl --shots 4 --shots-data train.jsonl
+  deno run -A cli.ts eval --model assets/gpt2-d128 --data assets/sst2-validation.jsonl --limit 200 --json
+
+Old flag names still accepted: --file (now --data), --shots-from (now --shots-data).`;
 
 export const evalCommand: Command = {
   name: "eval",
@@ -39,9 +47,9 @@ export const evalCommand: Command = {
     const { values: v } = parseFlags("eval", args, {
       model: { type: "string" },
       task: { type: "string" },
-      file: { type: "string" },
+      data: { type: "string" },
       shots: { type: "string" },
-      "shots-from": { type: "string" },
+      "shots-data": { type: "string" },
       limit: { type: "string" },
       seed: { type: "string" },
       batch: { type: "string" },
@@ -49,13 +57,15 @@ export const evalCommand: Command = {
       "label-field": { type: "string" },
       json: { type: "boolean" },
       weights: { type: "string" },
-    });
+    }, { aliases: { file: "data", "shots-from": "shots-data" } });
     if (v.help) {
       console.log(HELP);
       return 0;
     }
     if (!v.model) throw new UsageError("eval: --model is required");
-    if (!v.file) throw new UsageError("eval: --file is required");
+    if (!v.data) throw new UsageError("eval: --data is required");
+    const dataPath = v.data;
+    const demoPath = v["shots-data"];
     const task: TaskSpec = getTask(v.task ?? "sst2");
     const shots = numberFlag("eval", "shots", v.shots, 0, { min: 0, max: 64, integer: true });
     const limit = numberFlag("eval", "limit", v.limit, Infinity, { min: 1 });
@@ -63,7 +73,7 @@ export const evalCommand: Command = {
     const batch = numberFlag("eval", "batch", v.batch, 16, { min: 1, max: 1024, integer: true });
     const weights = weightsFlag("eval", v.weights);
     const fields = { textField: v["text-field"] ?? "text", labelField: v["label-field"] ?? "label" };
-    const all = parseJsonl(await readText(v.file, "eval file"), { ...fields, source: v.file })
+    const all = parseJsonl(await readText(dataPath, "eval file"), { ...fields, source: dataPath })
       .flatMap((e) => {
         const c = classOf(task, e.label);
         return c === null ? [] : [{ text: e.text, label: c }];
@@ -71,10 +81,10 @@ export const evalCommand: Command = {
     let demos: Demonstration[] = [];
     let scored = all;
     if (shots > 0) {
-      const source = v["shots-from"]
-        ? parseJsonl(await readText(v["shots-from"], "demonstration file"), {
+      const source = demoPath
+        ? parseJsonl(await readText(demoPath, "demonstration file"), {
           ...fields,
-          source: v["shots-from"],
+          source: demoPath,
         })
           .flatMap((e) => {
             const c = classOf(task, e.label);
@@ -82,11 +92,11 @@ export const evalCommand: Command = {
           })
         : all;
       demos = stratifiedSample(source, shots, seed);
-      if (!v["shots-from"]) scored = all.filter((e) => !demos.includes(e));
+      if (!demoPath) scored = all.filter((e) => !demos.includes(e));
     }
     scored = scored.slice(0, Math.min(scored.length, limit));
     if (scored.length === 0) {
-      throw new UsageError(`eval: no examples of task ${task.name}'s labels in ${v.file}`);
+      throw new UsageError(`eval: no examples of task ${task.name}'s labels in ${dataPath}`);
     }
 
     const ctx = await defaultContext();
@@ -108,32 +118,28 @@ export const evalCommand: Command = {
       return { label: w, examples: idx.length, accuracy: idx.length ? ok / idx.length : NaN };
     });
     const seconds = (performance.now() - t0) / 1000;
-    if (v.json) {
-      console.log(
-        JSON.stringify({
-          task: task.name,
-          model: v.model,
-          shots,
-          examples: scored.length,
-          correct,
-          accuracy,
-          ci95: [low, high],
-          perClass,
-          seconds,
-        }),
-      );
-    } else {
-      console.log(`task ${task.name}, ${scored.length} examples, ${shots}-shot, ${seconds.toFixed(1)} s`);
-      for (const p of perClass) {
-        console.log(`  ${p.label}: ${(p.accuracy * 100).toFixed(1)}% of ${p.examples}`);
-      }
-      console.log(
-        `accuracy ${(accuracy * 100).toFixed(2)}% (95% CI ${(low * 100).toFixed(1)}–${
-          (high * 100).toFixed(1)
-        }%)`,
-      );
-      console.log(`accuracy: ${accuracy.toFixed(4)}`);
+    const printer = resultPrinter(v.json);
+    printer.text(`task ${task.name}, ${scored.length} examples, ${shots}-shot, ${seconds.toFixed(1)} s`);
+    for (const p of perClass) {
+      printer.text(`  ${p.label}: ${(p.accuracy * 100).toFixed(1)}% of ${p.examples}`);
     }
+    printer.text(
+      `accuracy ${(accuracy * 100).toFixed(2)}% (95% CI ${(low * 100).toFixed(1)}–${
+        (high * 100).toFixed(1)
+      }%)`,
+    );
+    printer.text(`accuracy: ${accuracy.toFixed(4)}`);
+    printer.json({
+      task: task.name,
+      model: v.model,
+      shots,
+      examples: scored.length,
+      correct,
+      accuracy,
+      ci95: [low, high],
+      perClass,
+      seconds,
+    });
     return 0;
   },
 };

@@ -39,23 +39,26 @@ import {
 } from "../train/finetune.ts";
 import { FILTER_DEFAULTS, type FilterOptions, filterSynthetic, type StageCounts } from "../train/filter.ts";
 import { formatPercent, markdownTable, meanStd, renderChart } from "../train/report.ts";
-import { type Command, numberFlag, parseFlags, UsageError } from "./args.ts";
+import { type Command, JSON_HELP, numberFlag, parseFlags, resultPrinter, UsageError } from "./args.ts";
 import { checkOutput, exists, formatDuration, readText, sha256File, writeFileAtomic } from "./io.ts";
 import { readLabelled } from "./finetune.ts";
 import { openModel } from "./model.ts";
 import { DEFAULT_MODEL, parseRecords, synthCommand } from "./synth.ts";
+import { MeasuredPhase, phasedEta, Progress, withParent } from "./progress.ts";
 
-const HELP = `Usage: cli.ts experiment --task T --train TRAIN.jsonl --test TEST.jsonl --out DIR [flags]
+const HELP =
+  `Usage: cli.ts experiment --task T --train-data TRAIN.jsonl --test-data TEST.jsonl --out-dir DIR [flags]
 
-Runs the comparison and writes DIR/report.md, DIR/report.svg and DIR/report.json:
+Runs the comparison and writes DIR/report.md, DIR/report.svg and DIR/report.json (progress with
+an overall ETA on stderr):
   zero-shot accuracy of the model;
   fine-tuning on N random real texts from the train split;
-  fine-tuning on N GRADMM texts made from --real examples of the test split's pool (synth runs
+  fine-tuning on N GRADMM texts made from --real-n examples of the test split's pool (synth runs
   inside), unfiltered and filtered (official filter), and with DP when --dp-epsilon is given;
 each for every size in --sizes and every seed, reported as mean ± std over seeds, plus
 readability (mean NLL under the model, distinct-1/2) of every kind of text.
 
-Splits: the test split loses a stratified pool of --real-pool examples (the first --real are the
+Splits: the test split loses a stratified pool of --real-pool examples (the first --real-n are the
 only real data GRADMM sees) and the rest (at most --test-limit) is the reported test set. The
 checkpoint (every --eval-every steps) and the learning rate (--lr list) are chosen on a
 validation holdout of --valid-size examples from the train split, never on the test set.
@@ -64,17 +67,19 @@ Everything finished is cached in DIR: rerun the same command to continue an inte
 Data and model
   --task NAME             sst2 | rotten_tomatoes | imdb | emotion (default sst2)
   --model DIR|ORG/NAME    model (default: the bundled gpt2-d128)
-  --train F.jsonl         train split (real texts, validation holdout)
-  --test F.jsonl          test split (GRADMM's real pool, reported accuracy), e.g. SST-2 validation
-  --out DIR               output folder (created)
-  --text-field NAME, --label-field NAME
+  --train-data F.jsonl    train split (real texts, validation holdout)
+  --test-data F.jsonl     test split (GRADMM's real pool, reported accuracy), e.g. SST-2 validation
+  --out-dir DIR           output folder (created)
+  --text-field NAME       text field of both splits (default text)
+  --label-field NAME      integer label field (default label)
+${JSON_HELP}
 
 Design
   --sizes N,N,...         training-set sizes (default 60,200,1000)
   --seeds K               seeds 0..K-1 per point (default 3)
   --conditions LIST       among ${CONDITIONS.join(", ")}
                           (default: all; the -dp ones need --dp-epsilon)
-  --real N                real examples GRADMM uses (default 50)
+  --real-n N              real examples GRADMM uses (default 50)
   --real-pool N           stratified pool removed from the test split (default 100)
   --pool-seed N           seed of the pool and of the validation holdout (default 42)
   --valid-size N          validation holdout from the train split (default 200)
@@ -91,7 +96,7 @@ Fine-tuning (the official harness's loss; see 'finetune --help')
 
 Synthesis (passed to synth; unset flags take synth's defaults, CPU-sized on a CPU adapter)
   --synth-batch N  --synth-outer-steps N  --synth-inner-steps N  --synth-init-candidates N
-  --synth-rho R  --synth-topk K  --synth-select total|discrete  --synth-lr X  --synth-length N
+  --synth-rho R  --synth-top-k K  --synth-select total|discrete  --synth-lr X  --synth-length N
   --synth-method official|discrete|refine  --synth-refine-iterations N
   --synth-paper           the paper's generation settings even on a CPU adapter
   --dp-epsilon E  [--dp-delta D] [--dp-clip C]   adds the DP conditions
@@ -100,10 +105,19 @@ Filtering (train/filter.ts; official defaults)
   --filter-oversample K   generate K× the texts a size needs, keep the best (default 2: 100 → 50 per class)
   --filter-alpha X        weight of NLL in the ranking (default 0)
   --filter-balance        balance the classes by average score
-  --filter-real-n N       real examples of the filter's targets (default 20, from the --real ones)
+  --filter-real-n N       real examples of the filter's targets (default 20, from the --real-n ones)
   --filter-shots K        demonstrations of the consistency check (default 4)
   --filter-no-consistency skip the label-consistency stage
-  --filter-calibrate      remove the classifier's prior in that stage (see 'filter --help')`;
+  --filter-calibrate      remove the classifier's prior in that stage (see 'filter --help')
+
+Examples
+  deno run -A cli.ts experiment --train-data train.jsonl --test-data assets/sst2-validation.jsonl \\
+      --out-dir out/exp --sizes 60 --seeds 2 --conditions real,gradmm --steps 100
+  deno run -A cli.ts experiment --task sst2 --train-data train.jsonl --test-data test.jsonl \\
+      --out-dir out/exp-dp --dp-epsilon 4 --synth-outer-steps 4 --filter-calibrate --json
+
+Old flag names still accepted: --train (now --train-data), --test (now --test-data), --out (now
+--out-dir), --real (now --real-n), --synth-topk (now --synth-top-k).`;
 
 /** Synth flags the experiment passes through (experiment flag → synth flag). */
 const SYNTH_PASSTHROUGH: Record<string, string> = {
@@ -111,7 +125,7 @@ const SYNTH_PASSTHROUGH: Record<string, string> = {
   "synth-inner-steps": "inner-steps",
   "synth-init-candidates": "init-candidates",
   "synth-rho": "rho",
-  "synth-topk": "topk",
+  "synth-top-k": "top-k",
   "synth-select": "select",
   "synth-method": "method",
   "synth-refine-iterations": "refine-iterations",
@@ -382,15 +396,15 @@ export const experimentCommand: Command = {
     const { values: v } = parseFlags("experiment", args, {
       task: { type: "string" },
       model: { type: "string" },
-      train: { type: "string" },
-      test: { type: "string" },
-      out: { type: "string" },
+      "train-data": { type: "string" },
+      "test-data": { type: "string" },
+      "out-dir": { type: "string" },
       "text-field": { type: "string" },
       "label-field": { type: "string" },
       sizes: { type: "string" },
       seeds: { type: "string" },
       conditions: { type: "string" },
-      real: { type: "string" },
+      "real-n": { type: "string" },
       "real-pool": { type: "string" },
       "pool-seed": { type: "string" },
       "valid-size": { type: "string" },
@@ -406,7 +420,7 @@ export const experimentCommand: Command = {
       "synth-inner-steps": { type: "string" },
       "synth-init-candidates": { type: "string" },
       "synth-rho": { type: "string" },
-      "synth-topk": { type: "string" },
+      "synth-top-k": { type: "string" },
       "synth-select": { type: "string" },
       "synth-method": { type: "string" },
       "synth-refine-iterations": { type: "string" },
@@ -423,6 +437,15 @@ export const experimentCommand: Command = {
       "filter-shots": { type: "string" },
       "filter-no-consistency": { type: "boolean" },
       "filter-calibrate": { type: "boolean" },
+      json: { type: "boolean" },
+    }, {
+      aliases: {
+        train: "train-data",
+        test: "test-data",
+        out: "out-dir",
+        real: "real-n",
+        "synth-topk": "synth-top-k",
+      },
     });
     if (v.help) {
       console.log(HELP);
@@ -434,7 +457,7 @@ export const experimentCommand: Command = {
       numberFlag("experiment", name, vv[name], fallback, opts);
 
     // ---- settings
-    for (const f of ["train", "test", "out"] as const) {
+    for (const f of ["train-data", "test-data", "out-dir"] as const) {
       if (!v[f]) throw new UsageError(`experiment: --${f} is required`);
     }
     const task = getTask(v.task ?? "sst2");
@@ -467,7 +490,7 @@ export const experimentCommand: Command = {
     }
     const splitOptions: SplitOptions = {
       realPool: num("real-pool", 100, { min: 2, integer: true }),
-      real: num("real", 50, { min: 2, integer: true }),
+      real: num("real-n", 50, { min: 2, integer: true }),
       poolSeed: num("pool-seed", 42, { min: 0, integer: true }),
       validSize: num("valid-size", 200, { min: 1, integer: true }),
       testLimit: num("test-limit", 1000, { min: 1, integer: true }),
@@ -503,24 +526,27 @@ export const experimentCommand: Command = {
     };
     if (filterBase.realN > splitOptions.real) {
       throw new UsageError(
-        `experiment: --filter-real-n (${filterBase.realN}) cannot exceed --real (${splitOptions.real})`,
+        `experiment: --filter-real-n (${filterBase.realN}) cannot exceed --real-n (${splitOptions.real})`,
       );
     }
     const fields = { textField: v["text-field"], labelField: v["label-field"] };
     const command = `deno run -A cli.ts experiment ${args.map(shellQuote).join(" ")}`;
 
     // ---- data
-    const out = v.out!;
+    const out = v["out-dir"]!;
+    const trainPath = v["train-data"]!;
+    const testPath = v["test-data"]!;
     await checkOutput(out, {
       command: "experiment",
+      flag: "--out-dir",
       kind: "dir",
-      inputs: [v.train, v.test, modelSpec],
+      inputs: [trainPath, testPath, modelSpec],
       // A folder this command started holds its data splits.
       isOurs: () => exists(join(out, "data", "real-used.jsonl")),
       overwrite: undefined,
     });
-    const train = await readLabelled(v.train!, task, "train file", fields);
-    const test = await readLabelled(v.test!, task, "test file", fields);
+    const train = await readLabelled(trainPath, task, "train file", fields);
+    const test = await readLabelled(testPath, task, "test file", fields);
     const splits = makeSplits(train.examples, test.examples, splitOptions);
     for (const n of sizes) {
       if (conditions.includes("real") && n > splits.trainRest.length) {
@@ -534,7 +560,7 @@ export const experimentCommand: Command = {
     await writeFileAtomic(usedPath, jsonl(splits.used));
     await writeFileAtomic(join(out, "data", "test.jsonl"), jsonl(splits.test));
     await writeFileAtomic(join(out, "data", "valid.jsonl"), jsonl(splits.valid));
-    const dataHashes = { trainSha256: await sha256File(v.train!), testSha256: await sha256File(v.test!) };
+    const dataHashes = { trainSha256: await sha256File(trainPath), testSha256: await sha256File(testPath) };
     const base = { task: task.name, model: modelSpec, fields, splitOptions, ...dataHashes };
 
     // ---- plan
@@ -557,6 +583,24 @@ export const experimentCommand: Command = {
         } texts per class; ` +
         `test ${splits.test.length}, validation ${splits.valid.length}, real used ${splits.used.length}`,
     );
+    // Overall progress counts synth rounds and fine-tuning runs ("tasks"); the ETA adds each
+    // kind's remaining work at its own measured rate (rounds, steps). Filtering and evaluation
+    // outside the runs are not in it.
+    const roundsOf = (variant: string) => classes * (genPerClass(variant) / synthBatch);
+    const synthPhase = new MeasuredPhase(
+      seeds.length * variants.reduce((a, x) => a + roundsOf(x), 0),
+    );
+    const ftPhase = new MeasuredPhase(runsTotal * ft.steps);
+    const overall = new Progress({ label: "experiment", total: synthPhase.total + runsTotal, unit: "tasks" });
+    overall.log(
+      `experiment: ${synthPhase.total} synth rounds + ${runsTotal} fine-tuning runs = ${overall.total} tasks`,
+    );
+    const showProgress = (detail: string) =>
+      overall.update(
+        synthPhase.done + ftPhase.done / ft.steps,
+        detail,
+        phasedEta([synthPhase, ftPhase]),
+      );
 
     const ctx = await defaultContext();
     const synthCommands: string[] = [];
@@ -566,7 +610,7 @@ export const experimentCommand: Command = {
       adapter: ctx.adapterName,
       task: task.name,
       model: modelSpec,
-      data: { train: v.train!, test: v.test!, ...dataHashes },
+      data: { train: trainPath, test: testPath, ...dataHashes },
       splits: {
         used: splits.used.length,
         test: splits.test.length,
@@ -637,7 +681,7 @@ export const experimentCommand: Command = {
           path,
           "--real-pool",
           String(splits.used.length),
-          "--real",
+          "--real-n",
           String(splits.used.length),
           "--per-class",
           String(perClass),
@@ -651,13 +695,24 @@ export const experimentCommand: Command = {
         const manifest = await readJsonIf<{ completed: unknown[] }>(
           path.replace(/\.jsonl$/, ".manifest.json"),
         );
-        const rounds = classes * (perClass / synthBatch);
+        const rounds = roundsOf(variant);
         if (
           !Array.isArray(manifest?.completed) || manifest.completed.length < rounds || !(await exists(path))
         ) {
-          console.error(`experiment: synth ${variant} seed ${seed} (${perClass} texts per class)`);
-          const rc = await synthCommand.run(sArgs);
+          overall.log(`experiment: synth ${variant} seed ${seed} (${perClass} texts per class)`);
+          synthPhase.begin((await exists(path)) ? manifest?.completed?.length ?? 0 : 0);
+          // synth's own progress reports here: one line with the experiment's overall ETA.
+          const rc = await withParent({
+            progress: overall,
+            onChild: (roundsDone, _total, detail) => {
+              synthPhase.advance(roundsDone);
+              showProgress(`synth ${variant} seed ${seed}: ${detail ?? ""}`);
+            },
+          }, () => synthCommand.run(sArgs));
           if (rc !== 0) throw new UsageError(`experiment: synth failed (exit ${rc}) for ${path}`);
+          synthPhase.end(rounds);
+        } else {
+          synthPhase.skip(rounds);
         }
         const recs = parseRecords(await readText(path, "synth output"), path);
         synthTexts.set(`${variant}/${seed}`, recs);
@@ -681,13 +736,13 @@ export const experimentCommand: Command = {
         join(out, "runs", "zero-shot.json"),
         sha({ ...base, kind: "zero-shot", evalBatch: ft.evalBatch }),
         async () => {
-          console.error(`experiment: zero-shot on ${testSet.length} test examples`);
+          overall.log(`experiment: zero-shot on ${testSet.length} test examples`);
           const e = await evaluateAccuracy(model, testSet, tokenizer.padId, { batchSize: ft.evalBatch });
           return { accuracy: e.accuracy, ci95: e.ci95, examples: e.total };
         },
       );
       report.zeroShot = zs.value;
-      console.error(`zero-shot accuracy ${(zs.value.accuracy * 100).toFixed(2)}%`);
+      overall.log(`zero-shot accuracy ${(zs.value.accuracy * 100).toFixed(2)}%`);
       await writeReport();
 
       // ---- training sets (filtered ones cached as files)
@@ -726,7 +781,7 @@ export const experimentCommand: Command = {
               file,
               sha({ ...filterKeyBase, c, n, seed, perClass: genPerClass(variant) }),
               async () => {
-                console.error(
+                overall.log(
                   `experiment: filter ${c} N=${n} seed ${seed}: ${inputs.length} texts → at most ${perClass} per class`,
                 );
                 await restore();
@@ -798,6 +853,7 @@ export const experimentCommand: Command = {
                 texts: sha(examples),
               });
               const t0 = performance.now();
+              const stepsBefore = ftPhase.done;
               const { value: run, fresh } = await cached(
                 join(out, "runs", `${name}.json`),
                 key,
@@ -817,6 +873,7 @@ export const experimentCommand: Command = {
                     };
                   }
                   await restore();
+                  ftPhase.begin();
                   const res = await finetune(
                     model,
                     tokenizeExamples(tokenizer, task, examples),
@@ -824,8 +881,13 @@ export const experimentCommand: Command = {
                     tokenizer.padId,
                     { ...ft, lr, seed: deriveSeed(seed, "finetune", n) },
                     (e) => {
-                      if (e.kind === "eval") {
-                        console.error(
+                      if (e.kind === "step") {
+                        ftPhase.advance(e.step);
+                        showProgress(
+                          `fine-tune ${name} step ${e.step}/${ft.steps}: loss ${e.loss.toFixed(4)}`,
+                        );
+                      } else {
+                        overall.log(
                           `  ${name} step ${e.step}/${ft.steps}: validation ${
                             (e.accuracy * 100).toFixed(1)
                           }%${e.best ? " (best)" : ""} (${formatDuration(e.seconds)})`,
@@ -836,6 +898,7 @@ export const experimentCommand: Command = {
                   const te = await evaluateAccuracy(model, testSet, tokenizer.padId, {
                     batchSize: ft.evalBatch,
                   });
+                  ftPhase.end(ft.steps);
                   return {
                     condition: c,
                     size: n,
@@ -850,8 +913,9 @@ export const experimentCommand: Command = {
                   };
                 },
               );
+              if (ftPhase.done === stepsBefore) ftPhase.skip(ft.steps); // cached, or nothing to train on
               report.runs.push(run);
-              console.error(
+              overall.log(
                 `[${done}/${runsTotal}] ${name}: ${run.trainTexts} texts, validation ` +
                   `${
                     run.validAccuracy === null ? "—" : (run.validAccuracy * 100).toFixed(1) + "%"
@@ -867,11 +931,22 @@ export const experimentCommand: Command = {
       report.complete = true;
       await writeReport();
     } finally {
+      overall.clear();
       for (const t of initial) t.dispose();
       model.dispose();
     }
     console.error(`experiment finished in ${formatDuration((performance.now() - started) / 1000)}`);
-    console.log(`report: ${join(out, "report.md")}`);
+    const printer = resultPrinter(v.json);
+    printer.text(`report: ${join(out, "report.md")}`);
+    printer.json({
+      outDir: out,
+      report: join(out, "report.md"),
+      reportJson: join(out, "report.json"),
+      complete: report.complete,
+      zeroShot: report.zeroShot,
+      summary: report.summary,
+      seconds: report.seconds,
+    });
     return 0;
   },
 };

@@ -13,20 +13,20 @@ import {
   filterSynthetic,
   type StageCounts,
 } from "../train/filter.ts";
-import { type Command, numberFlag, parseFlags, UsageError } from "./args.ts";
+import { type Command, JSON_HELP, numberFlag, parseFlags, resultPrinter, UsageError } from "./args.ts";
 import { checkOutput, exists, readText, writeFileAtomic } from "./io.ts";
 import { readLabelled } from "./finetune.ts";
 import { openModel } from "./model.ts";
 
 const HELP =
-  `Usage: cli.ts filter --model M --task T --in synthetic.jsonl --real F.jsonl --out filtered.jsonl [flags]
+  `Usage: cli.ts filter --model M --task T --data synthetic.jsonl --real-data F.jsonl --out filtered.jsonl [flags]
 
 Filters synthetic texts as the official GRADMM notebook does:
   (a) clean each text and drop it when the model, classifying it few-shot (--shots demonstrations
-      from --real, the task's evaluation template), predicts another label;
+      from --real-data, the task's evaluation template), predicts another label;
   (b) score each survivor by 1 − cos between its own output-layer gradient ("text + suffix" → label
       word) and its class's target built from the first --real-n examples of the stratified real pool;
-  (c) per label: drop duplicates, rank by score + α·nll, keep the best --top-n;
+  (c) per label: drop duplicates, rank by score + α·nll, keep the best --per-class;
   (d) with --balance: the class with the worse mean metric drops its worst texts until its mean is
       no worse than the other class's.
 Writes the kept records (best first per label, with align_loss and filter_metric added) and a
@@ -34,10 +34,10 @@ summary <out>.filter.json; prints what each stage removed.
 
   --model DIR|ORG/NAME[@REV]  model (the one that generated the texts)
   --task NAME             sst2 | rotten_tomatoes | imdb | emotion (default sst2)
-  --in F.jsonl            synthetic texts ({text, label, nll?}; synth output)
-  --real F.jsonl          real labelled examples (targets and demonstrations)
+  --data F.jsonl          synthetic texts ({text, label, nll?}; synth output)
+  --real-data F.jsonl     real labelled examples (targets and demonstrations)
   --out F.jsonl           filtered output
-  --top-n N               texts kept per label (default 50)
+  --per-class N           texts kept per label (default 50; the notebook's top-n)
   --alpha X               weight of the text's mean NLL in the ranking metric (default 0)
   --real-n N              real examples building the targets (default 20, the notebook's)
   --real-pool N           stratified pool they are the first of (default 100)
@@ -50,7 +50,17 @@ summary <out>.filter.json; prints what each stage removed.
   --balance               stage (d)
   --batch N               texts per forward (default 16)
   --overwrite             replace an existing --out that filter did not write (no <out>.filter.json)
-  --text-field NAME, --label-field NAME   fields of --real`;
+  --text-field NAME       text field of --real-data (default text; --data is synth output: text)
+  --label-field NAME      integer label field of --real-data (default label)
+${JSON_HELP}
+
+Examples
+  deno run -A cli.ts filter --model assets/gpt2-d128 --data synthetic.jsonl \\
+      --real-data assets/sst2-validation.jsonl --out filtered.jsonl
+  deno run -A cli.ts filter --model assets/gpt2-d128 --data synthetic.jsonl \\
+      --real-data assets/sst2-validation.jsonl --out filtered.jsonl --per-class 20 --calibrate --balance --json
+
+Old flag names still accepted: --in (now --data), --real (now --real-data), --top-n (now --per-class).`;
 
 /** What each stage did, per label (written to <out>.filter.json). */
 export interface FilterSummary {
@@ -93,10 +103,10 @@ export const filterCommand: Command = {
     const { values: v } = parseFlags("filter", args, {
       model: { type: "string" },
       task: { type: "string" },
-      in: { type: "string" },
-      real: { type: "string" },
+      data: { type: "string" },
+      "real-data": { type: "string" },
       out: { type: "string" },
-      "top-n": { type: "string" },
+      "per-class": { type: "string" },
       alpha: { type: "string" },
       "real-n": { type: "string" },
       "real-pool": { type: "string" },
@@ -109,19 +119,20 @@ export const filterCommand: Command = {
       "text-field": { type: "string" },
       "label-field": { type: "string" },
       overwrite: { type: "boolean" },
-    });
+      json: { type: "boolean" },
+    }, { aliases: { in: "data", real: "real-data", "top-n": "per-class" } });
     if (v.help) {
       console.log(HELP);
       return 0;
     }
     const num = (name: string, fallback: number, opts?: Parameters<typeof numberFlag>[4]) =>
       numberFlag("filter", name, (v as Record<string, unknown>)[name], fallback, opts);
-    for (const f of ["model", "in", "real", "out"] as const) {
+    for (const f of ["model", "data", "real-data", "out"] as const) {
       if (!v[f]) throw new UsageError(`filter: --${f} is required`);
     }
     const task = getTask(v.task ?? "sst2");
     const o: FilterOptions = {
-      topN: num("top-n", FILTER_DEFAULTS.topN, { min: 1, integer: true }),
+      topN: num("per-class", FILTER_DEFAULTS.topN, { min: 1, integer: true }),
       alpha: num("alpha", FILTER_DEFAULTS.alpha, { min: 0 }),
       realN: num("real-n", FILTER_DEFAULTS.realN, { min: 1, integer: true }),
       realPool: num("real-pool", FILTER_DEFAULTS.realPool, { min: 1, integer: true }),
@@ -138,14 +149,15 @@ export const filterCommand: Command = {
     await checkOutput(v.out!, {
       command: "filter",
       kind: "file",
-      inputs: [v.in, v.real, v.model],
+      inputs: [v.data, v["real-data"], v.model],
       companions: [summaryPath],
       isOurs: () => exists(summaryPath),
       overwrite: !!v.overwrite,
     });
 
     // ---- inputs (raw records are kept so every field of the input survives)
-    const inPath = v.in!;
+    const inPath = v.data!;
+    const realPath = v["real-data"]!;
     const raw: Record<string, unknown>[] = [];
     const lines = (await readText(inPath, "synthetic file")).split("\n");
     lines.forEach((line, i) => {
@@ -162,12 +174,12 @@ export const filterCommand: Command = {
       }
       raw.push(rec);
     });
-    const real = await readLabelled(v.real!, task, "real data file", {
+    const real = await readLabelled(realPath, task, "real data file", {
       textField: v["text-field"],
       labelField: v["label-field"],
     });
     if (real.examples.length === 0) {
-      throw new UsageError(`filter: ${v.real} has no examples with task ${task.name}'s labels`);
+      throw new UsageError(`filter: ${realPath} has no examples with task ${task.name}'s labels`);
     }
     const inputs: FilterInput[] = [];
     const origin: Record<string, unknown>[] = [];
@@ -205,7 +217,7 @@ export const filterCommand: Command = {
       skipped,
       perLabel: Object.fromEntries(result.stats.map((s, c) => [task.labelWords[c], s])),
       kept: out.length,
-      settings: { model: v.model, task: task.name, in: inPath, real: v.real, ...o },
+      settings: { model: v.model, task: task.name, in: inPath, real: realPath, ...o },
       privacy: FILTER_PRIVACY,
     };
     await writeFileAtomic(
@@ -214,7 +226,9 @@ export const filterCommand: Command = {
     );
     console.error("filter stages (texts removed per label):");
     console.error(stageTable(task.labelWords, result.stats, o));
-    console.log(`kept: ${out.length} of ${raw.length} texts -> ${outPath}`);
+    const printer = resultPrinter(v.json);
+    printer.text(`kept: ${out.length} of ${raw.length} texts -> ${outPath}`);
+    printer.json({ out: outPath, summary: summaryPath, ...summary });
     if (await inputWasPrivate(inPath)) {
       console.error(`filter: warning: ${inPath} came from a DP run, but ${FILTER_PRIVACY.reason}`);
     }

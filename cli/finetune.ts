@@ -16,12 +16,13 @@ import {
   type FinetuneOptions,
   tokenizeExamples,
 } from "../train/finetune.ts";
-import { type Command, numberFlag, parseFlags, UsageError } from "./args.ts";
+import { type Command, JSON_HELP, numberFlag, parseFlags, resultPrinter, UsageError } from "./args.ts";
 import { checkOutput, CliFileError, exists, formatDuration, readText, writeFileAtomic } from "./io.ts";
+import { Progress } from "./progress.ts";
 import { openModel } from "./model.ts";
 import { saveModel } from "../host/files.ts";
 
-const HELP = `Usage: cli.ts finetune --model M --train F.jsonl --task T --out DIR [flags]
+const HELP = `Usage: cli.ts finetune --model M --data F.jsonl --task T --out-dir DIR [flags]
 
 Fine-tunes every parameter of the model as a classifier, as the official harness does: for each
 example every option "<text><template><option>" (sst2/rotten_tomatoes/imdb: "<text> It was" +
@@ -29,25 +30,37 @@ example every option "<text><template><option>" (sst2/rotten_tomatoes/imdb: "<te
 cross-entropy of those scores against the gold option. AdamW (weight decay 0, betas 0.9/0.999,
 eps 1e-8), learning rate decayed linearly to 0 without warmup. With --valid, the model is
 evaluated every --eval-every steps and at the end, and the checkpoint with the best validation
-accuracy is saved (use a validation file that is not the one you report on).
+accuracy is saved (use a validation file that is not the one you report on). Progress (loss, ETA)
+goes to stderr; the last line on stdout names the saved folder.
 
   --model DIR|ORG/NAME[@REV]  model to fine-tune (directory or Hugging Face id)
-  --train F.jsonl         training texts ({text, label}; synth output works as is)
+  --data F.jsonl          training texts ({text, label}; synth output works as is)
   --task NAME             sst2 | rotten_tomatoes | imdb | emotion (default sst2)
-  --out DIR               output folder: model.safetensors, config.json, tokenizer files, finetune.json
+  --out-dir DIR           output folder: model.safetensors, config.json, tokenizer files, finetune.json
   --steps N               optimiser steps (default ${FINETUNE_DEFAULTS.steps})
   --batch N               examples per step (default ${FINETUNE_DEFAULTS.batchSize})
   --lr X                  peak learning rate (default ${FINETUNE_DEFAULTS.lr}, the paper's; small models need ~3e-4)
   --seed N                seed of the batch order (default ${FINETUNE_DEFAULTS.seed})
-  --valid F.jsonl         validation texts for checkpoint selection
+  --valid-data F.jsonl    validation texts for checkpoint selection
   --valid-limit N         use only the first N validation examples
   --eval-every N          evaluate every N steps (default ${FINETUNE_DEFAULTS.evalEvery}; 0 = only at the end)
   --eval-batch N          examples per forward when evaluating (default ${FINETUNE_DEFAULTS.evalBatch})
   --max-grad-norm X       clip the global gradient norm (default 1.0 as transformers' Trainer; 0 = off)
   --weight-decay X        AdamW weight decay (default 0)
-  --log-every N           print the loss every N steps (default 10)
-  --text-field NAME, --label-field NAME
-  --overwrite             replace a previous run in --out`;
+  --log-every N           also print a permanent loss line every N steps (default 0: the progress
+                          line shows the latest loss; finetune.json keeps every step's)
+  --text-field NAME       text field of the data files (default text)
+  --label-field NAME      integer label field (default label)
+  --overwrite             replace a previous run in --out-dir
+${JSON_HELP}
+
+Examples
+  deno run -A cli.ts finetune --model assets/gpt2-d128 --data synthetic.jsonl --out-dir ft-synth
+  deno run -A cli.ts finetune --model assets/gpt2-d128 --data synthetic.jsonl --valid-data valid.jsonl \\
+      --steps 200 --lr 3e-4 --out-dir ft-synth --overwrite
+  deno run -A cli.ts finetune --model assets/gpt2-d128 --data train.jsonl --steps 50 --out-dir ft --json
+
+Old flag names still accepted: --train (now --data), --valid (now --valid-data), --out (now --out-dir).`;
 
 /** Files of a model folder that belong to its tokenizer (copied next to a fine-tuned checkpoint). */
 const TOKENIZER_FILE =
@@ -94,14 +107,14 @@ export const finetuneCommand: Command = {
   async run(args) {
     const { values: v } = parseFlags("finetune", args, {
       model: { type: "string" },
-      train: { type: "string" },
+      data: { type: "string" },
       task: { type: "string" },
-      out: { type: "string" },
+      "out-dir": { type: "string" },
       steps: { type: "string" },
       batch: { type: "string" },
       lr: { type: "string" },
       seed: { type: "string" },
-      valid: { type: "string" },
+      "valid-data": { type: "string" },
       "valid-limit": { type: "string" },
       "eval-every": { type: "string" },
       "eval-batch": { type: "string" },
@@ -112,7 +125,8 @@ export const finetuneCommand: Command = {
       "label-field": { type: "string" },
       overwrite: { type: "boolean" },
       weights: { type: "string" },
-    });
+      json: { type: "boolean" },
+    }, { aliases: { train: "data", valid: "valid-data", out: "out-dir" } });
     if (v.help) {
       console.log(HELP);
       return 0;
@@ -126,8 +140,10 @@ export const finetuneCommand: Command = {
     const num = (name: string, fallback: number, opts?: Parameters<typeof numberFlag>[4]) =>
       numberFlag("finetune", name, (v as Record<string, unknown>)[name], fallback, opts);
     if (!v.model) throw new UsageError("finetune: --model is required");
-    if (!v.train) throw new UsageError("finetune: --train is required");
-    if (!v.out) throw new UsageError("finetune: --out is required (a folder for the fine-tuned model)");
+    if (!v.data) throw new UsageError("finetune: --data is required");
+    if (!v["out-dir"]) {
+      throw new UsageError("finetune: --out-dir is required (a folder for the fine-tuned model)");
+    }
     const task = getTask(v.task ?? "sst2");
     const options: FinetuneOptions = {
       steps: num("steps", FINETUNE_DEFAULTS.steps, { min: 1, integer: true }),
@@ -139,26 +155,29 @@ export const finetuneCommand: Command = {
       evalEvery: num("eval-every", FINETUNE_DEFAULTS.evalEvery, { min: 0, integer: true }),
       evalBatch: num("eval-batch", FINETUNE_DEFAULTS.evalBatch, { min: 1, max: 4096, integer: true }),
     };
-    const logEvery = num("log-every", 10, { min: 1, integer: true });
+    const logEvery = num("log-every", 0, { min: 0, integer: true });
     const validLimit = num("valid-limit", Infinity, { min: 1, integer: true });
     const fields = { textField: v["text-field"], labelField: v["label-field"] };
 
     // ---- inputs, checked before touching the GPU
-    const train = await readLabelled(v.train, task, "training file", fields);
+    const trainPath = v.data;
+    const validPath = v["valid-data"];
+    const train = await readLabelled(trainPath, task, "training file", fields);
     if (train.examples.length === 0) {
-      throw new UsageError(`finetune: ${v.train} has no examples with task ${task.name}'s labels`);
+      throw new UsageError(`finetune: ${trainPath} has no examples with task ${task.name}'s labels`);
     }
-    const valid = v.valid ? await readLabelled(v.valid, task, "validation file", fields) : null;
+    const valid = validPath ? await readLabelled(validPath, task, "validation file", fields) : null;
     if (valid && valid.examples.length === 0) {
-      throw new UsageError(`finetune: ${v.valid} has no examples with task ${task.name}'s labels`);
+      throw new UsageError(`finetune: ${validPath} has no examples with task ${task.name}'s labels`);
     }
     const validExamples = valid ? valid.examples.slice(0, validLimit) : null;
-    const outDir = v.out;
+    const outDir = v["out-dir"];
     // The model folder is an input too: fine-tuning into it would replace its weights.
     await checkOutput(outDir, {
       command: "finetune",
+      flag: "--out-dir",
       kind: "dir",
-      inputs: [v.train, v.valid, v.model],
+      inputs: [trainPath, validPath, v.model],
       isOurs: () => exists(join(outDir, "finetune.json")),
       overwrite: !!v.overwrite,
     });
@@ -167,14 +186,14 @@ export const finetuneCommand: Command = {
       ((await exists(join(outDir, "finetune.json"))) || (await exists(join(outDir, "model.safetensors"))))
     ) {
       throw new UsageError(
-        `finetune: ${outDir} already holds a model; pass --overwrite or choose another --out`,
+        `finetune: ${outDir} already holds a model; pass --overwrite or choose another --out-dir`,
       );
     }
 
     const ctx = await defaultContext();
     const { model, tokenizer, dir: modelDir } = await openModel(ctx, v.model);
     if (resolve(modelDir) === resolve(outDir)) {
-      throw new UsageError("finetune: --out must not be the model's own folder");
+      throw new UsageError("finetune: --out-dir must not be the model's own folder");
     }
     const trainSet = tokenizeExamples(tokenizer, task, train.examples);
     const validSet = validExamples ? tokenizeExamples(tokenizer, task, validExamples) : null;
@@ -190,16 +209,14 @@ export const finetuneCommand: Command = {
         `; ${options.steps} steps × batch ${options.batchSize}, lr ${options.lr}, adapter ${ctx.adapterName}`,
     );
 
+    const progress = new Progress({ label: "finetune", total: options.steps, unit: "steps" });
     const onEvent = (e: FinetuneEvent) => {
       if (e.kind === "step") {
-        if (e.step % logEvery !== 0 && e.step !== e.steps && e.step !== 1) return;
-        const eta = (e.seconds / e.step) * (e.steps - e.step);
-        console.error(
-          `step ${e.step}/${e.steps} loss ${e.loss.toFixed(4)} lr ${e.lr.toExponential(2)} ` +
-            `elapsed ${formatDuration(e.seconds)} eta ${formatDuration(eta)}`,
-        );
+        const figures = `loss ${e.loss.toFixed(4)} lr ${e.lr.toExponential(2)}`;
+        progress.update(e.step, figures);
+        if (logEvery > 0 && e.step % logEvery === 0) progress.log(`step ${e.step}/${e.steps} ${figures}`);
       } else {
-        console.error(
+        progress.log(
           `eval at step ${e.step}: validation accuracy ${(e.accuracy * 100).toFixed(2)}%${
             e.best ? " (best so far)" : ""
           }`,
@@ -207,6 +224,7 @@ export const finetuneCommand: Command = {
       }
     };
     const result = await finetune(model, trainSet, validSet, tokenizer.padId, options, onEvent);
+    progress.clear();
 
     // ---- save: weights + config, tokenizer files, then the run record (written last)
     await Deno.mkdir(outDir, { recursive: true });
@@ -219,8 +237,8 @@ export const finetuneCommand: Command = {
       tool: "gradmm-ts finetune",
       model: { spec: v.model, dir: modelDir },
       task: task.name,
-      train: { path: v.train, examples: train.examples.length, skipped: train.dropped },
-      valid: v.valid ? { path: v.valid, examples: validSet!.length } : null,
+      train: { path: trainPath, examples: train.examples.length, skipped: train.dropped },
+      valid: validPath ? { path: validPath, examples: validSet!.length } : null,
       settings: options,
       adapter: ctx.adapterName,
       bestStep: result.bestStep,
@@ -236,13 +254,24 @@ export const finetuneCommand: Command = {
     console.error(
       `saved the step-${result.bestStep} weights to ${outDir} (${formatDuration(result.seconds)})`,
     );
-    console.log(
+    const finalLoss = result.history.at(-1)!.loss;
+    const printer = resultPrinter(v.json);
+    printer.text(
       finalValid === null
-        ? `saved: ${outDir} (step ${result.bestStep}, final training loss ${
-          result.history.at(-1)!.loss.toFixed(4)
-        })`
+        ? `saved: ${outDir} (step ${result.bestStep}, final training loss ${finalLoss.toFixed(4)})`
         : `saved: ${outDir} (step ${result.bestStep}, validation accuracy ${finalValid.toFixed(4)})`,
     );
+    printer.json({
+      outDir,
+      task: task.name,
+      trainExamples: train.examples.length,
+      validExamples: validSet?.length ?? null,
+      steps: options.steps,
+      bestStep: result.bestStep,
+      validAccuracy: finalValid,
+      finalLoss,
+      seconds: result.seconds,
+    });
     return 0;
   },
 };

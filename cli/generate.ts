@@ -1,7 +1,7 @@
 /** `generate`: continue a prompt with a model (greedy or sampled), printing the continuation. */
 import { defaultContext } from "../kernels/device.ts";
 import { generateText } from "../models/generate.ts";
-import { type Command, numberFlag, parseFlags, UsageError } from "./args.ts";
+import { type Command, JSON_HELP, numberFlag, parseFlags, resultPrinter, UsageError } from "./args.ts";
 import { openModelForCommand } from "./ppl.ts";
 import { WEIGHTS_HELP, weightsFlag } from "./model.ts";
 
@@ -21,7 +21,13 @@ or after --max-new-tokens.
   --seed S                random seed for sampling (default 0)
   --no-cache              recompute the whole sequence every step (slow; for checking)
   --ids                   also print the generated token ids on stderr
-${WEIGHTS_HELP}`;
+${JSON_HELP}
+${WEIGHTS_HELP}
+
+Examples
+  deno run -A cli.ts generate --model assets/gpt2-d128 --prompt "The movie was"
+  deno run -A cli.ts generate --model assets/gpt2-d128 --prompt "It was" --temperature 0.8 --top-k 40 --seed 7
+  deno run -A cli.ts generate --model openai-community/gpt2 --prompt Hi --max-new-tokens 20 --json`;
 
 export const generateCommand: Command = {
   name: "generate",
@@ -40,6 +46,7 @@ export const generateCommand: Command = {
       "no-cache": { type: "boolean" },
       ids: { type: "boolean" },
       weights: { type: "string" },
+      json: { type: "boolean" },
     });
     if (v.help) {
       console.log(HELP);
@@ -94,7 +101,14 @@ export const generateCommand: Command = {
         seed,
         useCache: !v["no-cache"],
       });
-      console.log(result.texts[0]);
+      const printer = resultPrinter(v.json);
+      printer.text(result.texts[0]);
+      printer.json({
+        text: result.texts[0],
+        promptTokens: prompt.length,
+        tokens: result.tokens[0],
+        finishReason: result.finishReasons[0],
+      });
       const produced = result.tokens[0].length;
       if (result.finishReasons[0] === "length" && produced < maxNewTokens) {
         console.error(

@@ -1,6 +1,6 @@
 /** `info`: what WebGPU adapter this machine gives us, with its limits and features. */
 import { createContext } from "../kernels/device.ts";
-import { type Command, parseFlags } from "./args.ts";
+import { type Command, JSON_HELP, parseFlags } from "./args.ts";
 
 export const infoCommand: Command = {
   name: "info",
@@ -9,8 +9,13 @@ export const infoCommand: Command = {
 
 Prints the adapter that WebGPU picks on this machine (vendor, architecture, description),
 the limits the engine requests at the adapter's real values, and the optional features.
+DENO_WEBGPU_BACKEND=vulkan or gl chooses the backend.
 
-  --json   print one JSON object instead of text`,
+${JSON_HELP}
+
+Examples
+  deno run -A cli.ts info
+  DENO_WEBGPU_BACKEND=vulkan deno run -A cli.ts info --json`,
   async run(args) {
     const { values } = parseFlags("info", args, { json: { type: "boolean" } });
     if (values.help) {

@@ -13,7 +13,7 @@
 import { basename, dirname, join } from "node:path";
 import { canonicalRoundKeys, parseShardOutputPath, roundKeyId, shardRoundKeys } from "../admm/shard.ts";
 import type { RoundKey } from "../admm/synth.ts";
-import { type Command, parseFlags } from "./args.ts";
+import { type Command, parseFlags, resultPrinter } from "./args.ts";
 import { exists, readText, writeFileAtomic } from "./io.ts";
 
 const HELP = `Usage: cli.ts merge --out F.jsonl [SHARD.jsonl ...] [--overwrite]
@@ -25,6 +25,7 @@ with other settings, model or data.
 
   --out F.jsonl     the merged output (the --out the shards were run with); manifest beside it
   --overwrite       replace an existing F.jsonl
+  --json            print the result as one JSON object on stdout
 
 Examples
   deno run -A cli.ts synth --shard 0/2 --out runs/sst2.jsonl    # on one GPU or node
@@ -258,7 +259,8 @@ export const mergeCommand: Command = {
     const { values: v, positionals } = parseFlags("merge", args, {
       out: { type: "string" },
       overwrite: { type: "boolean" },
-    }, true);
+      json: { type: "boolean" },
+    }, { positionals: true });
     if (v.help) {
       console.log(HELP);
       return 0;
@@ -284,6 +286,12 @@ export const mergeCommand: Command = {
     await writeFileAtomic(manifestPath, JSON.stringify(manifest, null, 2) + "\n");
     const records = jsonl ? jsonl.split("\n").length - 1 : 0;
     console.error(`merged ${loaded.length} shard(s): ${records} texts in ${out} (manifest: ${manifestPath})`);
+    resultPrinter(v.json).json({
+      out,
+      manifest: manifestPath,
+      shards: loaded.map((s) => s.file),
+      texts: records,
+    });
     return 0;
   },
 };

@@ -28,8 +28,9 @@ import {
 import { defaultContext } from "../kernels/device.ts";
 import { openModel, WEIGHTS_HELP, weightsFlag } from "./model.ts";
 import { tuneForModel } from "./tune.ts";
-import { type Command, numberFlag, parseFlags, UsageError } from "./args.ts";
-import { checkOutput, exists, formatDuration, readText, sha256File, writeFileAtomic } from "./io.ts";
+import { type Command, JSON_HELP, numberFlag, parseFlags, resultPrinter, UsageError } from "./args.ts";
+import { Progress } from "./progress.ts";
+import { checkOutput, exists, readText, sha256File, writeFileAtomic } from "./io.ts";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 /** The built-in default model and data: shipped in the repository so synth works offline. */
@@ -56,13 +57,14 @@ Data and task
   --label-words W0,W1     custom task: label word per class
   --prefix TEXT           custom task: decoder prefix ({label} = label word; default "The")
   --real-pool N           stratified pool size (default 100)
-  --real N                pool examples used for the target (default 50)
+  --real-n N              real examples (the first of the pool) building the target (default 50)
 
 Model and output
   --model DIR|ORG/NAME[@REV]  Hugging Face model (default: bundled gpt2-d128)
   --out F.jsonl           output (default synthetic.jsonl); manifest beside it
   --overwrite             start over even if --out holds a run with other settings
   --max-rounds N          stop after N rounds in this invocation (rerun the command to continue)
+${JSON_HELP}
 
 Sharding (many processes or GPUs; combine the shards with 'cli.ts merge', see docs/scale-out.md)
   --shard i/n             run shard i of n (0-based): every n-th round; writes OUT.shard-i-of-n.jsonl
@@ -80,7 +82,7 @@ GRADMM (defaults: the paper's; CPU adapters use smaller ones unless --paper)
   --outer-steps N         ADMM iterations per round (paper 30, CPU 6)
   --inner-steps N         Adam steps per x-update (paper 50, CPU 10)
   --lr X                  Adam learning rate for x (0.008)
-  --topk K                cosine candidates per position (200)
+  --top-k K               cosine candidates per position (200)
   --init-candidates N     random initial batches to pick from (paper 500, CPU 16)
   --length N              tokens per sequence incl. suffix (default: mean real length per class)
   --loss cos|l2           matching loss (cos)
@@ -103,7 +105,14 @@ Differential privacy (all three enable it)
                           σ from (ε, δ): the analytic Gaussian mechanism (default, least noise
                           for the guarantee) or the paper code's formula
   The run's (ε, δ) (parallel composition over the class targets) is printed and recorded in the
-  manifest's "privacy"; everything after the noisy targets is post-processing.`;
+  manifest's "privacy"; everything after the noisy targets is post-processing.
+
+Examples
+  deno run -A cli.ts synth
+  deno run -A cli.ts synth --data my.jsonl --per-class 20 --rho 0.5,0.7 --out my-synthetic.jsonl
+  deno run -A cli.ts synth --dp-epsilon 4 --dp-delta 1e-5 --json
+
+Old flag names still accepted: --real (now --real-n), --topk (now --top-k).`;
 
 interface Manifest {
   tool: string;
@@ -180,7 +189,7 @@ export const synthCommand: Command = {
       "label-words": { type: "string" },
       prefix: { type: "string" },
       "real-pool": { type: "string" },
-      real: { type: "string" },
+      "real-n": { type: "string" },
       model: { type: "string" },
       out: { type: "string" },
       overwrite: { type: "boolean" },
@@ -191,7 +200,7 @@ export const synthCommand: Command = {
       "outer-steps": { type: "string" },
       "inner-steps": { type: "string" },
       lr: { type: "string" },
-      topk: { type: "string" },
+      "top-k": { type: "string" },
       "init-candidates": { type: "string" },
       length: { type: "string" },
       loss: { type: "string" },
@@ -209,7 +218,8 @@ export const synthCommand: Command = {
       weights: { type: "string" },
       shard: { type: "string" },
       shards: { type: "string" },
-    });
+      json: { type: "boolean" },
+    }, { aliases: { real: "real-n", topk: "top-k" } });
     if (v.help) {
       console.log(HELP);
       return 0;
@@ -309,11 +319,11 @@ export const synthCommand: Command = {
     const options: SynthOptions = {
       task,
       realPool: num("real-pool", 100, { min: 1, integer: true }),
-      real: num("real", 50, { min: 1, integer: true }),
+      real: num("real-n", 50, { min: 1, integer: true }),
       perClass,
       batch,
       rhos: parseList(v.rho ?? "0.7", "rho"),
-      topk: num("topk", 200, { min: 1, integer: true }),
+      topk: num("top-k", 200, { min: 1, integer: true }),
       length: num("length", 0, { min: 0, max: 1024, integer: true }),
       seed: num("seed", 42, { min: 0, integer: true }),
       admm,
@@ -456,15 +466,17 @@ export const synthCommand: Command = {
     let privacy: PrivacyAccount | undefined;
     let totalRounds = 1;
     let roundsDone = completed.length;
-    const runStart = performance.now();
     let roundsThisRun = 0;
+    // Created at the plan, when the number of rounds is known; lines before it go straight out.
+    let progress: Progress | null = null;
+    const say = (line: string) => (progress ? progress.log(line) : console.error(line));
 
     const onEvent = async (e: SynthEvent) => {
       if (e.kind === "plan") {
         if (options.topk > e.allowedTokens) {
           throw new UsageError(
-            `synth: --topk ${options.topk} exceeds the ${e.allowedTokens} token ids this model's filter allows; ` +
-              `give --topk ${e.allowedTokens} or less`,
+            `synth: --top-k ${options.topk} exceeds the ${e.allowedTokens} token ids this model's filter allows; ` +
+              `give --top-k ${e.allowedTokens} or less`,
           );
         }
         allowedTokens = e.allowedTokens;
@@ -478,6 +490,7 @@ export const synthCommand: Command = {
           );
         }
         totalRounds = shardKeys?.size ?? e.classes * e.roundsPerClass * e.rhos.length;
+        progress = new Progress({ label: "synth", total: totalRounds, unit: "rounds", start: roundsDone });
         console.error(
           `plan: ${e.classes} classes × ${e.roundsPerClass} round(s) × ${e.rhos.length} ρ; sequence length ${
             e.length.join("/")
@@ -487,7 +500,7 @@ export const synthCommand: Command = {
       } else if (e.kind === "target") {
         targets[task.labelWords[e.classIndex]] = e.report;
         const r = e.report;
-        console.error(
+        say(
           `target '${task.labelWords[e.classIndex]}': ${r.examples} real examples, ‖signal‖ = ${
             r.signalNorm.toExponential(3)
           }` +
@@ -501,16 +514,11 @@ export const synthCommand: Command = {
               : ""),
         );
       } else if (e.kind === "step") {
-        const elapsed = (performance.now() - runStart) / 1000;
-        const frac = (roundsThisRun + e.progress.outerStep / e.progress.outerSteps) /
-          Math.max(1e-9, totalRounds - (roundsDone - roundsThisRun));
-        const eta = frac > 0 ? elapsed / frac - elapsed : NaN;
-        console.error(
-          `class ${task.labelWords[e.key.classIndex]} ρ=${e.key.rho} round ${
-            e.key.round + 1
-          }: step ${e.progress.outerStep}/${e.progress.outerSteps} ` +
-            `total ${e.progress.totalLoss.toFixed(4)} match(z) ${e.progress.discreteLoss.toFixed(4)} ` +
-            `elapsed ${formatDuration(elapsed)} eta ${formatDuration(eta)}`,
+        progress?.update(
+          roundsDone + e.progress.outerStep / e.progress.outerSteps,
+          `class ${task.labelWords[e.key.classIndex]} ρ=${e.key.rho} round ${e.key.round + 1} ` +
+            `step ${e.progress.outerStep}/${e.progress.outerSteps}: ` +
+            `total ${e.progress.totalLoss.toFixed(4)} match(z) ${e.progress.discreteLoss.toFixed(4)}`,
         );
       } else {
         records.push(...e.records);
@@ -520,7 +528,7 @@ export const synthCommand: Command = {
         for (const [k, ms] of Object.entries(e.timings)) timings[k] = (timings[k] ?? 0) + ms / 1000;
         await writeFileAtomic(out, records.map((r) => JSON.stringify(r)).join("\n") + "\n");
         await writeFileAtomic(manifestPath, JSON.stringify(manifest(), null, 2) + "\n");
-        console.error(
+        say(
           `round done (${roundsDone}/${totalRounds}): match loss ${
             e.records[0].match_loss.toFixed(4)
           }; e.g. "${e.records[0].text}"`,
@@ -532,6 +540,7 @@ export const synthCommand: Command = {
     } finally {
       // Commands share the process's GPU context (experiment runs synth several times).
       model.dispose();
+      (progress as Progress | null)?.clear();
     }
     await writeFileAtomic(manifestPath, JSON.stringify(manifest(), null, 2) + "\n");
     if (records.length === 0) await writeFileAtomic(out, "");
@@ -540,6 +549,17 @@ export const synthCommand: Command = {
       `wrote ${records.length} texts to ${out} (manifest: ${manifestPath})` +
         (left > 0 ? `; ${left} round(s) left: rerun the same command to continue` : ""),
     );
+    resultPrinter(v.json).json({
+      out,
+      manifest: manifestPath,
+      texts: records.length,
+      rounds: completed.length,
+      roundsTotal: totalRounds,
+      complete: left <= 0,
+      adapter: ctx.adapterName,
+      wallSeconds: manifest().wallSeconds,
+      ...(privacy ? { privacy: { epsilon: privacy.epsilon, delta: privacy.delta } } : {}),
+    });
     return 0;
   },
 };

@@ -166,7 +166,7 @@ their model's shapes on first use read the same cache; GRADMM_AUTOTUNE=0 turns t
 (=cache: use the cache but never measure).
 
 Shapes
-  --sizes N[,N...]       square products M = N = K (default 512,1024; none with --model)
+  --matrix-sizes N[,N...] square products M = N = K (default 512,1024; none with --model)
   --layouts L[,L...]     layouts of the squares: nn, nt (B transposed), tn, tt (default all four)
   --model DIR|ORG/NAME   also the matmuls of this model's training step
   --workload W           synth (x-step: embeddings → last logits, default) or finetune
@@ -180,7 +180,14 @@ Measurement
   --retune               measure again the classes already cached
   --cache-dir DIR        cache directory (default ${"$"}GRADMM_CACHE, ${"$"}XDG_CACHE_HOME/gradmm-ts
                          or ~/.cache/gradmm-ts)
-  --json                 print one JSON object per shape class on stdout`;
+  --json                 print one JSON object on stdout: every shape class and candidate
+
+Examples
+  deno run -A cli.ts tune
+  deno run -A cli.ts tune --model assets/gpt2-d128 --workload finetune --batch 8 --length 48
+  deno run -A cli.ts tune --matrix-sizes 1024 --layouts nn --retune --json
+
+Old flag name still accepted: --sizes (now --matrix-sizes).`;
 
 /** The `tune` command. */
 export const tuneCommand: Command = {
@@ -189,7 +196,7 @@ export const tuneCommand: Command = {
   help: HELP,
   async run(args) {
     const { values: v } = parseFlags("tune", args, {
-      sizes: { type: "string" },
+      "matrix-sizes": { type: "string" },
       layouts: { type: "string" },
       model: { type: "string" },
       workload: { type: "string" },
@@ -201,14 +208,14 @@ export const tuneCommand: Command = {
       retune: { type: "boolean" },
       "cache-dir": { type: "string" },
       json: { type: "boolean" },
-    });
+    }, { aliases: { sizes: "matrix-sizes" } });
     if (v.help) {
       console.log(HELP);
       return 0;
     }
     const list = (s: string) => s.split(",").map((x) => x.trim()).filter(Boolean);
-    const sizes = list(v.sizes ?? (v.model ? "" : "512,1024")).map((s) =>
-      numberFlag("tune", "sizes", s, 0, { min: 1, max: 16384, integer: true })
+    const sizes = list(v["matrix-sizes"] ?? (v.model ? "" : "512,1024")).map((s) =>
+      numberFlag("tune", "matrix-sizes", s, 0, { min: 1, max: 16384, integer: true })
     );
     const layouts = list(v.layouts ?? "nn,nt,tn,tt");
     for (const l of layouts) {
@@ -230,7 +237,7 @@ export const tuneCommand: Command = {
       );
     }
     if (!v.model && sizes.length === 0) {
-      throw new UsageError("tune: nothing to tune (give --sizes or --model)");
+      throw new UsageError("tune: nothing to tune (give --matrix-sizes or --model)");
     }
     const cacheDir = v["cache-dir"] ?? defaultCacheDir();
 
@@ -274,7 +281,13 @@ export const tuneCommand: Command = {
       `cache: ${report.file ?? "(none)"} (${report.cacheStatus}${report.saved ? ", updated" : ""})`,
     );
     if (v.json) {
-      for (const c of report.classes) console.log(JSON.stringify(classJson(c)));
+      console.log(JSON.stringify({
+        adapter: ctx.adapterName,
+        cache: report.file ?? null,
+        cacheStatus: report.cacheStatus,
+        saved: report.saved,
+        classes: report.classes.map(classJson),
+      }));
     } else {
       printTable(report.classes);
     }

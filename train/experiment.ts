@@ -82,7 +82,7 @@ export function makeSplits(
   o: SplitOptions,
 ): Splits {
   if (o.real > o.realPool) {
-    throw new ExperimentError(`--real (${o.real}) cannot exceed --real-pool (${o.realPool})`);
+    throw new ExperimentError(`--real-n (${o.real}) cannot exceed --real-pool (${o.realPool})`);
   }
   if (testSplit.length <= o.realPool) {
     throw new ExperimentError(

@@ -210,7 +210,7 @@ export async function alignmentLosses(
 
 /** Settings of {@link filterSynthetic} (the filter command's flags). */
 export interface FilterOptions {
-  /** Texts kept per label (--top-n, 50). */
+  /** Texts kept per label (--per-class, 50; the notebook's top-n). */
   topN: number;
   /** Weight of the mean NLL in the ranking metric (--alpha, 0). */
   alpha: number;

@@ -34,9 +34,9 @@ const TINY = [
   "1",
   "--real-pool",
   "8",
-  "--real",
+  "--real-n",
   "4",
-  "--topk",
+  "--top-k",
   "8",
   "--length",
   "8",
@@ -178,25 +178,25 @@ function base(command: string, model = MODEL): string[] {
     case "synth":
       return ["synth", "--model", model, "--data", COPY, "--out", OUT.synth, ...TINY];
     case "eval":
-      return ["eval", "--model", model, "--file", COPY, "--limit", "4"];
+      return ["eval", "--model", model, "--data", COPY, "--limit", "4"];
     case "generate":
       return ["generate", "--model", model, "--prompt", "It was", "--max-new-tokens", "2"];
     case "ppl":
-      return ["ppl", "--model", model, "--file", COPY];
+      return ["ppl", "--model", model, "--data", COPY];
     case "finetune":
-      return ["finetune", "--model", model, "--train", COPY, "--out", OUT.finetune, "--steps", "1"];
+      return ["finetune", "--model", model, "--data", COPY, "--out-dir", OUT.finetune, "--steps", "1"];
     case "filter":
-      return ["filter", "--model", model, "--in", SYN, "--real", COPY, "--out", OUT.filter];
+      return ["filter", "--model", model, "--data", SYN, "--real-data", COPY, "--out", OUT.filter];
     case "experiment":
       return [
         "experiment",
         "--model",
         model,
-        "--train",
+        "--train-data",
         COPY,
-        "--test",
+        "--test-data",
         DATA,
-        "--out",
+        "--out-dir",
         OUT.experiment,
         "--conditions",
         "real",
@@ -206,7 +206,7 @@ function base(command: string, model = MODEL): string[] {
         "4",
         "--real-pool",
         "8",
-        "--real",
+        "--real-n",
         "4",
         "--filter-real-n",
         "4",
@@ -253,7 +253,47 @@ for (const c of ALL_COMMANDS) {
     name: `${c}: unknown flag`,
     argv: [...base(c), "--no-such-flag"],
     code: 2,
-    pattern: new RegExp(`^error: ${c}: Unknown option '--no-such-flag'.*${c} --help`),
+    pattern: new RegExp(`^error: ${c}: unknown flag '--no-such-flag' \\(see '${c} --help'\\)$`),
+    alone: true,
+  });
+}
+// A typo of one of the command's flags: the error names the flag it most likely meant.
+const typos: Record<string, [string, string]> = {
+  synth: ["--per-clas", "--per-class"],
+  eval: ["--shot", "--shots"],
+  generate: ["--promt", "--prompt"],
+  ppl: ["--max-lenght", "--max-length"],
+  finetune: ["--out-dri", "--out-dir"],
+  filter: ["--real-dat", "--real-data"],
+  experiment: ["--seed", "--seeds"],
+  tune: ["--budgt", "--budget"],
+  info: ["--jsno", "--json"],
+};
+for (const c of ALL_COMMANDS) {
+  const [typo, meant] = typos[c];
+  cases.push({
+    name: `${c}: ${typo} suggests ${meant}`,
+    argv: [...base(c), typo, "1"],
+    code: 2,
+    pattern: new RegExp(
+      `^error: ${c}: unknown flag '${typo}'; did you mean ${meant}\\? \\(see '${c} --help'\\)$`,
+    ),
+    alone: true,
+  });
+}
+// An old flag name given together with its new one: which to believe is not guessed.
+const oldAndNew: [string, string, string][] = [
+  ["ppl", "--file", "--data"],
+  ["finetune", "--out", "--out-dir"],
+  ["filter", "--in", "--data"],
+  ["experiment", "--train", "--train-data"],
+];
+for (const [c, old, now] of oldAndNew) {
+  cases.push({
+    name: `${c}: ${old} together with ${now}`,
+    argv: [...base(c), old, COPY],
+    code: 2,
+    pattern: new RegExp(`^error: ${c}: ${old} is the old name of ${now}; give only ${now}$`),
     alone: true,
   });
 }
@@ -262,7 +302,7 @@ for (const c of MODEL_COMMANDS) {
     name: `${c}: --model without a value`,
     argv: [...without(base(c), "--model"), "--model"],
     code: 2,
-    pattern: /^error: \w+: Option '--model <value>' argument missing/,
+    pattern: /^error: \w+: --model needs a value \(see '\w+ --help'\)$/,
     alone: true,
   });
 }
@@ -288,7 +328,7 @@ const badNumbers: [string, string, string][] = [
   ["ppl", "--batch", "0"],
   ["finetune", "--steps", "0"],
   ["finetune", "--lr", "NaN"],
-  ["filter", "--top-n", "x"],
+  ["filter", "--per-class", "x"],
   ["experiment", "--seeds", "0"],
   ["tune", "--batch", "-1"],
 ];
@@ -302,12 +342,12 @@ for (const [c, flag, value] of badNumbers) {
   });
 }
 const missingRequired: [string, string][] = [
-  ["eval", "--file"],
-  ["ppl", "--file"],
+  ["eval", "--data"],
+  ["ppl", "--data"],
   ["generate", "--prompt"],
-  ["finetune", "--out"],
-  ["filter", "--in"],
-  ["experiment", "--train"],
+  ["finetune", "--out-dir"],
+  ["filter", "--data"],
+  ["experiment", "--train-data"],
 ];
 for (const [c, flag] of missingRequired) {
   cases.push({
@@ -340,11 +380,11 @@ for (const m of BROKEN_MODELS) {
 // data files × commands
 const dataFlag: Record<string, string> = {
   synth: "--data",
-  eval: "--file",
-  ppl: "--file",
-  finetune: "--train",
-  filter: "--real",
-  experiment: "--train",
+  eval: "--data",
+  ppl: "--data",
+  finetune: "--data",
+  filter: "--real-data",
+  experiment: "--train-data",
 };
 const badData: { name: string; path: string; pattern: RegExp; commands?: string[] }[] = [
   { name: "missing data file", path: MISSING, pattern: /'.*no-such-file\.jsonl' does not exist/ },
@@ -352,7 +392,7 @@ const badData: { name: string; path: string; pattern: RegExp; commands?: string[
   {
     name: "no text field",
     path: NO_TEXT,
-    pattern: /no-text\.jsonl:1: (field 'text' is missing.*--text-field|no "text" field.*--field)/,
+    pattern: /no-text\.jsonl:1: (field 'text' is missing|no "text" field).*--text-field/,
   },
   {
     name: "empty data file",
@@ -379,8 +419,8 @@ for (const d of badData) {
   }
 }
 cases.push({
-  name: "filter: truncated JSON line in --in",
-  argv: withFlag(base("filter"), "--in", NOT_JSON),
+  name: "filter: truncated JSON line in --data",
+  argv: withFlag(base("filter"), "--data", NOT_JSON),
   code: 2,
   pattern: /^error: filter: .*not-json\.jsonl:4: not valid JSON/,
   alone: true,
@@ -405,24 +445,35 @@ const outputCases: [string, string, string, RegExp][] = [
     CORRUPT_OUT,
     /manifest '.*corrupt-run\.manifest\.json' is damaged/,
   ],
-  ["filter", "--out equal to --in", SYN, /is also an input of this run/],
-  ["filter", "--out equal to --real", COPY, /is also an input of this run/],
+  ["filter", "--out equal to --data", SYN, /is also an input of this run/],
+  ["filter", "--out equal to --real-data", COPY, /is also an input of this run/],
   ["filter", "--out someone else's file", USER_FILE, /already exists and is not an output of filter/],
   ["filter", "--out is a folder", TMP, /is a folder/],
   ["filter", "--out cannot be created", UNDER_FILE, /cannot be written/],
   ["filter", "empty --out", "", /--out is required/],
-  ["finetune", "--out is the model folder", MODEL, /is also an input of this run/],
-  ["finetune", "--out is a file", A_FILE, /--out '.*' is a file; give a folder/],
-  ["finetune", "--out someone else's folder", USER_DIR, /already exists and is not an output of finetune/],
-  ["finetune", "--out cannot be created", join(A_FILE, "ft"), /cannot be written/],
-  ["experiment", "--out is a file", A_FILE, /is a file; give a folder/],
-  ["experiment", "--out someone else's folder", USER_DIR, /not an output of experiment.*another --out/],
-  ["experiment", "--out cannot be created", join(A_FILE, "exp"), /cannot be written/],
+  ["finetune", "--out-dir is the model folder", MODEL, /is also an input of this run/],
+  ["finetune", "--out-dir is a file", A_FILE, /--out-dir '.*' is a file; give a folder/],
+  [
+    "finetune",
+    "--out-dir someone else's folder",
+    USER_DIR,
+    /already exists and is not an output of finetune/,
+  ],
+  ["finetune", "--out-dir cannot be created", join(A_FILE, "ft"), /cannot be written/],
+  ["experiment", "--out-dir is a file", A_FILE, /--out-dir '.*' is a file; give a folder/],
+  [
+    "experiment",
+    "--out-dir someone else's folder",
+    USER_DIR,
+    /not an output of experiment.*another --out-dir/,
+  ],
+  ["experiment", "--out-dir cannot be created", join(A_FILE, "exp"), /cannot be written/],
 ];
 for (const [c, name, out, pattern] of outputCases) {
+  const outFlag = c === "finetune" || c === "experiment" ? "--out-dir" : "--out";
   cases.push({
     name: `${c}: ${name}`,
-    argv: withFlag(base(c), "--out", out),
+    argv: withFlag(base(c), outFlag, out),
     code: 2,
     pattern: new RegExp(`^error: ${c}: .*${pattern.source}`),
     alone: c !== "synth",
@@ -439,10 +490,10 @@ cases.push({
 // cases that reach the model (and, for the last ones, the optimisation)
 cases.push(
   {
-    name: "synth: --topk larger than the allowed vocabulary",
-    argv: withFlag(base("synth"), "--topk", "60000"),
+    name: "synth: --top-k larger than the allowed vocabulary",
+    argv: withFlag(base("synth"), "--top-k", "60000"),
     code: 2,
-    pattern: /^error: synth: --topk 60000 exceeds the \d+ token ids/,
+    pattern: /^error: synth: --top-k 60000 exceeds the \d+ token ids/,
     absent: [OUT.synth],
   },
   {

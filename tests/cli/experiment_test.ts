@@ -25,17 +25,17 @@ Deno.test({
       "sst2",
       "--model",
       fixtureModel("tiny-gpt2"),
-      "--train",
+      "--train-data",
       train,
-      "--test",
+      "--test-data",
       test,
-      "--out",
+      "--out-dir",
       out,
       "--sizes",
       "4,8",
       "--seeds",
       "2",
-      "--real",
+      "--real-n",
       "8",
       "--real-pool",
       "10",
@@ -59,7 +59,7 @@ Deno.test({
       "1",
       "--synth-init-candidates",
       "2",
-      "--synth-topk",
+      "--synth-top-k",
       "20",
       "--synth-length",
       "6",
@@ -136,9 +136,9 @@ Deno.test({
     const dir = await Deno.makeTempDir();
     const f = join(dir, "d.jsonl");
     Deno.writeTextFileSync(f, sample(fixtureSst2("validation"), 20));
-    const base = ["experiment", "--train", f, "--test", f, "--out", join(dir, "o")];
+    const base = ["experiment", "--train-data", f, "--test-data", f, "--out-dir", join(dir, "o")];
     const cases = [
-      ["experiment", "--train", f, "--out", join(dir, "o")],
+      ["experiment", "--train-data", f, "--out-dir", join(dir, "o")],
       [...base, "--sizes", "10,x"],
       [...base, "--conditions", "real,gradmm-dp"],
       [...base, "--conditions", "nonsense"],

@@ -41,9 +41,9 @@ Deno.test({
       model,
       "--task",
       "sst2",
-      "--in",
+      "--data",
       input,
-      "--real",
+      "--real-data",
       real,
       "--real-n",
       "6",
@@ -55,7 +55,7 @@ Deno.test({
 
     // Without the consistency check: only empty texts, duplicates and top-n remove texts.
     const out1 = join(dir, "f1.jsonl");
-    if (await main([...base, "--no-consistency", "--top-n", "2", "--out", out1]) !== 0) {
+    if (await main([...base, "--no-consistency", "--per-class", "2", "--out", out1]) !== 0) {
       throw new Error("filter failed");
     }
     const kept1 = lines(out1);
@@ -87,7 +87,7 @@ Deno.test({
 
     // All stages, with α and balancing: counts still add up per label.
     const out2 = join(dir, "f2.jsonl");
-    if (await main([...base, "--top-n", "3", "--alpha", "0.05", "--balance", "--out", out2]) !== 0) {
+    if (await main([...base, "--per-class", "3", "--alpha", "0.05", "--balance", "--out", out2]) !== 0) {
       throw new Error("filter failed");
     }
     const sum2 = JSON.parse(Deno.readTextFileSync(join(dir, "f2.filter.json")));
@@ -112,16 +112,28 @@ Deno.test({
     const ok = join(dir, "ok.jsonl");
     Deno.writeTextFileSync(ok, '{"text": "x", "label": 1}\n');
     const cases = [
-      ["filter", "--in", ok, "--real", ok, "--out", join(dir, "o.jsonl")],
-      ["filter", "--model", "m", "--in", bad, "--real", ok, "--out", join(dir, "o.jsonl")],
-      ["filter", "--model", "m", "--in", ok, "--real", ok, "--out", join(dir, "o.jsonl"), "--top-n", "0"],
+      ["filter", "--data", ok, "--real-data", ok, "--out", join(dir, "o.jsonl")],
+      ["filter", "--model", "m", "--data", bad, "--real-data", ok, "--out", join(dir, "o.jsonl")],
       [
         "filter",
         "--model",
         "m",
-        "--in",
+        "--data",
         ok,
-        "--real",
+        "--real-data",
+        ok,
+        "--out",
+        join(dir, "o.jsonl"),
+        "--per-class",
+        "0",
+      ],
+      [
+        "filter",
+        "--model",
+        "m",
+        "--data",
+        ok,
+        "--real-data",
         join(dir, "none.jsonl"),
         "--out",
         join(dir, "o.jsonl"),

@@ -25,9 +25,9 @@ Deno.test({
       "finetune",
       "--model",
       model,
-      "--train",
+      "--data",
       train,
-      "--valid",
+      "--valid-data",
       valid,
       "--task",
       "sst2",
@@ -39,7 +39,7 @@ Deno.test({
       "0.01",
       "--eval-every",
       "2",
-      "--out",
+      "--out-dir",
       out,
     ];
     if (await main(args) !== 0) throw new Error("finetune failed");
@@ -64,7 +64,7 @@ Deno.test({
     const m = await loadModel(await ctx(), out);
     if (m.config.hiddenSize !== 2) throw new Error("reloaded config differs");
     m.dispose();
-    if (await main(["eval", "--model", out, "--task", "sst2", "--file", valid]) !== 0) {
+    if (await main(["eval", "--model", out, "--task", "sst2", "--data", valid]) !== 0) {
       throw new Error("eval of the checkpoint failed");
     }
 
@@ -87,14 +87,14 @@ Deno.test({
     Deno.writeTextFileSync(bad, '{"text": "ok", "label": 1}\n{"text": 3}\n');
     const other = join(dir, "other.jsonl");
     Deno.writeTextFileSync(other, '{"text": "angry", "label": 3}\n');
-    const base = ["finetune", "--model", "/nonexistent", "--out", join(dir, "o")];
+    const base = ["finetune", "--model", "/nonexistent", "--out-dir", join(dir, "o")];
     const cases: string[][] = [
       [...base],
-      [...base, "--train", join(dir, "missing.jsonl")],
-      [...base, "--train", bad],
-      [...base, "--train", other, "--task", "emotion"],
-      [...base, "--train", other, "--steps", "0"],
-      [...base, "--train", other, "--lr", "abc"],
+      [...base, "--data", join(dir, "missing.jsonl")],
+      [...base, "--data", bad],
+      [...base, "--data", other, "--task", "emotion"],
+      [...base, "--data", other, "--steps", "0"],
+      [...base, "--data", other, "--lr", "abc"],
     ];
     for (const args of cases) {
       const code = await main(args);

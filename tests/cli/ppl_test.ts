@@ -30,7 +30,7 @@ Deno.test({
       const model = fixtureModel("tinystories-656k");
       const file = join(dir, "lily.jsonl");
       await Deno.writeTextFile(file, JSON.stringify({ text: LILY, label: 1 }) + "\n");
-      const r = await runCli(["ppl", "--model", model, "--file", file]);
+      const r = await runCli(["ppl", "--model", model, "--data", file]);
       assert.strictEqual(r.code, 0, r.stderr);
       const { nll, ppl } = lastValues(r.stdout);
       console.log(`tinystories README sentence: nll ${nll}, perplexity ${ppl}`);
@@ -41,20 +41,30 @@ Deno.test({
       const texts = [LILY, "Tom had a red car.", "The sun was hot and the birds sang."];
       const multi = join(dir, "multi.jsonl");
       await Deno.writeTextFile(multi, texts.map((t) => JSON.stringify({ story: t })).join("\n") + "\n\n");
-      const m = await runCli(["ppl", "--model", model, "--file", multi, "--field", "story", "--batch", "2"]);
+      const m = await runCli([
+        "ppl",
+        "--model",
+        model,
+        "--data",
+        multi,
+        "--text-field",
+        "story",
+        "--batch",
+        "2",
+      ]);
       assert.strictEqual(m.code, 0, m.stderr);
       let total = 0, count = 0;
       for (const t of texts) {
         const one = join(dir, "one.jsonl");
         await Deno.writeTextFile(one, JSON.stringify({ story: t }));
-        const o = await runCli(["ppl", "--model", model, "--file", one, "--field", "story"]);
+        const o = await runCli(["ppl", "--model", model, "--data", one, "--text-field", "story"]);
         const n = Number(/predicted_tokens: (\d+)/.exec(o.stdout)![1]);
         total += lastValues(o.stdout).nll * n;
         count += n;
       }
       assert.ok(Math.abs(lastValues(m.stdout).nll - total / count) < 1e-4, `${m.stdout} vs ${total / count}`);
 
-      const short = await runCli(["ppl", "--model", model, "--file", file, "--max-length", "5"]);
+      const short = await runCli(["ppl", "--model", model, "--data", file, "--max-length", "5"]);
       assert.match(short.stdout, /predicted_tokens: 4\n/);
     } finally {
       await Deno.remove(dir, { recursive: true });
@@ -74,11 +84,11 @@ Deno.test({
       const noField = join(dir, "nofield.jsonl");
       await Deno.writeTextFile(noField, '{"text": "fine"}\n\n{"sentence": "x"}\n');
       const cases: [string[], RegExp][] = [
-        [["ppl", "--model", model, "--file", bad], /bad\.jsonl:2: not valid JSON/],
-        [["ppl", "--model", model, "--file", noField], /nofield\.jsonl:3: no "text" field/],
-        [["ppl", "--model", model, "--file", join(dir, "none.jsonl")], /does not exist/],
-        [["ppl", "--model", join(dir, "no-model"), "--file", bad], /does not exist/],
-        [["ppl", "--file", bad], /--model is required/],
+        [["ppl", "--model", model, "--data", bad], /bad\.jsonl:2: not valid JSON/],
+        [["ppl", "--model", model, "--data", noField], /nofield\.jsonl:3: no "text" field/],
+        [["ppl", "--model", model, "--data", join(dir, "none.jsonl")], /does not exist/],
+        [["ppl", "--model", join(dir, "no-model"), "--data", bad], /does not exist/],
+        [["ppl", "--data", bad], /--model is required/],
       ];
       for (const [args, re] of cases) {
         const r = await runCli(args);
@@ -88,7 +98,7 @@ Deno.test({
       // tiny-gpt2 runs end to end (random weights: only the format is checked).
       const ok = join(dir, "ok.jsonl");
       await Deno.writeTextFile(ok, '{"text": "Hello world, this is a test."}\n');
-      const r = await runCli(["ppl", "--model", model, "--file", ok]);
+      const r = await runCli(["ppl", "--model", model, "--data", ok]);
       assert.strictEqual(r.code, 0, r.stderr);
       const { nll } = lastValues(r.stdout);
       assert.ok(nll > 0 && Number.isFinite(nll));

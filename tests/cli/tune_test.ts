@@ -32,7 +32,7 @@ async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   }
 }
 
-const SMALL = ["--sizes", "48,64", "--layouts", "nn,nt", "--budget", "0.5"];
+const SMALL = ["--matrix-sizes", "48,64", "--layouts", "nn,nt", "--budget", "0.5"];
 
 Deno.test({
   name: "cli tune: measures squares into the cache, re-reads it without measuring, rebuilds a corrupt file",
@@ -67,7 +67,16 @@ Deno.test({
       assert.strictEqual(fixed.code, 0, fixed.stderr);
       assert.match(fixed.stderr, /warning: the matmul tuning cache .* is corrupt/);
       assert.match(fixed.stderr, /\(corrupt, updated\)/);
-      const json = fixed.stdout.trim().split("\n").map((l) => JSON.parse(l));
+      const report = JSON.parse(fixed.stdout);
+      assert.strictEqual(report.cacheStatus, "corrupt");
+      const json: {
+        status: string;
+        gflops: number;
+        speedup: number;
+        tuning: unknown;
+        defaultTuning: unknown;
+        candidates: unknown[];
+      }[] = report.classes;
       assert.deepStrictEqual(json.map((j) => j.status), ["tuned", "tuned"]);
       for (const j of json) {
         assert.ok(j.gflops > 0 && j.speedup > 0 && j.tuning && j.defaultTuning, JSON.stringify(j));
@@ -101,9 +110,9 @@ Deno.test({
       assert.strictEqual(r.code, 0, r.stderr);
       const m = /(\d+) distinct matmul shapes in a synth step/.exec(r.stderr);
       assert.ok(m && Number(m[1]) > 0, r.stderr);
-      const json = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
+      const json: { shape: { m: number }; status: string; message: string }[] = JSON.parse(r.stdout).classes;
       assert.ok(json.length > 0 && json.length <= Number(m[1]));
-      // Only the model's shapes (no --sizes): 64 rows = batch 4 × length 16 (fewer rows would all go
+      // Only the model's shapes (no --matrix-sizes): 64 rows = batch 4 × length 16 (fewer rows would all go
       // to the skinny kernel on CPU adapters).
       assert.ok(json.some((j) => j.shape.m === 64), JSON.stringify(json.map((j) => j.shape)));
       assert.ok(json.some((j) => j.status === "tuned"), JSON.stringify(json.map((j) => j.status)));
@@ -170,11 +179,11 @@ Deno.test({
   fn: async () => {
     const cases: [string[], RegExp][] = [
       [["tune", "--layouts", "nx"], /--layouts takes nn, nt, tn or tt, got 'nx'/],
-      [["tune", "--sizes", "0"], /--sizes must be an integer/],
-      [["tune", "--sizes", ""], /nothing to tune/],
+      [["tune", "--matrix-sizes", "0"], /--matrix-sizes must be an integer/],
+      [["tune", "--matrix-sizes", ""], /nothing to tune/],
       [["tune", "--variant", "fast"], /--variant must be one of/],
-      [["tune", "--workload", "pretrain", "--sizes", "8"], /--workload must be synth or finetune/],
-      [["tune", "--bogus"], /Unknown option '--bogus'/],
+      [["tune", "--workload", "pretrain", "--matrix-sizes", "8"], /--workload must be synth or finetune/],
+      [["tune", "--bogus"], /unknown flag '--bogus'/],
     ];
     for (const [argv, re] of cases) {
       const r = await runCli(argv);

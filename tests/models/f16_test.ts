@@ -225,7 +225,7 @@ Deno.test({
       const lines = ["Tom had a red car.", "The sun was hot and the birds sang."];
       Deno.writeTextFileSync(file, lines.map((text) => JSON.stringify({ text })).join("\n") + "\n");
       const nll = async (model: string, extra: string[]) => {
-        const r = await runCli(["ppl", "--model", model, "--file", file, ...extra]);
+        const r = await runCli(["ppl", "--model", model, "--data", file, ...extra]);
         assert.strictEqual(r.code, 0, r.stderr);
         return Number(/nll_nats_per_token: (\S+)/.exec(r.stdout)![1]);
       };
@@ -252,20 +252,20 @@ Deno.test({
         await Deno.copyFile(join(src, f), join(tiny, f));
       }
       assert.ok(Number.isFinite(await nll(tiny, [])));
-      const refused = await runCli(["ppl", "--model", tiny, "--file", file, "--weights", "f16"]);
+      const refused = await runCli(["ppl", "--model", tiny, "--data", file, "--weights", "f16"]);
       assert.strictEqual(refused.code, 2, refused.stderr);
       assert.match(refused.stderr, /error: .*holds 70000 \(element 5\), beyond the f16 range/);
 
-      const bad = await runCli(["ppl", "--model", tiny, "--file", file, "--weights", "f8"]);
+      const bad = await runCli(["ppl", "--model", tiny, "--data", file, "--weights", "f8"]);
       assert.strictEqual(bad.code, 2);
       assert.match(bad.stderr, /--weights must be f32 or f16/);
       const ft = await runCli([
         "finetune",
         "--model",
         tiny,
-        "--train",
+        "--data",
         file,
-        "--out",
+        "--out-dir",
         join(dir, "ft"),
         "--weights",
         "f16",

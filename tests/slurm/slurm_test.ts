@@ -50,7 +50,7 @@ const SYNTH = [
   "2",
   "--real-pool",
   "8",
-  "--real",
+  "--real-n",
   "4",
 ];
 

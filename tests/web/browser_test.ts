@@ -83,7 +83,7 @@ async function cliTokens(prompt: string, tokens: number): Promise<number[]> {
 }
 
 /**
- * The CLI's synth with the page's settings (the page uses a real pool of twice --real, ρ 0.7 and
+ * The CLI's synth with the page's settings (the page uses a real pool of twice --real-n, ρ 0.7 and
  * seed 42), run as its own Deno process; returns its records.
  */
 async function cliSynth(): Promise<SynthResult["records"]> {
@@ -96,9 +96,9 @@ async function cliSynth(): Promise<SynthResult["records"]> {
       "outer-steps": SYNTH.outer,
       "inner-steps": SYNTH.inner,
       "init-candidates": SYNTH.init,
-      topk: SYNTH.topk,
+      "top-k": SYNTH.topk,
       length: SYNTH.length,
-      real: SYNTH.real,
+      "real-n": SYNTH.real,
       "real-pool": 2 * SYNTH.real,
       seed: 42,
       rho: 0.7,
