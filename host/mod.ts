@@ -32,6 +32,7 @@ export {
   writeSafetensors,
 } from "./files.ts";
 export {
+  defaultHubCacheDir,
   type DownloadProgress,
   parseRepoSpec,
   type RepoSpec,
@@ -43,6 +44,7 @@ export {
   autotune,
   autotuneMode,
   type AutotuneOptions,
+  type CacheDirOption,
   cacheFile,
   defaultCacheDir as defaultTuningCacheDir,
   denoRuntime,
