@@ -14,6 +14,7 @@ import { filterCommand } from "./cli/filter.ts";
 import { experimentCommand } from "./cli/experiment.ts";
 import { tuneCommand } from "./cli/tune.ts";
 import { mergeCommand } from "./cli/merge.ts";
+import { VERSION } from "./version.ts";
 
 const COMMANDS: Command[] = [
   synthCommand,
@@ -28,8 +29,8 @@ const COMMANDS: Command[] = [
   infoCommand,
 ];
 
-/** The version printed by --version and written into manifests. */
-export const VERSION = "0.1.0";
+/** The version printed by --version and written into manifests (re-exported from version.ts). */
+export { VERSION };
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

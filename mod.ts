@@ -33,6 +33,8 @@
  * @module
  */
 
+export { VERSION } from "./version.ts";
+
 // Device and memory
 export {
   type AdapterDescription,

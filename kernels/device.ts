@@ -493,8 +493,8 @@ export async function createContext(options: ContextOptions = {}): Promise<GpuCo
   const gpu = (globalThis.navigator as Navigator & { gpu?: GPU }).gpu;
   if (!gpu) {
     throw new GpuUnavailableError(
-      "WebGPU is not available in this runtime (navigator.gpu is undefined). Use Deno ≥ 2 " +
-        '(with "unstable": ["webgpu"] in deno.json or --unstable-webgpu), or a browser with WebGPU.',
+      "WebGPU is not available in this runtime (navigator.gpu is undefined). Use Deno 2.9 or later " +
+        "(older versions need --unstable-webgpu), or a browser with WebGPU.",
     );
   }
   const adapter = await gpu.requestAdapter({
