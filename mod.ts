@@ -33,9 +33,12 @@
  * @module
  */
 
+export { VERSION } from "./version.ts";
+
 // Device and memory
 export {
   type AdapterDescription,
+  type CaptureRecorder,
   type ContextOptions,
   createContext,
   defaultContext,
@@ -46,22 +49,34 @@ export {
   GpuUnavailableError,
   GpuValidationError,
   GraphCaptureError,
+  REQUESTED_LIMITS,
 } from "./kernels/device.ts";
-export { GpuOutOfMemoryError, type PoolStats } from "./kernels/pool.ts";
+export { BufferPool, GpuOutOfMemoryError, type PoolStats } from "./kernels/pool.ts";
 export { StepGraph } from "./kernels/graph.ts";
 export { type GpuTime, GpuTimer } from "./kernels/timing.ts";
 export {
   autotune,
+  type AutotuneEvent,
   type AutotuneOptions,
   type AutotuneReport,
+  type CacheStatus,
+  type CandidateResult,
+  type ClassReport,
   installMatmulTuning,
   loadMatmulTuning,
+  type LoadResult,
+  type MatmulLauncher,
   MatmulTuningTable,
   recordMatmulShapes,
+  type TunedEntry,
   type TuningCacheOptions,
+  type TuningClock,
   type TuningRuntime,
   type TuningStore,
 } from "./kernels/autotune.ts";
+export { MATMUL_VARIANTS, type MatmulDims, type MatmulTuning, type MatmulVariant } from "./kernels/matmul.ts";
+export type { HalfOperand } from "./kernels/matmul_f16.ts";
+export type { FlashKind, FlashTiling } from "./kernels/attention_flash.ts";
 
 // Tensors and autograd
 export { type GradNode, scope, ShapeError, Tensor, type TensorOptions } from "./autograd/tensor.ts";
@@ -98,13 +113,29 @@ export {
   type ForwardInput,
   type ForwardOutput,
   loadModel,
+  type LogitsMode,
   positionIdsFromMask,
 } from "./models/model.ts";
+export type { LoadOptions } from "./models/transformer.ts";
+export { type CachedKeysValues, type CacheStep, KVCache } from "./models/kvcache.ts";
 export { gatherRows, linearRows, RowChunks, type RowMatrix } from "./models/chunked.ts";
 export { HalfMatrix, HalfPrecisionError } from "./autograd/half.ts";
-export { randomModel } from "./models/random_model.ts";
-export { type ModelConfig, parseModelConfig, SUPPORTED_ARCHITECTURES } from "./models/config.ts";
-export { Tokenizer } from "./models/tokenizer.ts";
+export { randomModel, type RandomModelOptions } from "./models/random_model.ts";
+export {
+  type Activation,
+  type ModelConfig,
+  type ModelFamily,
+  type NormType,
+  parseModelConfig,
+  SUPPORTED_ARCHITECTURES,
+} from "./models/config.ts";
+export {
+  type BatchEncodeOptions,
+  type DecodeOptions,
+  type EncodedBatch,
+  type EncodeOptions,
+  Tokenizer,
+} from "./models/tokenizer.ts";
 export {
   bytesSource,
   type FileContents,
@@ -127,10 +158,22 @@ export {
   memorySource,
   openSafetensorsBytes,
   openSafetensorsSource,
+  type SafetensorsDtype,
   type SafetensorsFile,
+  type SafetensorsWriteOptions,
+  type TensorData,
+  type TensorInfo,
   type TensorToWrite,
+  type WritableDtype,
 } from "./models/safetensors.ts";
-export { generate, type GenerateOptions, generateText } from "./models/generate.ts";
+export {
+  generate,
+  type GenerateOptions,
+  type GenerateResult,
+  generateText,
+  type GenerateTextResult,
+} from "./models/generate.ts";
+export type { SamplingOptions } from "./models/sampling.ts";
 export {
   sequenceMeanNll,
   type SequenceNll,
@@ -138,19 +181,70 @@ export {
   sequenceNll as sequenceNllTotals, // the 0.1 name, kept for existing callers
   type SequenceNllOptions,
 } from "./models/perplexity.ts";
-export { CheckpointError, ConfigError, HubError, SafetensorsError, TokenizerError } from "./models/errors.ts";
+export {
+  CheckpointError,
+  ConfigError,
+  HubError,
+  type HubErrorKind,
+  SafetensorsError,
+  TokenizerError,
+} from "./models/errors.ts";
 
 // GRADMM
-export { type AdmmSettings, PAPER_SETTINGS, type RoundOptions, runRound, xStep } from "./admm/admm.ts";
+export {
+  type AdmmSettings,
+  PAPER_SETTINGS,
+  type RoundOptions,
+  type RoundProblem,
+  type RoundProgress,
+  type RoundResult,
+  runRound,
+  xStep,
+} from "./admm/admm.ts";
 export { InnerLoop } from "./admm/inner_loop.ts";
-export { makeTarget, type MatchingKind, matchingLoss, oneHot, type TargetGradient } from "./admm/matching.ts";
-export { computeTarget, lastLayerFactors } from "./admm/target.ts";
-export { constrainedDecode, makeProjector, topkCosine } from "./admm/zstep.ts";
+export {
+  makeTarget,
+  type MatchingKind,
+  matchingLoss,
+  oneHot,
+  type OutputLayer,
+  type TargetGradient,
+} from "./admm/matching.ts";
+export { computeTarget, lastLayerFactors, type TargetReport } from "./admm/target.ts";
+export {
+  constrainedDecode,
+  makeProjector,
+  type Projector,
+  type ProjectorChunk,
+  topkCosine,
+} from "./admm/zstep.ts";
 export { bannedTokenMask, tokenAllowed } from "./admm/tokenFilter.ts";
-export { type DpOptions, gaussianSigma } from "./admm/dp.ts";
-export { analyticGaussianSigma, gaussianDelta, gaussianEpsilon, type PrivacyAccount } from "./admm/dp.ts";
+export {
+  analyticGaussianSigma,
+  type ClassRelease,
+  type DpCalibration,
+  type DpOptions,
+  gaussianDelta,
+  gaussianEpsilon,
+  gaussianSigma,
+  type PrivacyAccount,
+  type TargetNoise,
+} from "./admm/dp.ts";
 export { synthPrivacy } from "./admm/synth.ts";
-export { REFINE_DEFAULTS, type RefineSettings, refineTokens, repeatedBigrams } from "./admm/refine.ts";
-export { customTask, getTask, TASK_PRESETS, type TaskSpec } from "./admm/tasks.ts";
+export {
+  REFINE_DEFAULTS,
+  type RefineResult,
+  type RefineSettings,
+  refineTokens,
+  repeatedBigrams,
+} from "./admm/refine.ts";
+export { customTask, type CustomTaskOptions, getTask, TASK_PRESETS, type TaskSpec } from "./admm/tasks.ts";
 export { type Example, parseJsonl, stratifiedSample } from "./admm/data.ts";
-export { runSynth, type SynthOptions, type SynthRecord } from "./admm/synth.ts";
+export {
+  type RoundKey,
+  runSynth,
+  type SynthEvent,
+  type SynthOptions,
+  type SynthRecord,
+  type TextCodec,
+} from "./admm/synth.ts";

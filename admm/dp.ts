@@ -8,7 +8,9 @@ import { Tensor } from "../autograd/tensor.ts";
 
 /** DP settings (CLI: --dp-epsilon, --dp-delta, --dp-clip). */
 export interface DpOptions {
+  /** Privacy budget ε of the whole run (> 0; smaller is more private). */
   epsilon: number;
+  /** Failure probability δ of the (ε, δ) guarantee, e.g. 1e-5. */
   delta: number;
   /** Per-example clipping norm C. */
   clip: number;
@@ -52,8 +54,11 @@ export function clipFactors(
 
 /** The dense noise of a private target: weight [V, d] and (optionally) bias [V]. */
 export interface TargetNoise {
+  /** Standard deviation of the noise per element. */
   sigma: number;
+  /** Noise added to the weight gradient, [V, d]. */
   weight: Tensor;
+  /** Noise added to the bias gradient, [V], or null without an output bias. */
   bias: Tensor | null;
 }
 
@@ -207,11 +212,13 @@ export function calibratedSigma(
 
 /** One class target's release, as recorded in the privacy accounting. */
 export interface ClassRelease {
+  /** The class (its label word). */
   label: string;
   /** Real examples in the class target (N). */
   examples: number;
   /** Sensitivity C/N of the clipped mean. */
   sensitivity: number;
+  /** Noise standard deviation per element of this release. */
   sigma: number;
   /** ε this release spends at the run's δ under the tight (analytic) accounting. */
   epsilon: number;
@@ -219,11 +226,17 @@ export interface ClassRelease {
 
 /** The (ε, δ) a synth run spent, and on what assumptions. */
 export interface PrivacyAccount {
+  /** ε of the whole run (every class release composed). */
   epsilon: number;
+  /** δ of the whole run. */
   delta: number;
+  /** How σ was derived from (ε, δ). */
   calibration: DpCalibration;
+  /** How the class releases compose (each class is a disjoint set of examples). */
   composition: string;
+  /** The neighbouring relation the guarantee is stated for (add/remove or replace one example). */
   neighbouring: string;
+  /** One entry per class target released. */
   releases: ClassRelease[];
   /** What the run read from raw real data outside the Gaussian mechanism (not covered by (ε, δ)). */
   notCovered: string[];

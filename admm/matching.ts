@@ -45,6 +45,7 @@ export interface TargetGradient {
   noise: TargetNoise | null;
   /** ‖T_W‖² and ‖T_b‖² as one-element tensors (precomputed; bias null without an output bias). */
   normW2: Tensor;
+  /** ‖T_b‖² as a one-element tensor; null without an output bias. */
   normB2: Tensor | null;
 }
 

@@ -47,6 +47,7 @@ export const REFINE_PASSES_PER_ITERATION = 5;
 
 /** What a refinement did. */
 export interface RefineResult {
+  /** The refined token ids, one row per synthetic text. */
   ids: number[][];
   /** Exact matching loss of `ids`. */
   matchLoss: number;

@@ -53,6 +53,7 @@ export async function lastLayerFactors(
 
 /** What a user should see about a target: size, and for DP the noise it bought. */
 export interface TargetReport {
+  /** Real examples the target was computed from. */
   examples: number;
   /** ‖T_W‖ of the clean (clipped) mean gradient. */
   signalNorm: number;

@@ -38,6 +38,7 @@ export interface ProjectorChunk {
 
 /** What the z-step needs that does not change during a run. */
 export interface Projector {
+  /** The model whose input embedding the candidates come from. */
   model: CausalLM;
   /** The vocabulary in row blocks, one per chunk of the input embedding. */
   chunks: ProjectorChunk[];

@@ -35,6 +35,7 @@ export const F16_MAX = 65504;
 
 /** Raised when half-precision weights cannot be used: a missing feature, or a weight out of f16 range. */
 export class HalfPrecisionError extends Error {
+  /** Error name, for messages and `instanceof`-free checks. */
   override name = "HalfPrecisionError";
   /** The CLI prints it without a stack trace. */
   readonly userFacing = true;
@@ -56,8 +57,11 @@ export function assertHalfSupported(ctx: GpuContext): void {
  * {@link dispose}.
  */
 export class HalfMatrix {
+  /** The device holding the matrix. */
   readonly ctx: GpuContext;
+  /** [rows, cols] of the logical (unpadded) matrix. */
   readonly shape: readonly [number, number];
+  /** Optional name (the checkpoint tensor's), for messages. */
   readonly name?: string;
   /** Always null: a half matrix is frozen (it has no gradient). */
   readonly grad: null = null;
@@ -223,10 +227,12 @@ export class HalfMatrix {
     this.buf = null;
   }
 
+  /** Frees the buffer at the end of a `using` block. */
   [Symbol.dispose](): void {
     this.dispose();
   }
 
+  /** `HalfMatrix(name [rows, cols])`, for messages. */
   toString(): string {
     return `HalfMatrix(${this.label}${this.name ? ` ${fmtShape(this.shape)}` : ""})`;
   }

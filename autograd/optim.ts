@@ -43,6 +43,7 @@ export interface AdamState {
 
 /** Raised for invalid optimiser settings or parameters; the message names the culprit. */
 export class OptimizerError extends Error {
+  /** Error name, for messages. */
   override name = "OptimizerError";
 }
 
@@ -79,13 +80,17 @@ export class Adam {
   readonly params: readonly Tensor[];
   /** Learning rate used by the next {@link Adam.step} (set it between steps for a schedule). */
   lr: number;
+  /** Decay rates (β1, β2) of the first and second moment estimates (default 0.9, 0.999). */
   readonly betas: readonly [number, number];
+  /** Added to √v̂ in the denominator, for stability (default 1e-8). */
   readonly eps: number;
+  /** Weight decay factor (Adam: L2 added to the gradient; AdamW: decoupled). */
   readonly weightDecay: number;
   /** True for AdamW's decoupled weight decay. */
   readonly decoupled: boolean;
   private states = new Map<Tensor, AdamState>();
 
+  /** An optimiser over `params` (leaves with `requiresGrad`); moments are allocated lazily at the first step. */
   constructor(params: Iterable<Tensor>, options: AdamOptions = {}) {
     this.params = [...params];
     // Decided by the class so that subclasses of AdamW stay decoupled.
@@ -182,6 +187,7 @@ export class Adam {
     this.states.clear();
   }
 
+  /** Frees the moment tensors at the end of a `using` block. */
   [Symbol.dispose](): void {
     this.dispose();
   }
@@ -193,6 +199,7 @@ export class Adam {
  * `weightDecay` defaults to 0.01.
  */
 export class AdamW extends Adam {
+  /** AdamW over `params`; `options.weightDecay` defaults to 0.01. */
   constructor(params: Iterable<Tensor>, options: AdamOptions = {}) {
     super(params, options);
   }

@@ -6,6 +6,7 @@ export class Rng {
   private state: number;
   private spare: number | null = null;
 
+  /** A generator whose whole sequence is determined by `seed`. */
   constructor(seed: number) {
     this.state = (Math.floor(seed) ^ 0x9e3779b9) >>> 0;
   }

@@ -5,7 +5,9 @@
 
 /** A float64 array with a shape, on the CPU. */
 export interface HostTensor {
+  /** The elements, row-major. */
   data: Float64Array;
+  /** Dimensions, outermost first. */
   shape: number[];
 }
 

@@ -14,6 +14,7 @@ import { autogradState } from "./grad_mode.ts";
 export interface GradNode {
   /** Op name, for error messages and debugging. */
   op: string;
+  /** The tensors the op read, in the order `backward` returns their gradients. */
   inputs: Tensor[];
   /**
    * Given dLoss/dOutput, returns dLoss/dInput for each input (null where an input needs none).
@@ -24,6 +25,7 @@ export interface GradNode {
 
 /** Raised when shapes of op inputs do not agree; the message names both shapes. */
 export class ShapeError extends Error {
+  /** Error name, for messages. */
   override name = "ShapeError";
 }
 
@@ -52,12 +54,33 @@ export function fmtShape(shape: readonly number[]): string {
   return `[${shape.join(", ")}]`;
 }
 
+/**
+ * An f32 array on the GPU with a shape (row-major), and its place in the autograd graph.
+ * Make one with {@link Tensor.from}, {@link Tensor.zeros}, {@link Tensor.full} or
+ * {@link Tensor.empty}; ops return new tensors. Read the data back with {@link Tensor.read}
+ * (one GPU→CPU synchronisation). A tensor owns its buffer until {@link Tensor.dispose}, the end
+ * of a `using` block, or the close of the {@link scope} it was made in ({@link Tensor.keep}
+ * exempts it).
+ *
+ * @example
+ * ```ts
+ * const x = Tensor.from(ctx, [1, 2, 3, 4, 5, 6], [2, 3], { requiresGrad: true });
+ * console.log(x.shape, await x.read()); // [2, 3] Float32Array(6)
+ * x.dispose();
+ * ```
+ */
 export class Tensor {
+  /** Unique per process, in creation order (the tape sorts by it). */
   readonly id = nextId++;
+  /** The device holding the data. */
   readonly ctx: GpuContext;
+  /** Dimensions, outermost first; the data is row-major f32. */
   readonly shape: readonly number[];
+  /** Number of elements (product of `shape`). */
   readonly size: number;
+  /** Optional name (a parameter's), shown in messages and leak reports. */
   name?: string;
+  /** Whether `backward` computes a gradient for this tensor (leaves) or through it. */
   requiresGrad: boolean;
   /** Accumulated gradient (for leaves after `backward`). Owned by this tensor. */
   grad: Tensor | null = null;
@@ -152,6 +175,7 @@ export class Tensor {
     return this.readAsync();
   }
 
+  /** The read itself, after the capture check in {@link read}. */
   private async readAsync(): Promise<Float32Array> {
     if (this.size === 0) return new Float32Array(0);
     return new Float32Array(await this.ctx.readBuffer(this.buffer, 0, this.bytes));
@@ -163,6 +187,7 @@ export class Tensor {
     return this.itemAsync();
   }
 
+  /** The read itself, after the capture check in {@link item}. */
   private async itemAsync(): Promise<number> {
     if (this.size !== 1) {
       throw new ShapeError(`item() needs a one-element tensor, got ${fmtShape(this.shape)}`);
@@ -198,6 +223,7 @@ export class Tensor {
     }
   }
 
+  /** Frees the buffer at the end of a `using` block. */
   [Symbol.dispose](): void {
     this.dispose();
   }
@@ -217,6 +243,7 @@ export class Tensor {
     return t;
   }
 
+  /** `Tensor(name [shape])`, for messages. */
   toString(): string {
     return `Tensor(${this.label}${this.requiresGrad ? ", requiresGrad" : ""})`;
   }

@@ -4,14 +4,16 @@ import { generateText } from "../models/generate.ts";
 import { type Command, JSON_HELP, numberFlag, parseFlags, resultPrinter, UsageError } from "./args.ts";
 import { openModelForCommand } from "./ppl.ts";
 import { WEIGHTS_HELP, weightsFlag } from "./model.ts";
+import { announceFetch } from "./io.ts";
+import { bundledModel } from "../host/assets.ts";
 
-const HELP = `Usage: cli.ts generate --model M --prompt TEXT [flags]
+const HELP = `Usage: cli.ts generate --prompt TEXT [--model M] [flags]
 
 Continues TEXT and prints the continuation (the prompt excluded) on stdout. Greedy unless
 --temperature is given. Decoding uses a KV cache and stops at the model's end-of-sequence token
 or after --max-new-tokens.
 
-  --model DIR|ORG/NAME[@REV]  model folder or Hugging Face id
+  --model DIR|ORG/NAME[@REV]  model folder or Hugging Face id (default: the bundled gpt2-d128)
   --prompt TEXT           the text to continue
   --max-new-tokens N      new tokens at most (default 50)
   --greedy                always take the most likely token (the default)
@@ -52,7 +54,6 @@ export const generateCommand: Command = {
       console.log(HELP);
       return 0;
     }
-    if (!v.model) throw new UsageError("generate: --model is required (see 'generate --help')");
     if (v.prompt === undefined) {
       throw new UsageError("generate: --prompt is required (see 'generate --help')");
     }
@@ -77,7 +78,8 @@ export const generateCommand: Command = {
     const weights = weightsFlag("generate", v.weights);
 
     const ctx = await defaultContext();
-    const { model, tokenizer } = await openModelForCommand(ctx, v.model, { weights });
+    const spec = v.model ?? await bundledModel({ onFetch: announceFetch });
+    const { model, tokenizer } = await openModelForCommand(ctx, spec, { weights });
     try {
       const prompt = tokenizer.tokenizer.encode(v.prompt);
       if (prompt.length === 0) {

@@ -1,6 +1,7 @@
 /** File helpers for the CLI: atomic writes (temp file + rename), JSONL, hashing. */
 import { createHash } from "node:crypto";
 import { basename, dirname, join, resolve } from "node:path";
+import type { AssetFile } from "../host/assets.ts";
 import { UserError } from "./errors.ts";
 
 export { writeFileAtomic } from "../host/atomic.ts";
@@ -136,4 +137,9 @@ async function firstEntry(dir: string): Promise<string | null> {
     // not a folder or unreadable: treated as empty, the write probe reports the real problem
   }
   return null;
+}
+
+/** Says on stderr that a bundled default is being fetched (first use when run from a URL). */
+export function announceFetch(file: AssetFile, url: string): void {
+  console.error(`fetching the bundled ${file.path} (${(file.size / 1e6).toFixed(1)} MB) from ${url}`);
 }

@@ -1,16 +1,23 @@
 /**
  * Resolves a model spec to a local folder: a directory is used as is; a Hugging Face repo id
- * (`org/name` or `org/name@revision`) is downloaded once into a cache and reused after.
+ * (`org/name` or `org/name@revision`) is downloaded once into the hub cache and reused after.
  *
- * Downloads go to `{file}.partial` and are renamed only once complete and verified (size against
- * Content-Length / X-Linked-Size, or the hub's file listing when the server sends no length;
- * sha256 against the LFS ETag or the listing when the hub gives one), so a file with its final
- * name is always whole. An interrupted download resumes with a Range request.
- * Once every file of a revision is in place a marker is written, and later calls do not touch the
- * network at all (delete the folder, or pin a commit, to get a newer `main`).
+ * The cache is the one the Python `huggingface_hub` library keeps (layout in `hf_cache.ts`): models
+ * a researcher downloaded with transformers are used without network, and ours are found by
+ * Python. Each file's metadata comes from a HEAD request (commit, ETag, size); its contents go to
+ * `blobs/{etag}.incomplete` and are renamed to `blobs/{etag}` only once complete and verified (size
+ * against X-Linked-Size / Content-Length, or the hub's file listing when the server sends no
+ * length; sha256 against the LFS ETag or the listing when the hub gives one), so a blob with its
+ * final name is always whole. An interrupted download resumes with a Range request. Once a
+ * revision's snapshot holds a complete model, later calls do not touch the network at all (pin a
+ * commit, or delete `refs/{revision}`, to get a newer `main`).
+ *
+ * The earlier private cache (`GRADMM_CACHE`, else `~/.cache/gradmm-ts`, as
+ * `{org}--{name}/{revision}/` with a `.gradmm-complete.json` marker) is still read when it holds a
+ * complete download and the hub cache does not; nothing is written there any more.
  *
  * Environment: `HF_TOKEN` (sent as `Authorization: Bearer`), `HF_ENDPOINT` (default
- * https://huggingface.co), `GRADMM_CACHE` (default `~/.cache/gradmm-ts`), `HF_HUB_OFFLINE=1`.
+ * https://huggingface.co), `HF_HUB_CACHE` / `HF_HOME` (the cache), `HF_HUB_OFFLINE=1`.
  *
  * This is a Deno I/O module (files and fetch), like `files.ts`.
  *
@@ -21,6 +28,21 @@ import { join } from "node:path";
 import { HubError, SafetensorsError } from "../models/errors.ts";
 import { parseShardIndex } from "../models/safetensors.ts";
 import { WEIGHTS_FILE, WEIGHTS_INDEX_FILE } from "../models/source.ts";
+import {
+  completeSnapshot,
+  defaultHubCacheDir,
+  env,
+  isCommitHash,
+  linkBlob,
+  OPTIONAL_FILES,
+  present,
+  readRef,
+  repoFolder,
+  REQUIRED_FILES,
+  writeRef,
+} from "./hf_cache.ts";
+
+export { defaultHubCacheDir };
 
 /** Progress of one file's download. */
 export interface DownloadProgress {
@@ -34,7 +56,7 @@ export interface DownloadProgress {
 
 /** Options for {@link resolveModel}. */
 export interface ResolveOptions {
-  /** Cache root; default `GRADMM_CACHE`, else `~/.cache/gradmm-ts`. */
+  /** Hub cache root (Hugging Face layout); default {@link defaultHubCacheDir}. */
   readonly cacheDir?: string;
   /** Hub base URL; default `HF_ENDPOINT`, else https://huggingface.co. */
   readonly endpoint?: string;
@@ -44,13 +66,13 @@ export interface ResolveOptions {
   readonly fetch?: typeof fetch;
   /** Called as bytes arrive. */
   readonly onProgress?: (progress: DownloadProgress) => void;
-  /** Use only the cache, never the network; default `HF_HUB_OFFLINE=1`. */
+  /** Use only the cache, never the network; default from `HF_HUB_OFFLINE` (1, true, yes, on). */
   readonly offline?: boolean;
 }
 
 /** Where a resolved model lives. */
 export interface ResolvedModel {
-  /** The folder holding config.json, tokenizer files and weights. */
+  /** The folder holding config.json, tokenizer files and weights (hub: a snapshot folder). */
   readonly dir: string;
   /** "local" for a directory spec, "hub" for a repo id. */
   readonly origin: "local" | "hub";
@@ -58,6 +80,8 @@ export interface ResolvedModel {
   readonly repo?: string;
   /** The revision asked for (hub only). */
   readonly revision?: string;
+  /** The commit the files come from, when the hub said (hub only). */
+  readonly commit?: string;
   /** Files of the model present in `dir` (hub only: those this module manages). */
   readonly files: readonly string[];
   /** Files fetched (fully or in part) by this call. */
@@ -74,9 +98,7 @@ export interface RepoSpec {
   readonly revision: string;
 }
 
-const REQUIRED_FILES = ["config.json", "tokenizer.json"];
-const OPTIONAL_FILES = ["tokenizer_config.json", "special_tokens_map.json", "generation_config.json"];
-const COMPLETE_MARKER = ".gradmm-complete.json";
+const LEGACY_MARKER = ".gradmm-complete.json";
 const REPO_PART = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 const REVISION = /^[A-Za-z0-9._\/-]+$/;
 
@@ -85,17 +107,9 @@ function firstLine(e: unknown): string {
   return String((e as Error)?.message ?? e).split("\n")[0];
 }
 
-function env(name: string): string | undefined {
-  try {
-    return Deno.env.get(name) || undefined;
-  } catch {
-    return undefined; // no --allow-env: behave as if unset
-  }
-}
-
 /**
  * Parses `org/name` or `org/name@revision`; returns undefined when `spec` is not a repo id.
- * Parts with `..` or `--` are refused (the cache folder is `org--name`).
+ * Parts with `..` or `--` are refused (the cache folder is `models--org--name`).
  */
 export function parseRepoSpec(spec: string): RepoSpec | undefined {
   const at = spec.indexOf("@");
@@ -112,22 +126,31 @@ export function parseRepoSpec(spec: string): RepoSpec | undefined {
   return { org, name, revision };
 }
 
-/** The default cache root: `GRADMM_CACHE`, else `~/.cache/gradmm-ts`. */
-export function defaultCacheDir(): string {
+/** The earlier private cache root (`GRADMM_CACHE`, else `~/.cache/gradmm-ts`); read only. */
+function legacyCacheDir(): string | undefined {
   const explicit = env("GRADMM_CACHE");
   if (explicit) return explicit;
   const xdg = env("XDG_CACHE_HOME");
   if (xdg) return join(xdg, "gradmm-ts");
   const home = env("HOME") ?? env("USERPROFILE");
-  if (!home) {
-    throw new HubError("spec", "no cache folder: set GRADMM_CACHE (or HOME) or pass { cacheDir }");
-  }
-  return join(home, ".cache", "gradmm-ts");
+  return home ? join(home, ".cache", "gradmm-ts") : undefined;
 }
 
-/** The folder a repo revision is cached in: `{cacheDir}/{org}--{name}/{revision}`. */
-export function repoCacheDir(cacheDir: string, repo: RepoSpec): string {
-  return join(cacheDir, `${repo.org}--${repo.name}`, repo.revision.replaceAll("/", "--"));
+/** The files of a complete download in the earlier private cache, if its marker still matches. */
+async function legacyFiles(dir: string, repoId: string, revision: string): Promise<string[] | undefined> {
+  let marker: { repo?: unknown; revision?: unknown; files?: { name: string; size: number }[] };
+  try {
+    marker = JSON.parse(await Deno.readTextFile(join(dir, LEGACY_MARKER)));
+  } catch {
+    return undefined;
+  }
+  if (marker.repo !== repoId || marker.revision !== revision || !Array.isArray(marker.files)) {
+    return undefined;
+  }
+  for (const { name, size } of marker.files) {
+    if ((await statOrNull(join(dir, name)))?.size !== size) return undefined;
+  }
+  return marker.files.map((f) => f.name);
 }
 
 async function statOrNull(path: string): Promise<Deno.FileInfo | null> {
@@ -143,14 +166,25 @@ async function statOrNull(path: string): Promise<Deno.FileInfo | null> {
 interface Session {
   readonly repo: RepoSpec;
   readonly repoId: string;
-  readonly dir: string;
+  /** `{cache}/models--{org}--{name}`. */
+  readonly repoDir: string;
   readonly endpoint: string;
   readonly token?: string;
   readonly fetch: typeof fetch;
   readonly onProgress?: (progress: DownloadProgress) => void;
   readonly downloaded: string[];
+  /**
+   * The snapshot being filled: the commit the first file's metadata named (later files are asked
+   * for at that commit, so all come from one), or the revision's name when the server names none.
+   */
+  snapshot?: string;
   /** The repo's file listing (sizes, LFS sha256), fetched once when a download needs it. */
   listing?: Promise<Map<string, ListedFile> | null>;
+}
+
+/** The revision to put in URLs: the pinned snapshot commit once known. */
+function urlRevision(s: Session): string {
+  return s.snapshot && isCommitHash(s.snapshot) ? s.snapshot : s.repo.revision;
 }
 
 /** What the hub's file listing says about one file. */
@@ -166,7 +200,7 @@ interface ListedFile {
 function fileListing(s: Session): Promise<Map<string, ListedFile> | null> {
   s.listing ??= (async () => {
     const url = `${s.endpoint}/api/models/${s.repo.org}/${s.repo.name}/tree/${
-      encodeURIComponent(s.repo.revision)
+      encodeURIComponent(urlRevision(s))
     }`;
     try {
       const headers = new Headers();
@@ -203,7 +237,69 @@ interface LinkedHeaders {
 }
 
 function fileUrl(s: Session, file: string): string {
-  return `${s.endpoint}/${s.repo.org}/${s.repo.name}/resolve/${encodeURIComponent(s.repo.revision)}/${file}`;
+  return `${s.endpoint}/${s.repo.org}/${s.repo.name}/resolve/${encodeURIComponent(urlRevision(s))}/${file}`;
+}
+
+function networkError(s: Session, url: string, e: unknown): HubError {
+  return new HubError(
+    "network",
+    `cannot reach ${new URL(url).origin} for ${s.repoId}: ${firstLine(e)}. ` +
+      `Check the connection or HF_ENDPOINT; a partial download resumes on the next run.`,
+  );
+}
+
+/** What a HEAD request on a file's resolve URL says, as Python's `get_hf_file_metadata` reads it. */
+interface FileMetadata {
+  /** `X-Repo-Commit`: the commit the revision points to. */
+  commit?: string;
+  /** `X-Linked-Etag` (LFS: the sha256) or `ETag`, without quotes or `W/`. */
+  etag?: string;
+  /** `X-Linked-Size` or Content-Length. */
+  size?: number;
+}
+
+/**
+ * HEAD on the resolve URL, following only same-origin redirects (a renamed repo), not the one to
+ * the CDN: the metadata is on the hub's own response. Null for an optional file the repo lacks.
+ */
+async function fileMetadata(s: Session, file: string, optional: boolean): Promise<FileMetadata | null> {
+  let current = fileUrl(s, file);
+  const origin = new URL(current).origin;
+  for (let hop = 0; hop < 10; hop++) {
+    const headers = new Headers({ "accept-encoding": "identity" });
+    if (s.token) headers.set("authorization", `Bearer ${s.token}`);
+    let response: Response;
+    try {
+      response = await s.fetch(current, { method: "HEAD", headers, redirect: "manual" });
+    } catch (e) {
+      throw networkError(s, current, e);
+    }
+    await response.body?.cancel();
+    const location = response.headers.get("location");
+    const redirect = response.status >= 300 && response.status < 400 && location;
+    if (redirect && new URL(location, current).origin === origin && !response.headers.get("x-linked-etag")) {
+      current = new URL(location, current).href;
+      continue;
+    }
+    if (
+      response.status === 404 && optional && !response.headers.get("x-error-code")?.match(/Repo|Revision/)
+    ) {
+      return null;
+    }
+    if (!redirect && !response.ok) throw statusError(s, file, response);
+    const h = response.headers;
+    const etag = (h.get("x-linked-etag") ?? h.get("etag"))?.replace(/^W\//, "").replaceAll('"', "");
+    const length = h.get("content-encoding") ? NaN : Number(h.get("content-length") ?? NaN);
+    const size = Number(h.get("x-linked-size") ?? (redirect ? NaN : length));
+    const commit = h.get("x-repo-commit")?.toLowerCase();
+    return {
+      commit: commit && isCommitHash(commit) ? commit : undefined,
+      // An etag names a file in blobs/: refuse anything that could leave that folder.
+      etag: etag && /^[A-Za-z0-9._-]+$/.test(etag) && !etag.startsWith(".") ? etag : undefined,
+      size: Number.isSafeInteger(size) ? size : undefined,
+    };
+  }
+  throw new HubError("http", `too many redirects for ${file} of ${s.repoId}`);
 }
 
 /**
@@ -226,11 +322,7 @@ async function get(
     try {
       response = await s.fetch(current, { headers, redirect: "manual" });
     } catch (e) {
-      throw new HubError(
-        "network",
-        `cannot reach ${new URL(current).origin} for ${s.repoId}: ${firstLine(e)}. ` +
-          `Check the connection or HF_ENDPOINT; a partial download resumes on the next run.`,
-      );
+      throw networkError(s, current, e);
     }
     const etag = response.headers.get("x-linked-etag");
     const size = Number(response.headers.get("x-linked-size") ?? NaN);
@@ -320,22 +412,48 @@ function contentRangeStart(header: string | null): { start: number; total: numbe
 }
 
 /**
- * Makes `file` present and complete in the session folder. Returns false when an optional file
- * does not exist on the hub.
+ * Makes `file` present in the snapshot folder: linked to its blob when the blob is already there
+ * (another revision had the same contents), downloaded into `blobs/` otherwise. Returns false when
+ * an optional file does not exist on the hub.
  */
 async function ensureFile(s: Session, file: string, optional: boolean): Promise<boolean> {
-  const target = join(s.dir, file);
-  if (await statOrNull(target)) return true;
-  const partial = `${target}.partial`;
+  const meta = await fileMetadata(s, file, optional);
+  if (!meta) return false;
+  if (!s.snapshot) {
+    s.snapshot = meta.commit ?? s.repo.revision.replaceAll("/", "--");
+    await writeRef(s.repoDir, s.repo.revision, s.snapshot);
+  }
+  const pointer = join(s.repoDir, "snapshots", s.snapshot, file);
+  if (await present(pointer)) return true;
+  const blobs = join(s.repoDir, "blobs");
+  const blob = meta.etag ? join(blobs, meta.etag) : undefined;
+  if (!blob || !(await present(blob))) {
+    await Deno.mkdir(blobs, { recursive: true });
+    // Without an ETag the blob's name (its sha256) is known only after the download.
+    const partial = `${blob ?? join(blobs, `${s.snapshot}.${file}`)}.incomplete`;
+    const verifiedSha = await download(s, file, meta, partial);
+    const target = blob ?? join(blobs, verifiedSha ?? await sha256OfFile(partial));
+    await Deno.rename(partial, target);
+    await linkBlob(target, pointer);
+    return true;
+  }
+  await linkBlob(blob, pointer);
+  return true;
+}
+
+/**
+ * Downloads `file` into `partial`, resuming what is there, and verifies it (size, then sha256
+ * when known). Returns the sha256 it checked, if any. A corrupt or oversized partial is deleted.
+ */
+async function download(
+  s: Session,
+  file: string,
+  meta: FileMetadata,
+  partial: string,
+): Promise<string | undefined> {
   for (let attempt = 0; attempt < 2; attempt++) {
     const have = (await statOrNull(partial))?.size ?? 0;
     const { response, linked } = await get(s, fileUrl(s, file), have);
-    if (
-      response.status === 404 && optional && !response.headers.get("x-error-code")?.match(/Repo|Revision/)
-    ) {
-      await response.body?.cancel();
-      return false;
-    }
     if (response.status === 416) {
       // The partial is not a prefix the server can extend: start over.
       await response.body?.cancel();
@@ -361,16 +479,17 @@ async function ensureFile(s: Session, file: string, optional: boolean): Promise<
       const length = Number(response.headers.get("content-length") ?? NaN);
       if (Number.isSafeInteger(length)) total = length;
     }
-    if (linked.size !== undefined) {
-      if (total !== null && total !== linked.size) {
+    const announced = linked.size ?? meta.size;
+    if (announced !== undefined) {
+      if (total !== null && total !== announced) {
         await response.body?.cancel();
         throw new HubError(
           "integrity",
-          `${file} of ${s.repoId}: the hub announced ${linked.size} bytes but the download server ${total}; ` +
+          `${file} of ${s.repoId}: the hub announced ${announced} bytes but the download server ${total}; ` +
             `try again later`,
         );
       }
-      total = linked.size;
+      total = announced;
     }
     await streamToFile(s, file, response, partial, start, total);
     const size = (await Deno.stat(partial)).size;
@@ -382,16 +501,16 @@ async function ensureFile(s: Session, file: string, optional: boolean): Promise<
           (size < total ? "; run again to resume the download" : "; the partial file was deleted, run again"),
       );
     }
-    let expectedSha = sha256FromEtag(linked.etag ?? response.headers.get("etag"));
+    let expectedSha = sha256FromEtag(meta.etag ?? linked.etag ?? response.headers.get("etag"));
     if (total === null) {
       // No length was announced, so a connection that closed early looks like a complete file:
-      // only the hub's listing can tell. Unverifiable downloads are never marked complete.
+      // only the hub's listing can tell. Unverifiable downloads never get a blob name.
       const listed = (await fileListing(s))?.get(file);
       if (!listed) {
         throw new HubError(
           "integrity",
           `${file} of ${s.repoId}: the server sent no length and the hub's file listing gives none, so the ` +
-            `download cannot be verified; run again, or put the file into ${s.dir} yourself`,
+            `download cannot be verified; run again, or download the model yourself and pass its folder`,
         );
       }
       if (size !== listed.size) {
@@ -417,8 +536,7 @@ async function ensureFile(s: Session, file: string, optional: boolean): Promise<
         );
       }
     }
-    await Deno.rename(partial, target);
-    return true;
+    return expectedSha;
   }
   throw new HubError(
     "http",
@@ -460,41 +578,20 @@ async function streamToFile(
   }
 }
 
-interface CompleteMarker {
-  repo: string;
-  revision: string;
-  files: { name: string; size: number }[];
-}
-
-/** Files listed by a completion marker, if the marker is there and every file still matches. */
-async function completeFiles(dir: string, repoId: string, revision: string): Promise<string[] | undefined> {
-  let marker: CompleteMarker;
-  try {
-    marker = JSON.parse(await Deno.readTextFile(join(dir, COMPLETE_MARKER)));
-  } catch {
-    return undefined;
-  }
-  if (marker.repo !== repoId || marker.revision !== revision || !Array.isArray(marker.files)) {
-    return undefined;
-  }
-  for (const { name, size } of marker.files) {
-    if ((await statOrNull(join(dir, name)))?.size !== size) return undefined;
-  }
-  return marker.files.map((f) => f.name);
-}
-
-async function downloadRepo(s: Session): Promise<string[]> {
+/** Downloads the model's files into a snapshot; returns the snapshot folder and its files. */
+async function downloadRepo(s: Session): Promise<{ dir: string; files: string[] }> {
   const files: string[] = [];
   for (const file of REQUIRED_FILES) {
     await ensureFile(s, file, false);
     files.push(file);
   }
   for (const file of OPTIONAL_FILES) if (await ensureFile(s, file, true)) files.push(file);
+  const dir = join(s.repoDir, "snapshots", s.snapshot!);
   if (await ensureFile(s, WEIGHTS_FILE, true)) {
     files.push(WEIGHTS_FILE);
   } else if (await ensureFile(s, WEIGHTS_INDEX_FILE, true)) {
     files.push(WEIGHTS_INDEX_FILE);
-    const indexPath = join(s.dir, WEIGHTS_INDEX_FILE);
+    const indexPath = join(dir, WEIGHTS_INDEX_FILE);
     let index;
     try {
       index = parseShardIndex(JSON.parse(await Deno.readTextFile(indexPath)), indexPath);
@@ -514,20 +611,20 @@ async function downloadRepo(s: Session): Promise<string[]> {
         `only safetensors weights are supported (convert pytorch_model.bin with transformers' save_pretrained)`,
     );
   }
-  const sizes = await Promise.all(
-    files.map(async (name) => ({ name, size: (await Deno.stat(join(s.dir, name))).size })),
-  );
-  const marker: CompleteMarker = { repo: s.repoId, revision: s.repo.revision, files: sizes };
-  await Deno.writeTextFile(join(s.dir, COMPLETE_MARKER), JSON.stringify(marker, null, 2));
-  return files;
+  return { dir, files };
+}
+
+function offlineFlag(): boolean {
+  return ["1", "true", "yes", "on"].includes(env("HF_HUB_OFFLINE")?.toLowerCase() ?? "");
 }
 
 /**
  * Resolves `spec` to a folder holding config.json, the tokenizer files and safetensors weights.
- * A directory is returned as is. A repo id `org/name[@revision]` is downloaded from
- * `{endpoint}/{org}/{name}/resolve/{revision}/{file}` into `{cacheDir}/{org}--{name}/{revision}/`,
- * reusing complete files and resuming partial ones. Throws {@link HubError} (auth, not-found,
- * network, integrity) with a message that says what to do.
+ * A directory is returned as is. A repo id `org/name[@revision]` is looked up in the hub cache
+ * (`{cacheDir}/models--{org}--{name}/snapshots/{commit}/`, the layout Python's `huggingface_hub`
+ * uses) and downloaded from `{endpoint}/{org}/{name}/resolve/{revision}/{file}` when incomplete,
+ * reusing complete blobs and resuming partial ones. Throws {@link HubError} (auth, not-found,
+ * network, integrity, offline) with a message that says what to do.
  */
 export async function resolveModel(spec: string, options: ResolveOptions = {}): Promise<ResolvedModel> {
   const local = await statOrNull(spec).catch(() => null);
@@ -544,29 +641,37 @@ export async function resolveModel(spec: string, options: ResolveOptions = {}): 
     );
   }
   const repoId = `${repo.org}/${repo.name}`;
-  const dir = repoCacheDir(options.cacheDir ?? defaultCacheDir(), repo);
-  const cached = await completeFiles(dir, repoId, repo.revision);
-  if (cached) {
-    return { dir, origin: "hub", repo: repoId, revision: repo.revision, files: cached, downloaded: [] };
+  const found = { origin: "hub", repo: repoId, revision: repo.revision, downloaded: [] } as const;
+  const repoDir = repoFolder(options.cacheDir ?? defaultHubCacheDir(), repo.org, repo.name);
+  const snapshot = await readRef(repoDir, repo.revision);
+  if (snapshot) {
+    const dir = join(repoDir, "snapshots", snapshot);
+    const files = await completeSnapshot(dir);
+    if (files) return { ...found, dir, files, commit: isCommitHash(snapshot) ? snapshot : undefined };
   }
-  const offline = options.offline ?? env("HF_HUB_OFFLINE") === "1";
-  if (offline) {
+  const legacyRoot = options.cacheDir === undefined ? legacyCacheDir() : undefined;
+  if (legacyRoot) {
+    const dir = join(legacyRoot, `${repo.org}--${repo.name}`, repo.revision.replaceAll("/", "--"));
+    const files = await legacyFiles(dir, repoId, repo.revision);
+    if (files) return { ...found, dir, files };
+  }
+  if (options.offline ?? offlineFlag()) {
     throw new HubError(
       "offline",
-      `${repoId}@${repo.revision} is not fully in the cache (${dir}) and offline mode is on (HF_HUB_OFFLINE)`,
+      `${repoId}@${repo.revision} is not fully in the cache (${repoDir}) and offline mode is on (HF_HUB_OFFLINE)`,
     );
   }
-  await Deno.mkdir(dir, { recursive: true });
   const session: Session = {
     repo,
     repoId,
-    dir,
+    repoDir,
     endpoint: (options.endpoint ?? env("HF_ENDPOINT") ?? "https://huggingface.co").replace(/\/+$/, ""),
     token: options.token ?? env("HF_TOKEN") ?? env("HUGGING_FACE_HUB_TOKEN"),
     fetch: options.fetch ?? fetch,
     onProgress: options.onProgress,
     downloaded: [],
   };
-  const files = await downloadRepo(session);
-  return { dir, origin: "hub", repo: repoId, revision: repo.revision, files, downloaded: session.downloaded };
+  const { dir, files } = await downloadRepo(session);
+  const commit = isCommitHash(session.snapshot!) ? session.snapshot : undefined;
+  return { ...found, dir, files, commit, downloaded: session.downloaded };
 }

@@ -1,7 +1,8 @@
 /**
  * The Deno-only part of gradmm-ts: model folders on disk, the Hugging Face hub download and its
- * cache, the matmul autotune cache on disk, and atomic file writes. Everything here reads files,
- * environment variables or the process; the engine itself (`mod.ts`) does none of that and runs
+ * cache (shared with Python's huggingface_hub), the bundled default model and data, the matmul
+ * autotune cache on disk, and atomic file writes. Everything here reads files, environment
+ * variables or the process; the engine itself (`mod.ts`) does none of that and runs
  * in a browser too.
  *
  * @example Load a model folder from disk
@@ -19,6 +20,16 @@
 
 export { type AtomicContent, writeFileAtomic } from "./atomic.ts";
 export {
+  ASSET_FILES,
+  type AssetFile,
+  type AssetOptions,
+  BUNDLED_DATA,
+  BUNDLED_MODEL,
+  bundledAsset,
+  bundledData,
+  bundledModel,
+} from "./assets.ts";
+export {
   asModelSource,
   fileSource,
   folderSink,
@@ -32,6 +43,7 @@ export {
   writeSafetensors,
 } from "./files.ts";
 export {
+  defaultHubCacheDir,
   type DownloadProgress,
   parseRepoSpec,
   type RepoSpec,
@@ -43,6 +55,7 @@ export {
   autotune,
   autotuneMode,
   type AutotuneOptions,
+  type CacheDirOption,
   cacheFile,
   defaultCacheDir as defaultTuningCacheDir,
   denoRuntime,

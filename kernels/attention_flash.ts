@@ -63,9 +63,13 @@ export type FlashKind = "forward" | "query" | "key";
  * key side); `tile` columns staged per step (keys, or queries on the key side).
  */
 export interface FlashTiling {
+  /** Threads per row. */
   ns: number;
+  /** vec4 columns of the head each thread owns. */
   ds4: number;
+  /** Rows per workgroup (queries; keys for the key-side kernel). */
   rows: number;
+  /** Columns staged in workgroup memory per step (keys; queries for the key-side kernel). */
   tile: number;
 }
 

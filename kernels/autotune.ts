@@ -85,6 +85,7 @@ export type TuningClock = "cpu" | "wall";
 
 /** One tuned shape class. */
 export interface TunedEntry {
+  /** The matmul variant the class was tuned for. */
   variant: MatmulVariant;
   /** The tuning chosen for the class (the static default when nothing beat it). */
   tuning: MatmulTuning;
@@ -95,11 +96,13 @@ export interface TunedEntry {
    * {@link TunedEntry.clock} (medians of the rounds).
    */
   gflops: number;
+  /** GFLOP/s of the static default on the same shape and clock. */
   defaultGflops: number;
   /** The same on the wall clock (what a loaded machine's other processes disturb). */
   wallGflops: number;
   /** Median time of the default divided by the chosen one's, on {@link TunedEntry.clock}. */
   speedup: number;
+  /** The clock candidates were ranked by: process CPU time on CPU adapters, else wall time. */
   clock: TuningClock;
   /**
    * Compile time of the chosen tuning's pipeline (first launch minus a steady one), ms; null when
@@ -114,6 +117,7 @@ export interface TunedEntry {
 
 /** Tuned entries by shape class; {@link installMatmulTuning} makes `matmulKernel` use them. */
 export class MatmulTuningTable {
+  /** Entries by shape-class key (see `matmulShapeClass`). */
   readonly entries: Map<string, TunedEntry> = new Map();
 
   /** The tuned tuning for a launch, or undefined when its class was not tuned. */
@@ -248,6 +252,7 @@ const defaultLauncher: MatmulLauncher = (ctx, a, b, c, dims, variant, tuning) =>
 
 /** What happened to one candidate. */
 export interface CandidateResult {
+  /** The tile sizes tried. */
   tuning: MatmulTuning;
   /**
    * `ok`: measured; `wrong`: its output differed from the default's; `error`: it failed to
@@ -259,17 +264,23 @@ export interface CandidateResult {
   gflops?: number;
   /** Compile time, ms, when this launch compiled the pipeline (see {@link TunedEntry.compileMs}). */
   compileMs?: number;
+  /** What went wrong (`wrong`, `error`, `slow-compile`) or why it was skipped. */
   message?: string;
 }
 
 /** The outcome of one class in {@link autotune}. */
 export interface ClassReport {
+  /** The shape-class key. */
   cls: string;
+  /** The shape the class was measured on (its largest recorded launch). */
   shape: MatmulDims;
   /** `cached`: taken from the cache file; `tuned`: measured now; `skipped`: see `message`. */
   status: "cached" | "tuned" | "skipped";
+  /** The entry now installed for the class (absent when skipped). */
   entry?: TunedEntry;
+  /** Every candidate tried now, with its outcome (empty when cached). */
   candidates: CandidateResult[];
+  /** Why the class was skipped. */
   message?: string;
   /** Time spent measuring this class, ms. */
   elapsedMs: number;
@@ -289,7 +300,9 @@ export type AutotuneEvent =
 export interface TuningStore {
   /** A label for one entry (a file path), for reports and warnings. */
   locate(name: string): string;
+  /** The entry's text, or null when there is none. */
   read(name: string): Promise<string | null>;
+  /** Replaces the entry with `text`. */
   write(name: string, text: string): Promise<void>;
 }
 
@@ -299,7 +312,9 @@ export interface TuningStore {
  * browser's user agent).
  */
 export interface TuningRuntime {
+  /** The WebGPU backend (DENO_WEBGPU_BACKEND; "" when unset). */
   backend: string;
+  /** The runtime's version (Deno's, or a browser's user agent). */
   version: string;
 }
 
@@ -339,6 +354,7 @@ export interface AutotuneOptions extends TuningCacheOptions {
   candidates?: MatmulTuning[];
   /** Launches a product (default `matmulKernel`); tests inject wrong kernels through it. */
   launcher?: MatmulLauncher;
+  /** Called as classes and candidates are measured. */
   onProgress?: (event: AutotuneEvent) => void;
   /** Called with cache problems (corrupt file, unwritable directory); they are also in the report. */
   onWarning?: (message: string) => void;
@@ -352,7 +368,9 @@ export interface AutotuneReport {
   cacheStatus: CacheStatus;
   /** Whether the cache file was (re)written. */
   saved: boolean;
+  /** One report per requested shape class. */
   classes: ClassReport[];
+  /** Cache problems met (also passed to `onWarning`). */
   warnings: string[];
   /** The installed table (every entry of the cache, not only the requested classes). */
   table: MatmulTuningTable;
@@ -711,10 +729,13 @@ function entryProblem(ctx: GpuContext, cls: string, e: TunedEntry): string | nul
 
 /** What {@link loadMatmulTuning} found. */
 export interface LoadResult {
+  /** The tunings found (empty when the cache had none). */
   table: MatmulTuningTable;
   /** The entry's location ({@link TuningStore.locate}), null without a store. */
   file: string | null;
+  /** How the cache entry was found. */
   status: CacheStatus;
+  /** Problems met reading it (a corrupt or stale entry). */
   warnings: string[];
 }
 

@@ -11,26 +11,31 @@ import { BufferPool } from "./pool.ts";
 
 /** Raised when no WebGPU adapter can be found or the device cannot be created. */
 export class GpuUnavailableError extends Error {
+  /** Error name, for messages. */
   override name = "GpuUnavailableError";
 }
 
 /** Raised when a tensor or buffer does not fit the adapter's limits. */
 export class GpuLimitError extends Error {
+  /** Error name, for messages. */
   override name = "GpuLimitError";
 }
 
 /** Raised when WebGPU rejected a shader, pipeline or command: a bug in a kernel launcher. */
 export class GpuValidationError extends Error {
+  /** Error name, for messages. */
   override name = "GpuValidationError";
 }
 
 /** Raised after the device was lost (driver reset, out of memory, destroyed). */
 export class GpuDeviceLostError extends Error {
+  /** Error name, for messages. */
   override name = "GpuDeviceLostError";
 }
 
 /** Raised when a captured step graph (kernels/graph.ts) meets something it cannot replay. */
 export class GraphCaptureError extends Error {
+  /** Error name, for messages. */
   override name = "GraphCaptureError";
 }
 
@@ -39,14 +44,18 @@ export class GraphCaptureError extends Error {
  * every dispatch, copy and upload, and the live segments that are re-run at each replay.
  */
 export interface CaptureRecorder {
+  /** Records one compute dispatch: its pipeline, bound buffers, uniform parameters and grid. */
   dispatch(
     pipeline: GPUComputePipeline,
     buffers: GPUBuffer[],
     params: ArrayBufferView | null,
     grid: [number, number, number],
   ): void;
+  /** Records a buffer-to-buffer copy. */
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void;
+  /** Records a CPU→GPU write of `data`. */
   upload(dst: GPUBuffer, offset: number, data: ArrayBufferView): void;
+  /** Records a segment that is encoded again, live, at every replay. */
   live(encode: () => void): void;
 }
 
@@ -72,10 +81,15 @@ export type DeviceLimits = Record<(typeof REQUESTED_LIMITS)[number], number> & {
 
 /** What the adapter says about itself. */
 export interface AdapterDescription {
+  /** e.g. "nvidia", "mesa" (may be empty). */
   vendor: string;
+  /** e.g. "hopper", "llvmpipe" (may be empty). */
   architecture: string;
+  /** Device name or id (may be empty). */
   device: string;
+  /** Human-readable name, e.g. "NVIDIA H200" or "llvmpipe (LLVM 15.0.6, 256 bits)". */
   description: string;
+  /** True for a software adapter offered as a fallback. */
   isFallbackAdapter: boolean;
 }
 
@@ -102,10 +116,15 @@ const PARAM_ALIGN = 256; // also satisfies every adapter's minUniformBufferOffse
  * tensor constructors; {@link defaultContext} gives a shared one.
  */
 export class GpuContext {
+  /** The WebGPU device every kernel runs on. */
   readonly device: GPUDevice;
+  /** What the adapter says about itself. */
   readonly adapter: AdapterDescription;
+  /** The limits the device was created with (the adapter's real values for {@link REQUESTED_LIMITS}). */
   readonly limits: DeviceLimits;
+  /** Enabled optional features (`shader-f16`, `timestamp-query`). */
   readonly features: ReadonlySet<string>;
+  /** The buffer pool tensors allocate from. */
   readonly pool: BufferPool;
   /** Set when the device was lost; every later call throws it. */
   lostReason: string | null = null;
@@ -145,6 +164,7 @@ export class GpuContext {
   /** The step graph being captured, if any (kernels/graph.ts); it sees every command encoded. */
   recorder: CaptureRecorder | null = null;
 
+  /** Wraps an existing device; {@link createContext} finds the adapter and creates one for you. */
   constructor(device: GPUDevice, adapter: AdapterDescription, limits: DeviceLimits, features: Set<string>) {
     this.device = device;
     this.adapter = adapter;
@@ -415,6 +435,7 @@ export class GpuContext {
     }
   }
 
+  /** Copies `bytes` from `buffer` into a staging buffer and maps it: one GPU→CPU synchronisation. */
   private async readBack(buffer: GPUBuffer, offset: number, bytes: number): Promise<ArrayBuffer> {
     this.checkAlive();
     const size = Math.max(4, Math.ceil(bytes / 4) * 4);
@@ -472,8 +493,8 @@ export async function createContext(options: ContextOptions = {}): Promise<GpuCo
   const gpu = (globalThis.navigator as Navigator & { gpu?: GPU }).gpu;
   if (!gpu) {
     throw new GpuUnavailableError(
-      "WebGPU is not available in this runtime (navigator.gpu is undefined). Use Deno ≥ 2 " +
-        '(with "unstable": ["webgpu"] in deno.json or --unstable-webgpu), or a browser with WebGPU.',
+      "WebGPU is not available in this runtime (navigator.gpu is undefined). Use Deno 2.9 or later " +
+        "(older versions need --unstable-webgpu), or a browser with WebGPU.",
     );
   }
   const adapter = await gpu.requestAdapter({

@@ -264,6 +264,7 @@ export class StepGraph {
     for (const b of this.owned) b.destroy();
   }
 
+  /** Releases the graph's buffers at the end of a `using` block. */
   [Symbol.dispose](): void {
     this.dispose();
   }

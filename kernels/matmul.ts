@@ -67,6 +67,7 @@ export interface MatmulTuning {
   tn: number;
   /** Threads per workgroup along N and along M. */
   wgx: number;
+  /** Threads per workgroup along M. */
   wgy: number;
   /** `blocked`: depth of the k slices staged in shared memory (a multiple of 4). */
   bk: number;

@@ -39,8 +39,11 @@ export function halfStride(cols: number): number {
 
 /** A half matrix's GPU buffer and geometry, as the kernels see it. */
 export interface HalfOperand {
+  /** f16 elements, row-major, each row padded to a multiple of 4 halves. */
   buffer: GPUBuffer;
+  /** Logical rows. */
   rows: number;
+  /** Logical columns (before padding). */
   cols: number;
 }
 

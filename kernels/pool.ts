@@ -23,6 +23,7 @@ export interface PoolStats {
  * thrown by the next allocation (or {@link BufferPool.checkOutOfMemory}) after the failed one.
  */
 export class GpuOutOfMemoryError extends Error {
+  /** Error name, for messages. */
   override name = "GpuOutOfMemoryError";
 }
 
@@ -44,6 +45,11 @@ export function sizeClass(bytes: number): number {
   return Math.ceil(b / step) * step;
 }
 
+/**
+ * GPU buffers by size class ({@link sizeClass}): released buffers are kept and handed out again
+ * instead of being destroyed, so a training or ADMM loop allocates nothing after its first step.
+ * Tracks live and pooled bytes ({@link PoolStats}) and the first out-of-memory failure.
+ */
 export class BufferPool {
   private free = new Map<number, GPUBuffer[]>();
   private live = new Set<GPUBuffer>();
@@ -56,6 +62,7 @@ export class BufferPool {
   /** The first out-of-memory failure, once WebGPU has reported it (sticky: the buffer is unusable). */
   private outOfMemory: string | null = null;
 
+  /** A pool allocating from `device`, refusing buffers above `maxBufferSize` bytes. */
   constructor(private device: GPUDevice, private maxBufferSize: number) {}
 
   /** A buffer of at least `bytes` bytes (its `size` is the size class). */

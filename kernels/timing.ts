@@ -80,6 +80,7 @@ export class GpuTimer {
   private stagingBuffer: GPUBuffer | null = null;
   private bufferBytes = 0;
 
+  /** A timer on `ctx`; it measures nothing (and says so) without the `timestamp-query` feature. */
   constructor(ctx: GpuContext, options: GpuTimerOptions = {}) {
     this.ctx = ctx;
     this.available = ctx.features.has("timestamp-query");

@@ -126,6 +126,7 @@ export class RowChunks {
     for (const c of this.chunks) c.dispose();
   }
 
+  /** Frees every chunk at the end of a `using` block. */
   [Symbol.dispose](): void {
     this.dispose();
   }

@@ -83,18 +83,27 @@ export interface CacheStep {
 
 /** One layer's cache read in place: [B, Hkv, capacity, Dh] each, the first `length` rows filled. */
 export interface CachedKeysValues {
+  /** Keys [B, Hkv, capacity, Dh]. */
   keys: Tensor;
+  /** Values [B, Hkv, capacity, Dh]. */
   values: Tensor;
+  /** Rows filled (the keys to attend to). */
   length: number;
 }
 
 /** Keys and values of every layer for a batch of sequences, up to `capacity` tokens each. */
 export class KVCache {
+  /** The device holding the cache. */
   readonly ctx: GpuContext;
+  /** Sequences cached (B). */
   readonly batch: number;
+  /** Most tokens per sequence, prompt included. */
   readonly capacity: number;
+  /** Transformer layers (one key and one value tensor each). */
   readonly numLayers: number;
+  /** Key/value heads (Hkv; fewer than the query heads with grouped-query attention). */
   readonly kvHeads: number;
+  /** Size of one head (Dh). */
   readonly headDim: number;
   /** Tokens cached so far (the same for every row; padding counts). */
   length = 0;
@@ -105,6 +114,7 @@ export class KVCache {
   private pending: number | null = null;
   private disposed = false;
 
+  /** An empty cache; models make one with `newCache(batch, maxLength)`. */
   constructor(
     ctx: GpuContext,
     o: { batch: number; capacity: number; numLayers: number; kvHeads: number; headDim: number },
@@ -318,6 +328,7 @@ export class KVCache {
     for (const t of [...this.keys, ...this.values, this.mask, this.nextPosition]) t.dispose();
   }
 
+  /** Frees the cache at the end of a `using` block. */
   [Symbol.dispose](): void {
     this.dispose();
   }

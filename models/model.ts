@@ -14,7 +14,7 @@ import type { Tensor } from "../autograd/tensor.ts";
 import type { ModelConfig } from "./config.ts";
 import type { KVCache } from "./kvcache.ts";
 import type { ModelSink, ModelSource } from "./source.ts";
-import { buildTransformer, type LoadOptions, loadTransformer, type TransformerLM } from "./transformer.ts";
+import { buildTransformer, type LoadOptions, loadTransformer } from "./transformer.ts";
 import type { RowChunks, RowMatrix } from "./chunked.ts";
 import type { HalfMatrix } from "../autograd/half.ts";
 import { Gpt2Block } from "./gpt2.ts";
@@ -60,7 +60,9 @@ export interface ForwardOutput {
 
 /** A decoder-only transformer language model on the GPU. */
 export interface CausalLM {
+  /** The parsed config (family, sizes, norms, activation). */
   readonly config: ModelConfig;
+  /** The device holding the weights. */
   readonly ctx: GpuContext;
   /**
    * Input embedding matrix E [V, d]: one tensor, or row chunks when it is larger than one
@@ -80,6 +82,7 @@ export interface CausalLM {
   embed(ids: Tensor): Tensor;
   /** The output layer `h · Wᵀ (+ b)`: [..., d] → [..., V] (row-chunked weights included). */
   head(h: Tensor): Tensor;
+  /** Runs the model on ids or input embeddings; returns the last hidden states and the logits asked for. */
   forward(inp: ForwardInput): ForwardOutput;
   /** A KV cache for `batch` sequences of up to `maxLength` tokens (prompt included). */
   newCache(batch: number, maxLength: number): KVCache;
@@ -94,6 +97,7 @@ export interface CausalLM {
    * through `sink`, one file each (host/files.ts: `saveModel(model, dir)` writes a folder).
    */
   save(sink: ModelSink): Promise<void>;
+  /** Frees the weights. */
   dispose(): void;
 }
 
@@ -122,6 +126,6 @@ export function createModel(
   ctx: GpuContext,
   rawConfig: Record<string, unknown>,
   weights: Map<string, Tensor | RowChunks | HalfMatrix>,
-): TransformerLM {
+): CausalLM {
   return buildTransformer(ctx, rawConfig, weights, { gpt2: Gpt2Block, llama: LlamaBlock, phi: PhiBlock });
 }

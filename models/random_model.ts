@@ -10,8 +10,7 @@ import { gaussianKernel } from "../kernels/random.ts";
 import { fillBuffer, Tensor } from "../autograd/tensor.ts";
 import { parseModelConfig } from "./config.ts";
 import { chunkLimit, makeRowMatrix, type RowChunks } from "./chunked.ts";
-import { createModel } from "./model.ts";
-import type { TransformerLM } from "./transformer.ts";
+import { type CausalLM, createModel } from "./model.ts";
 import { expectedWeights } from "./weight_names.ts";
 
 /** Options of {@link randomModel}. */
@@ -34,7 +33,7 @@ export function randomModel(
   ctx: GpuContext,
   rawConfig: Record<string, unknown>,
   opts: RandomModelOptions = {},
-): TransformerLM {
+): CausalLM {
   const config = parseModelConfig(rawConfig, "config");
   const seed = opts.seed ?? 1;
   const std = opts.std ?? 0.02;

@@ -14,12 +14,15 @@ import { fmtShape, ShapeError, type Tensor } from "../autograd/tensor.ts";
 
 /** How to pick the next token. `temperature <= 0` (or `greedy`) means argmax. */
 export interface SamplingOptions {
+  /** Always take the most likely token (the default when no temperature is given). */
   greedy?: boolean;
+  /** Divide the logits by this before sampling; ≤ 0 means greedy. */
   temperature?: number;
   /** Keep only the k most likely tokens (0 = no limit). */
   topK?: number;
   /** Keep the smallest set of most likely tokens whose probability reaches p (1 = no limit). */
   topP?: number;
+  /** Seed of the sampling stream (same seed, same tokens). */
   seed?: number;
 }
 

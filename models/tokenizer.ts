@@ -12,7 +12,9 @@
  *
  * @module
  */
-import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
+// A full npm: specifier, not a bare name mapped in deno.json: a module run from a URL
+// (`deno run https://…/cli.ts`) gets no import map.
+import { Tokenizer as HfTokenizer } from "npm:@huggingface/tokenizers@0.2.0";
 import { TokenizerError } from "./errors.ts";
 
 /** The parsed files a tokenizer is built from; only `tokenizerJson` is required. */

@@ -348,6 +348,7 @@ export class TransformerLM implements CausalLM {
     for (const t of this.weights.values()) t.dispose();
   }
 
+  /** Frees the weights at the end of a `using` block. */
   [Symbol.dispose](): void {
     this.dispose();
   }

@@ -27,6 +27,7 @@ export interface CrossEntropyOptions {
 
 /** Raised when a target known on the CPU is not a class index (nor the ignore index). */
 export class TargetRangeError extends RangeError {
+  /** Error name, for messages. */
   override name = "TargetRangeError";
 }
 

@@ -10,6 +10,7 @@ import { fmtShape, ShapeError, Tensor } from "../tensor.ts";
 
 /** The result of {@link topk}: both of shape `[...x.shape[:-1], k]`. */
 export interface TopK {
+  /** The k largest values of each row, in descending order. */
   values: Tensor;
   /** Positions in the last axis, as f32 integers. Keep it alive until `values`' backward has run. */
   indices: Tensor;

@@ -4,7 +4,9 @@
  * is parsed by the command itself) and that every old flag name its help lists still works.
  */
 import assert from "node:assert/strict";
-import { COMMANDS } from "../../cli.ts";
+import { loadCommands } from "../../cli.ts";
+
+const COMMANDS = await loadCommands();
 import { editDistance, parseFlags, suggestFlag, UsageError } from "../../cli/args.ts";
 import { runCli } from "./capture.ts";
 

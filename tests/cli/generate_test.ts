@@ -59,7 +59,7 @@ Deno.test({
   fn: async () => {
     const model = fixtureModel("tinystories-656k");
     const cases: [string[], RegExp][] = [
-      [["generate", "--prompt", "x"], /--model is required/],
+      [["generate"], /--prompt is required/],
       [["generate", "--model", model], /--prompt is required/],
       [
         ["generate", "--model", model, "--prompt", "x", "--greedy", "--temperature", "1"],
@@ -78,5 +78,9 @@ Deno.test({
       assert.strictEqual(r.code, 2, `${args.join(" ")}: exit ${r.code}, stderr ${r.stderr}`);
       assert.match(r.stderr, re);
     }
+    // Without --model, the bundled gpt2-d128 continues the prompt.
+    const bundled = await runCli(["generate", "--prompt", "This movie is", "--max-new-tokens", "2"]);
+    assert.strictEqual(bundled.code, 0, bundled.stderr);
+    assert.ok(bundled.stdout.trim().length > 0);
   },
 });

@@ -15,6 +15,7 @@
  * - random-weight models built on the GPU (models/random_model.ts) hold the same values
  *   chunked or not.
  */
+import type { TransformerLM } from "../../models/transformer.ts";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { lastHidden } from "../../admm/admm.ts";
@@ -305,7 +306,8 @@ Deno.test({
     const whole = randomModel(c, config, { seed: 3, std: 0.2 });
     const chunked = randomModel(c, config, { seed: 3, std: 0.2, maxChunkBytes: 16 * 1024 });
     assert.deepEqual(
-      [...chunked.chunkedParameters].map(([n, m]) => [n, m.chunks.length]),
+      // chunkedParameters is TransformerLM's own (randomModel returns the CausalLM interface).
+      [...(chunked as TransformerLM).chunkedParameters].map(([n, m]) => [n, m.chunks.length]),
       [["model.embed_tokens.weight", 3], ["lm_head.weight", 3]],
     );
     const embA = await whole.inputEmbedding.read();
