@@ -141,8 +141,10 @@ export {
 export { CheckpointError, ConfigError, HubError, SafetensorsError, TokenizerError } from "./models/errors.ts";
 
 // GRADMM
-export { type AdmmSettings, PAPER_SETTINGS, type RoundOptions, runRound, xStep } from "./admm/admm.ts";
-export { InnerLoop } from "./admm/inner_loop.ts";
+export { type AdmmSettings, PAPER_SETTINGS } from "./admm/problem.ts";
+export { type RoundOptions, runRound } from "./admm/round.ts";
+export { xStep } from "./admm/xstep.ts";
+export { InnerLoop } from "./admm/xstep.ts";
 export { makeTarget, type MatchingKind, matchingLoss, oneHot, type TargetGradient } from "./admm/matching.ts";
 export { computeTarget, lastLayerFactors } from "./admm/target.ts";
 export { constrainedDecode, makeProjector, topkCosine } from "./admm/zstep.ts";
@@ -151,6 +153,6 @@ export { type DpOptions, gaussianSigma } from "./admm/dp.ts";
 export { analyticGaussianSigma, gaussianDelta, gaussianEpsilon, type PrivacyAccount } from "./admm/dp.ts";
 export { synthPrivacy } from "./admm/synth.ts";
 export { REFINE_DEFAULTS, type RefineSettings, refineTokens, repeatedBigrams } from "./admm/refine.ts";
-export { customTask, getTask, TASK_PRESETS, type TaskSpec } from "./admm/tasks.ts";
-export { type Example, parseJsonl, stratifiedSample } from "./admm/data.ts";
+export { customTask, getTask, TASK_PRESETS, type TaskSpec } from "./data/tasks.ts";
+export { type Example, parseJsonl, stratifiedSample } from "./data/examples.ts";
 export { runSynth, type SynthOptions, type SynthRecord } from "./admm/synth.ts";

@@ -7,8 +7,10 @@
  */
 import type { CausalLM } from "../models/model.ts";
 import { sequenceMeanNll } from "../models/perplexity.ts";
-import { type AdmmSettings, type RoundProgress, runRound } from "./admm.ts";
-import { type Example, stratifiedSample } from "./data.ts";
+import type { AdmmSettings } from "./problem.ts";
+import { type RoundProgress, runRound } from "./round.ts";
+import { type Example, selectReal } from "../data/examples.ts";
+import { deriveSeed } from "../data/seed.ts";
 import {
   calibratedSigma,
   type DpOptions,
@@ -18,7 +20,7 @@ import {
 } from "./dp.ts";
 import { oneHot } from "./matching.ts";
 import { computeTarget, disposeTarget, type TargetReport } from "./target.ts";
-import { classOf, stripSuffix, type TaskSpec } from "./tasks.ts";
+import { stripSuffix, type TaskSpec } from "../data/tasks.ts";
 import { bannedTokenMask } from "./tokenFilter.ts";
 import { type RefineSettings, refineTokens } from "./refine.ts";
 import { disposeProjector, makeProjector } from "./zstep.ts";
@@ -119,38 +121,6 @@ export class SynthError extends Error {
   readonly userFacing = true;
 }
 
-/** Real examples per class: the stratified pool, its first `real` entries, grouped by class. */
-export function selectReal(
-  task: TaskSpec,
-  data: Example[],
-  o: Pick<SynthOptions, "realPool" | "real" | "seed">,
-) {
-  const kept = data.flatMap((e) => {
-    const c = classOf(task, e.label);
-    return c === null ? [] : [{ text: e.text, label: c }];
-  });
-  if (o.real > o.realPool) {
-    throw new SynthError(`--real (${o.real}) cannot exceed --real-pool (${o.realPool})`);
-  }
-  if (kept.length < o.real) {
-    throw new SynthError(
-      `the data has ${kept.length} usable examples for task ${task.name}, fewer than --real ${o.real}`,
-    );
-  }
-  const pool = stratifiedSample(kept, o.realPool, o.seed);
-  const used = pool.slice(0, o.real);
-  const byClass = task.labelWords.map((_, c) => used.filter((e) => e.label === c).map((e) => e.text));
-  byClass.forEach((texts, c) => {
-    if (texts.length === 0) {
-      throw new SynthError(
-        `class ${c} ('${task.labelWords[c]}') has no example among the ${o.real} real examples; ` +
-          "raise --real or check the labels",
-      );
-    }
-  });
-  return { pool, used, byClass };
-}
-
 /**
  * The privacy account of a DP synth run, from settings and class sizes alone (so a resumed run
  * reports the same): one release per class of σ calibrated for sensitivity C/N_c.
@@ -182,16 +152,6 @@ export function synthPrivacy(
     );
   }
   return privacyAccount(releases, dp.delta, calibration, notCovered);
-}
-
-/** A 32-bit seed derived from several integers (FNV-1a over their decimal forms). */
-export function deriveSeed(...parts: (number | string)[]): number {
-  let h = 0x811c9dc5;
-  for (const ch of parts.join("/")) {
-    h ^= ch.charCodeAt(0);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h;
 }
 
 /**

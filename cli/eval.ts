@@ -2,8 +2,8 @@
  * `eval`: accuracy of a causal LM on a labelled file by comparing the label words' mean
  * log-likelihoods after the task template, zero-shot or with K in-context demonstrations.
  */
-import { parseJsonl, stratifiedSample } from "../admm/data.ts";
-import { classOf, getTask, type TaskSpec } from "../admm/tasks.ts";
+import { parseJsonl, stratifiedSample } from "../data/examples.ts";
+import { classOf, getTask, type TaskSpec } from "../data/tasks.ts";
 import { defaultContext } from "../kernels/device.ts";
 import { accuracyWithInterval, argmaxScore } from "../train/classify.ts";
 import { scoreExamples } from "../train/finetune.ts";

@@ -9,10 +9,10 @@
  */
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import type { Example } from "../admm/data.ts";
-import { stratifiedSample } from "../admm/data.ts";
-import { deriveSeed } from "../admm/synth.ts";
-import { getTask, type TaskSpec } from "../admm/tasks.ts";
+import type { Example } from "../data/examples.ts";
+import { stratifiedSample } from "../data/examples.ts";
+import { deriveSeed } from "../data/seed.ts";
+import { getTask, type TaskSpec } from "../data/tasks.ts";
 import type { Tensor } from "../autograd/tensor.ts";
 import { defaultContext } from "../kernels/device.ts";
 import {

@@ -5,8 +5,8 @@
  */
 import { fileURLToPath } from "node:url";
 import { dirname, join, resolve } from "node:path";
-import { type AdmmSettings, PAPER_SETTINGS } from "../admm/admm.ts";
-import { parseJsonl } from "../admm/data.ts";
+import { type AdmmSettings, PAPER_SETTINGS } from "../admm/problem.ts";
+import { parseJsonl } from "../data/examples.ts";
 import {
   type RoundKey,
   runSynth,
@@ -16,7 +16,7 @@ import {
 } from "../admm/synth.ts";
 import type { PrivacyAccount } from "../admm/dp.ts";
 import { REFINE_DEFAULTS } from "../admm/refine.ts";
-import { customTask, getTask, type TaskSpec } from "../admm/tasks.ts";
+import { customTask, getTask, type TaskSpec } from "../data/tasks.ts";
 import {
   canonicalRoundKeys,
   resolveShard,
