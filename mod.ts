@@ -3,8 +3,9 @@
  *
  * The module exposes the layers from the bottom up: the device ({@link createContext}),
  * tensors and autograd ({@link Tensor}, {@link backward}), the ops, the optimisers, the models
- * (GPT-2, Llama, Phi from Hugging Face checkpoints) and GRADMM itself ({@link runSynth},
- * {@link matchingLoss}).
+ * (GPT-2, Llama, Phi from Hugging Face checkpoints), GRADMM's parts ({@link runRound},
+ * {@link matchingLoss}) and the one-call API: {@link synth}, {@link generate}, {@link evaluate},
+ * {@link finetune}, every option optional (defaults: {@link SYNTH_DEFAULTS} and its siblings).
  *
  * @example Autograd on the GPU
  * ```ts
@@ -130,7 +131,12 @@ export {
   type SafetensorsFile,
   type TensorToWrite,
 } from "./models/safetensors.ts";
-export { generate, type GenerateOptions, generateText } from "./models/generate.ts";
+export {
+  type GenerateOptions,
+  type GenerateResult,
+  generateText,
+  type GenerateTextResult,
+} from "./models/generate.ts";
 export {
   sequenceMeanNll,
   type SequenceNll,
@@ -141,18 +147,67 @@ export {
 export { CheckpointError, ConfigError, HubError, SafetensorsError, TokenizerError } from "./models/errors.ts";
 
 // GRADMM
-export { type AdmmSettings, PAPER_SETTINGS } from "./admm/problem.ts";
-export { type RoundOptions, runRound } from "./admm/round.ts";
-export { xStep } from "./admm/xstep.ts";
-export { InnerLoop } from "./admm/xstep.ts";
+export { type AdmmSettings, discreteMatchingLoss, lastHidden, PAPER_SETTINGS, type RoundProblem } from "./admm/problem.ts";
+export { type RoundOptions, type RoundProgress, type RoundResult, runRound } from "./admm/round.ts";
+export { InnerLoop, xStep } from "./admm/xstep.ts";
 export { makeTarget, type MatchingKind, matchingLoss, oneHot, type TargetGradient } from "./admm/matching.ts";
-export { computeTarget, lastLayerFactors } from "./admm/target.ts";
-export { constrainedDecode, makeProjector, topkCosine } from "./admm/zstep.ts";
+export { computeTarget, lastLayerFactors, type TargetReport } from "./admm/target.ts";
+export { constrainedDecode, makeProjector, ProjectionStep, topkCosine } from "./admm/zstep.ts";
 export { bannedTokenMask, tokenAllowed } from "./admm/tokenFilter.ts";
-export { type DpOptions, gaussianSigma } from "./admm/dp.ts";
+export { type DpCalibration, type DpOptions, gaussianSigma } from "./admm/dp.ts";
 export { analyticGaussianSigma, gaussianDelta, gaussianEpsilon, type PrivacyAccount } from "./admm/dp.ts";
-export { synthPrivacy } from "./admm/synth.ts";
 export { REFINE_DEFAULTS, type RefineSettings, refineTokens, repeatedBigrams } from "./admm/refine.ts";
-export { customTask, getTask, TASK_PRESETS, type TaskSpec } from "./data/tasks.ts";
-export { type Example, parseJsonl, stratifiedSample } from "./data/examples.ts";
-export { runSynth, type SynthOptions, type SynthRecord } from "./admm/synth.ts";
+export {
+  NonFiniteError,
+  type RoundKey,
+  runSynth,
+  SynthError,
+  type SynthEvent,
+  type SynthOptions,
+  synthPrivacy,
+  type SynthRecord,
+  type TextCodec,
+} from "./admm/synth.ts";
+
+// Tasks and data
+export { customTask, type CustomTaskOptions, getTask, TASK_PRESETS, TaskError, type TaskSpec } from "./data/tasks.ts";
+export { DataError, type Example, parseJsonl, selectReal, stratifiedSample } from "./data/examples.ts";
+export { deriveSeed } from "./data/seed.ts";
+
+// Fine-tuning and evaluation
+export {
+  type Evaluation,
+  type FinetuneEvent,
+  type FinetuneOptions,
+  type FinetuneResult,
+} from "./train/finetune.ts";
+
+// The one-call API: every option optional, defaults in api/defaults.ts (the CLI's too)
+export {
+  CPU_SYNTH_DEFAULTS,
+  DP_DEFAULTS,
+  EVALUATE_DEFAULTS,
+  FINETUNE_DEFAULTS,
+  GENERATE_DEFAULTS,
+  SYNTH_DEFAULTS,
+  type SynthMethod,
+} from "./api/defaults.ts";
+export { type LoadedModel, type ModelInput, type ModelLoadOptions } from "./api/model.ts";
+export {
+  type ResolvedSynthSettings,
+  resolveSynthSettings,
+  type SynthDpSettings,
+  type SynthSettings,
+} from "./api/synth_settings.ts";
+export {
+  SYNTH_TOOL_VERSION,
+  type SynthInvocation,
+  SynthLedger,
+  type SynthLedgerState,
+  type SynthManifest,
+  synthSettingsRecord,
+} from "./api/synth_manifest.ts";
+export { synth, type SynthRequest, type SynthResult } from "./api/synth.ts";
+export { generate, type GenerateRequest, GenerateRequestError, generateSettings } from "./api/generate.ts";
+export { evaluate, type EvaluateRequest, EvaluateRequestError } from "./api/evaluate.ts";
+export { finetune, type FinetuneCallResult, type FinetuneRequest } from "./api/finetune.ts";

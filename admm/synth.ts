@@ -25,13 +25,18 @@ import { bannedTokenMask } from "./tokenFilter.ts";
 import { type RefineSettings, refineTokens } from "./refine.ts";
 import { disposeProjector, makeProjector } from "./zstep.ts";
 
-/** The tokenizer operations synth needs (models/tokenizer.ts provides them). */
+/**
+ * The tokenizer operations synth needs. A `Tokenizer` (models/tokenizer.ts) is one as it is.
+ */
 export interface TextCodec {
+  /** Token ids of a text. */
   encode(text: string): number[];
+  /** The text of token ids. */
   decode(ids: number[]): string;
   /** Base vocabulary size (ids at or above it are never decoded into texts). */
   vocabSize: number;
-  padId: number;
+  /** Padding id of the target batches; null (no pad and no EOS token) pads with 0. */
+  padId: number | null;
 }
 
 /** Settings of a synth run (the CLI's flags). */
@@ -155,8 +160,9 @@ export function synthPrivacy(
 }
 
 /**
- * Runs the synth job. `done` lists rounds already in the output (they are skipped); `onEvent`
- * receives progress and every finished round's records (write them out there).
+ * Runs the synth job (the engine under the one-call `synth()` of api/synth.ts, which fills in
+ * the defaults and collects the records). `done` lists rounds already in the output (they are
+ * skipped); `onEvent` receives progress and every finished round's records (write them out there).
  *
  * `done` is also the shard filter: a shard marks the rounds of other shards as done, and a class
  * none of whose rounds is pending costs nothing (its target is not computed). Rounds run in the
@@ -219,6 +225,11 @@ export async function runSynth(
       ? synthPrivacy(o.dp, rowsByClass.map((r) => r.length), task.labelWords, o.length <= 0)
       : undefined,
   });
+  if (o.topk > allowed) {
+    throw new SynthError(
+      `topk ${o.topk} exceeds the ${allowed} token ids this model's filter allows; give ${allowed} or less`,
+    );
+  }
 
   const projector = makeProjector(model, banned, o.topk);
   const head = { weight: model.headRows, bias: model.headBias };
@@ -229,7 +240,7 @@ export async function runSynth(
       );
       if (!pending) continue;
       const dp = o.dp ? { ...o.dp, seed: deriveSeed(o.seed, "dp", c) } : undefined;
-      const { target, report } = await computeTarget(model, rowsByClass[c], labelIds[c], codec.padId, dp);
+      const { target, report } = await computeTarget(model, rowsByClass[c], labelIds[c], codec.padId ?? 0, dp);
       await onEvent({ kind: "target", classIndex: c, report });
       const onehot = oneHot(ctx, new Array(o.batch).fill(labelIds[c]), model.headRows.shape[0]).keep();
       const prefixIds = codec.encode(task.decodePrefix(c));

@@ -43,7 +43,9 @@ import { type Command, numberFlag, parseFlags, UsageError } from "./args.ts";
 import { checkOutput, exists, formatDuration, readText, sha256File, writeFileAtomic } from "./io.ts";
 import { readLabelled } from "./finetune.ts";
 import { openModel } from "./model.ts";
-import { DEFAULT_MODEL, parseRecords, synthCommand } from "./synth.ts";
+import { DEFAULT_MODEL, openSynthModel, parseRecords, synthProgressPrinter, tuneForSynth } from "./synth.ts";
+import { runSynthJob } from "../host/synth_job.ts";
+import { resolveSynthSettings, type SynthSettings } from "../api/synth_settings.ts";
 
 const HELP = `Usage: cli.ts experiment --task T --train TRAIN.jsonl --test TEST.jsonl --out DIR [flags]
 
@@ -120,6 +122,45 @@ const SYNTH_PASSTHROUGH: Record<string, string> = {
   "dp-delta": "dp-delta",
   "dp-clip": "dp-clip",
 };
+
+/** The numeric synth flags the experiment passes through: synth flag → setting and its range. */
+const SYNTH_NUMBERS: Record<string, [keyof SynthSettings, Parameters<typeof numberFlag>[4]]> = {
+  batch: ["batch", { min: 1, max: 256, integer: true }],
+  "outer-steps": ["outerSteps", { min: 1, integer: true }],
+  "inner-steps": ["innerSteps", { min: 0, integer: true }],
+  "init-candidates": ["initCandidates", { min: 1, integer: true }],
+  rho: ["rho", { min: 1e-300 }],
+  topk: ["topk", { min: 1, integer: true }],
+  "refine-iterations": ["refineIterations", { min: 0, integer: true }],
+  lr: ["lr", { min: 0 }],
+  length: ["length", { min: 0, max: 1024, integer: true }],
+};
+
+/**
+ * The typed synth settings of the passed-through synth flags (`synthArgs`: synth flag → value),
+ * DP ones included when given; errors name the experiment's flags.
+ */
+function synthSettingsOf(synthArgs: Record<string, string>): SynthSettings {
+  const flagOf = (k: string) => (k.startsWith("dp-") ? k : `synth-${k}`);
+  const settings: Record<string, unknown> = {};
+  for (const [k, value] of Object.entries(synthArgs)) {
+    const numeric = SYNTH_NUMBERS[k];
+    if (numeric) settings[numeric[0]] = numberFlag("experiment", flagOf(k), value, 0, numeric[1]);
+  }
+  const s = settings as SynthSettings;
+  if (synthArgs.select !== undefined) s.select = synthArgs.select as SynthSettings["select"];
+  if (synthArgs.method !== undefined) s.method = synthArgs.method as SynthSettings["method"];
+  if (synthArgs["dp-epsilon"] !== undefined) {
+    const dpNumber = (k: string, opts: Parameters<typeof numberFlag>[4]) =>
+      synthArgs[k] === undefined ? undefined : numberFlag("experiment", k, synthArgs[k], 0, opts);
+    s.dp = {
+      epsilon: dpNumber("dp-epsilon", { min: 1e-9 })!,
+      delta: dpNumber("dp-delta", { min: 1e-300, max: 0.999999 }),
+      clip: dpNumber("dp-clip", { min: 1e-12 }),
+    };
+  }
+  return s;
+}
 
 function sha(value: unknown): string {
   return createHash("sha256").update(JSON.stringify(value)).digest("hex");
@@ -489,6 +530,9 @@ export const experimentCommand: Command = {
       throw new UsageError("experiment: --synth-rho takes one value (a sweep would mix texts of several ρ)");
     }
     if (dp) synthArgs["dp-epsilon"] = String(v["dp-epsilon"]);
+    // Typed once and checked now (a bad --synth-select fails before any work, not hours later).
+    const { dp: synthDp, ...synthSettings } = synthSettingsOf(synthArgs);
+    resolveSynthSettings({ ...synthSettings, dp: synthDp, task: getTask(v.task ?? "sst2") }, false);
     const filterOn = conditions.some(isFiltered);
     const oversample = num("filter-oversample", 2, { min: 1, max: 100 });
     const filterBase = {
@@ -647,6 +691,7 @@ export const experimentCommand: Command = {
             .flatMap(([k, x]) => [`--${k}`, x]),
           ...(v["synth-paper"] ? ["--paper"] : []),
         ];
+        // For the report only: the command line that runs the same synth job.
         synthCommands.push(`deno run -A cli.ts synth ${sArgs.map(shellQuote).join(" ")}`);
         const manifest = await readJsonIf<{ completed: unknown[] }>(
           path.replace(/\.jsonl$/, ".manifest.json"),
@@ -656,8 +701,23 @@ export const experimentCommand: Command = {
           !Array.isArray(manifest?.completed) || manifest.completed.length < rounds || !(await exists(path))
         ) {
           console.error(`experiment: synth ${variant} seed ${seed} (${perClass} texts per class)`);
-          const rc = await synthCommand.run(sArgs);
-          if (rc !== 0) throw new UsageError(`experiment: synth failed (exit ${rc}) for ${path}`);
+          await runSynthJob({
+            ...synthSettings,
+            ...(variant === "gradmm-dp" ? { dp: synthDp } : {}),
+            task,
+            realPool: splits.used.length,
+            real: splits.used.length,
+            perClass,
+            seed,
+            paper: !!v["synth-paper"],
+            out: path,
+            model: modelSpec,
+            data: usedPath,
+            ctx,
+            openModel: openSynthModel,
+            prepare: tuneForSynth,
+            onEvent: synthProgressPrinter(undefined),
+          });
         }
         const recs = parseRecords(await readText(path, "synth output"), path);
         synthTexts.set(`${variant}/${seed}`, recs);

@@ -1,6 +1,8 @@
 /**
  * The Deno-only part of gradmm-ts: model folders on disk, the Hugging Face hub download and its
- * cache, the matmul autotune cache on disk, and atomic file writes. Everything here reads files,
+ * cache, the matmul autotune cache on disk, atomic file writes, the one-call API with folder
+ * paths and hub ids (`synth`, `generate`, `evaluate`, `finetune`), and the resumable synth job
+ * on disk that `cli.ts synth` runs (`runSynthJob`). Everything here reads files,
  * environment variables or the process; the engine itself (`mod.ts`) does none of that and runs
  * in a browser too.
  *
@@ -50,3 +52,30 @@ export {
   loadMatmulTuning,
   processCpuTime,
 } from "./autotune.ts";
+export {
+  evaluate,
+  finetune,
+  generate,
+  hostExamples,
+  type HostExamples,
+  hostModelInput,
+  type HostModelInput,
+  synth,
+  type HostSynthRequest,
+} from "./api.ts";
+export {
+  DEFAULT_DATA,
+  DEFAULT_MODEL,
+  DEFAULT_OUT,
+  type JobModel,
+  type JobModelOpener,
+  openJobModel,
+  parseRecords,
+  runSynthJob,
+  sha256File,
+  SynthJobError,
+  type SynthJobEvent,
+  type SynthJobOptions,
+  type SynthJobResult,
+  synthJobPaths,
+} from "./synth_job.ts";
