@@ -147,7 +147,13 @@ export {
 export { CheckpointError, ConfigError, HubError, SafetensorsError, TokenizerError } from "./models/errors.ts";
 
 // GRADMM
-export { type AdmmSettings, discreteMatchingLoss, lastHidden, PAPER_SETTINGS, type RoundProblem } from "./admm/problem.ts";
+export {
+  type AdmmSettings,
+  discreteMatchingLoss,
+  lastHidden,
+  PAPER_SETTINGS,
+  type RoundProblem,
+} from "./admm/problem.ts";
 export { type RoundOptions, type RoundProgress, type RoundResult, runRound } from "./admm/round.ts";
 export { InnerLoop, xStep } from "./admm/xstep.ts";
 export { makeTarget, type MatchingKind, matchingLoss, oneHot, type TargetGradient } from "./admm/matching.ts";
@@ -170,8 +176,22 @@ export {
 } from "./admm/synth.ts";
 
 // Tasks and data
-export { customTask, type CustomTaskOptions, getTask, TASK_PRESETS, TaskError, type TaskSpec } from "./data/tasks.ts";
-export { DataError, type Example, parseJsonl, selectReal, stratifiedSample } from "./data/examples.ts";
+export {
+  customTask,
+  type CustomTaskOptions,
+  getTask,
+  TASK_PRESETS,
+  TaskError,
+  type TaskSpec,
+} from "./data/tasks.ts";
+export {
+  DataError,
+  type Example,
+  parseJsonl,
+  type RealSelection,
+  selectReal,
+  stratifiedSample,
+} from "./data/examples.ts";
 export { deriveSeed } from "./data/seed.ts";
 
 // Fine-tuning and evaluation

@@ -240,7 +240,13 @@ export async function runSynth(
       );
       if (!pending) continue;
       const dp = o.dp ? { ...o.dp, seed: deriveSeed(o.seed, "dp", c) } : undefined;
-      const { target, report } = await computeTarget(model, rowsByClass[c], labelIds[c], codec.padId ?? 0, dp);
+      const { target, report } = await computeTarget(
+        model,
+        rowsByClass[c],
+        labelIds[c],
+        codec.padId ?? 0,
+        dp,
+      );
       await onEvent({ kind: "target", classIndex: c, report });
       const onehot = oneHot(ctx, new Array(o.batch).fill(labelIds[c]), model.headRows.shape[0]).keep();
       const prefixIds = codec.encode(task.decodePrefix(c));

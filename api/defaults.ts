@@ -57,7 +57,12 @@ export const SYNTH_DEFAULTS = {
  * The settings that replace {@link SYNTH_DEFAULTS} on a CPU adapter (unless the caller asks for
  * the paper's): a run of minutes on a software adapter instead of hours.
  */
-export const CPU_SYNTH_DEFAULTS = { perClass: 10, outerSteps: 6, innerSteps: 10, initCandidates: 16 } as const;
+export const CPU_SYNTH_DEFAULTS = {
+  perClass: 10,
+  outerSteps: 6,
+  innerSteps: 10,
+  initCandidates: 16,
+} as const;
 
 /** Differential-privacy settings left out when `epsilon` is given. */
 export const DP_DEFAULTS = {

@@ -6,7 +6,7 @@
  */
 import { type Example, stratifiedSample } from "../data/examples.ts";
 import { classOf, getTask, type TaskSpec } from "../data/tasks.ts";
-import { type Evaluation, evaluateAccuracy, tokenizeExamples } from "../train/finetune.ts";
+import { evaluateAccuracy, type Evaluation, tokenizeExamples } from "../train/finetune.ts";
 import { EVALUATE_DEFAULTS } from "./defaults.ts";
 import { type ModelInput, type ModelLoadOptions, useModel } from "./model.ts";
 
@@ -60,11 +60,17 @@ export async function evaluate(r: EvaluateRequest): Promise<Evaluation> {
   let scored = all;
   let demos: Example[] = [];
   if (shots > 0) {
-    demos = stratifiedSample(r.demonstrations ? ofTask(task, r.demonstrations) : all, shots, r.seed ?? EVALUATE_DEFAULTS.seed);
+    demos = stratifiedSample(
+      r.demonstrations ? ofTask(task, r.demonstrations) : all,
+      shots,
+      r.seed ?? EVALUATE_DEFAULTS.seed,
+    );
     if (!r.demonstrations) scored = all.filter((e) => !demos.includes(e));
   }
   scored = scored.slice(0, r.limit ?? scored.length);
-  if (scored.length === 0) throw new EvaluateRequestError(`no examples with task ${task.name}'s labels to score`);
+  if (scored.length === 0) {
+    throw new EvaluateRequestError(`no examples with task ${task.name}'s labels to score`);
+  }
   const m = await useModel(r.model, r);
   try {
     const padId = m.tokenizer.padId ?? 0;

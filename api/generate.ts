@@ -47,7 +47,9 @@ export function generateSettings(
 ): GenerateOptions {
   const sampled = r.temperature !== undefined;
   if (!sampled && (r.topK !== undefined || r.topP !== undefined)) {
-    throw new GenerateRequestError("topK and topP need a temperature (sampling); without it decoding is greedy");
+    throw new GenerateRequestError(
+      "topK and topP need a temperature (sampling); without it decoding is greedy",
+    );
   }
   return {
     maxNewTokens: r.maxNewTokens ?? GENERATE_DEFAULTS.maxNewTokens,

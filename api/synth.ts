@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { runSynth, type RoundKey, type SynthEvent, type SynthRecord } from "../admm/synth.ts";
+import { type RoundKey, runSynth, type SynthEvent, type SynthRecord } from "../admm/synth.ts";
 import type { Example } from "../data/examples.ts";
 import { type ModelInput, type ModelLoadOptions, useModel } from "./model.ts";
 import { SynthLedger, type SynthManifest, synthSettingsRecord } from "./synth_manifest.ts";
@@ -16,8 +16,8 @@ export interface SynthRequest extends SynthSettings, ModelLoadOptions {
   model: ModelInput;
   /** Labelled real examples ({ text, label }); labels outside the task's classes are dropped. */
   data: readonly Example[];
-  /** Progress: the plan, each class target, each outer step, each finished round. */
-  onEvent?: (e: SynthEvent) => void | Promise<void>;
+  /** Progress: the plan, each class target, each outer step, each finished round (a promise it returns is awaited). */
+  onEvent?: (e: SynthEvent) => unknown;
   /** Rounds to skip (already done elsewhere, or another shard's). */
   skip?: (key: RoundKey) => boolean;
 }

@@ -138,7 +138,9 @@ export class SynthLedger {
    * in class order, so that it does not depend on which invocation or shard computed them.
    */
   manifest(
-    base: { settings: Record<string, unknown>; adapter: string } & Pick<SynthManifest, "model" | "data" | "shard">,
+    base:
+      & { settings: Record<string, unknown>; adapter: string }
+      & Pick<SynthManifest, "model" | "data" | "shard">,
     invocation: Omit<SynthInvocation, "startedAt" | "endedAt" | "rounds">,
   ): SynthManifest {
     const targets = Object.fromEntries(

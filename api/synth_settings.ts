@@ -120,7 +120,11 @@ export function resolveSynthSettings(s: SynthSettings, cpuAdapter: boolean): Res
       outerSteps: pick(s.outerSteps, SYNTH_DEFAULTS.outerSteps, CPU_SYNTH_DEFAULTS.outerSteps),
       innerSteps: pick(s.innerSteps, SYNTH_DEFAULTS.innerSteps, CPU_SYNTH_DEFAULTS.innerSteps),
       lr: s.lr ?? SYNTH_DEFAULTS.lr,
-      initCandidates: pick(s.initCandidates, SYNTH_DEFAULTS.initCandidates, CPU_SYNTH_DEFAULTS.initCandidates),
+      initCandidates: pick(
+        s.initCandidates,
+        SYNTH_DEFAULTS.initCandidates,
+        CPU_SYNTH_DEFAULTS.initCandidates,
+      ),
       matching: loss,
       select,
       freezeSuffixGradient: task.freezeSuffixGradient,

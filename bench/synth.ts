@@ -6,7 +6,7 @@
  */
 import { join } from "node:path";
 import { tmpdir } from "node:os";
-import { type AdmmSettings, type RoundProblem } from "../admm/problem.ts";
+import type { AdmmSettings, RoundProblem } from "../admm/problem.ts";
 import { xStep } from "../admm/xstep.ts";
 import { InnerLoop } from "../admm/xstep.ts";
 import { ProjectionStep } from "../admm/zstep.ts";

@@ -58,10 +58,18 @@ export const evalCommand: Command = {
     if (!v.model) throw new UsageError("eval: --model is required");
     if (!v.file) throw new UsageError("eval: --file is required");
     const task: TaskSpec = getTask(v.task ?? EVALUATE_DEFAULTS.task);
-    const shots = numberFlag("eval", "shots", v.shots, EVALUATE_DEFAULTS.shots, { min: 0, max: 64, integer: true });
+    const shots = numberFlag("eval", "shots", v.shots, EVALUATE_DEFAULTS.shots, {
+      min: 0,
+      max: 64,
+      integer: true,
+    });
     const limit = numberFlag("eval", "limit", v.limit, Infinity, { min: 1 });
     const seed = numberFlag("eval", "seed", v.seed, EVALUATE_DEFAULTS.seed, { min: 0, integer: true });
-    const batch = numberFlag("eval", "batch", v.batch, EVALUATE_DEFAULTS.batch, { min: 1, max: 1024, integer: true });
+    const batch = numberFlag("eval", "batch", v.batch, EVALUATE_DEFAULTS.batch, {
+      min: 1,
+      max: 1024,
+      integer: true,
+    });
     const weights = weightsFlag("eval", v.weights);
     const fields = { textField: v["text-field"] ?? "text", labelField: v["label-field"] ?? "label" };
     const all = parseJsonl(await readText(v.file, "eval file"), { ...fields, source: v.file })

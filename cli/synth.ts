@@ -180,7 +180,9 @@ export function synthProgressPrinter(shard: ResolvedShard | undefined): (e: Synt
             ? `; DP noise σ = ${r.sigma.toExponential(3)} per element, expected ‖noise‖ = ${
               r.noiseNorm!.toExponential(3)
             } ` +
-              `(${(r.noiseNorm! / r.signalNorm).toExponential(2)}× the signal), ${r.clipped} example(s) clipped`
+              `(${
+                (r.noiseNorm! / r.signalNorm).toExponential(2)
+              }× the signal), ${r.clipped} example(s) clipped`
             : ""),
       );
     } else if (e.kind === "step") {

@@ -99,6 +99,16 @@ export function stratifiedSample<T extends { label: number }>(items: T[], size: 
   return rng.shuffle(picked);
 }
 
+/** What {@link selectReal} draws. */
+export interface RealSelection {
+  /** The stratified pool, in its seeded order. */
+  pool: Example[];
+  /** Its first `real` examples: the ones the targets are built from. */
+  used: Example[];
+  /** The texts of `used`, per class index. */
+  byClass: string[][];
+}
+
 /**
  * The real examples of a synth run per class: the stratified pool of `realPool` (labels mapped to
  * the task's classes, others dropped), its first `real` entries, and those grouped by class.
@@ -107,7 +117,7 @@ export function selectReal(
   task: TaskSpec,
   data: Example[],
   o: { realPool: number; real: number; seed: number },
-) {
+): RealSelection {
   const kept = data.flatMap((e) => {
     const c = classOf(task, e.label);
     return c === null ? [] : [{ text: e.text, label: c }];

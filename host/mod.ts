@@ -56,12 +56,12 @@ export {
   evaluate,
   finetune,
   generate,
-  hostExamples,
   type HostExamples,
-  hostModelInput,
+  hostExamples,
   type HostModelInput,
-  synth,
+  hostModelInput,
   type HostSynthRequest,
+  synth,
 } from "./api.ts";
 export {
   DEFAULT_DATA,
@@ -76,6 +76,6 @@ export {
   SynthJobError,
   type SynthJobEvent,
   type SynthJobOptions,
-  type SynthJobResult,
   synthJobPaths,
+  type SynthJobResult,
 } from "./synth_job.ts";

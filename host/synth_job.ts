@@ -13,7 +13,13 @@
 import { createHash } from "node:crypto";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { runSynth, type RoundKey, type SynthEvent, type SynthOptions, type SynthRecord } from "../admm/synth.ts";
+import {
+  type RoundKey,
+  runSynth,
+  type SynthEvent,
+  type SynthOptions,
+  type SynthRecord,
+} from "../admm/synth.ts";
 import {
   canonicalRoundKeys,
   roundKeyId,
@@ -149,7 +155,9 @@ export function parseRecords(text: string, path: string): SynthRecord[] {
       records.push(JSON.parse(line) as SynthRecord);
     } catch {
       throw new SynthJobError(
-        `synth: ${path}:${i + 1} is not a complete JSON line (damaged output); pass --overwrite to start over`,
+        `synth: ${path}:${
+          i + 1
+        } is not a complete JSON line (damaged output); pass --overwrite to start over`,
       );
     }
   });
@@ -221,13 +229,19 @@ export async function runSynthJob(o: SynthJobOptions = {}): Promise<SynthJobResu
     labelField: o.labelField ?? "label",
     source: dataPath,
   });
-  if (data.length === 0) throw new SynthJobError(`synth: data file '${dataPath}' has no examples (it is empty)`);
+  if (data.length === 0) {
+    throw new SynthJobError(`synth: data file '${dataPath}' has no examples (it is empty)`);
+  }
 
   const ctx = o.ctx ?? (await defaultContext());
   const { options, cpuDefaults } = resolveSynthSettings(o, ctx.isCpuAdapter);
   const { task } = options;
   // This shard's rounds; the other rounds count as done, so runSynth skips them.
-  const allKeys = canonicalRoundKeys(task.labelWords.length, options.rhos, Math.floor(options.perClass / options.batch));
+  const allKeys = canonicalRoundKeys(
+    task.labelWords.length,
+    options.rhos,
+    Math.floor(options.perClass / options.batch),
+  );
   const shardKeys = o.shard ? new Set(shardRoundKeys(allKeys, o.shard).map(roundKeyId)) : undefined;
   const totalRounds = shardKeys?.size ?? allKeys.length;
   await emit({ kind: "start", options, cpuDefaults, adapter: ctx.adapterName, totalRounds, out });
@@ -295,8 +309,7 @@ export async function runSynthJob(o: SynthJobOptions = {}): Promise<SynthJobResu
           cpuDefaults,
         },
       );
-    const save = async () =>
-      await writeFileAtomic(manifestPath, JSON.stringify(manifest(), null, 2) + "\n");
+    const save = async () => await writeFileAtomic(manifestPath, JSON.stringify(manifest(), null, 2) + "\n");
 
     await runSynth(model, codec, data, options, isDone, async (e) => {
       ledger.record(e);

@@ -66,7 +66,17 @@ Deno.test({
     const modelDir = fixtureModel("tiny-gpt2");
     const dataFile = fixture("data", "sst2", "train.jsonl");
     const out = join(dir, "cli.jsonl");
-    const cli = await runCli(["synth", ...FLAGS, ...MORE_FLAGS, "--model", modelDir, "--data", dataFile, "--out", out]);
+    const cli = await runCli([
+      "synth",
+      ...FLAGS,
+      ...MORE_FLAGS,
+      "--model",
+      modelDir,
+      "--data",
+      dataFile,
+      "--out",
+      out,
+    ]);
     assert.equal(cli.code, 0, cli.stderr);
     const manifest = JSON.parse(await Deno.readTextFile(join(dir, "cli.manifest.json")));
 
