@@ -57,9 +57,13 @@ export const PAPER_SETTINGS: AdmmSettings = {
 
 /** What a round works on. */
 export interface RoundProblem {
+  /** The language model. */
   model: CausalLM;
+  /** The z-step's candidate search over the allowed vocabulary. */
   projector: Projector;
+  /** The class's target gradient. */
   target: TargetGradient;
+  /** The model's output layer. */
   head: OutputLayer;
   /** One-hot label rows [B, V] for this class. */
   onehot: Tensor;

@@ -28,7 +28,9 @@ import { constrainedDecode, ProjectionStep, topkCosine } from "./zstep.ts";
 
 /** Progress of a round, reported once per outer step. */
 export interface RoundProgress {
+  /** Outer steps done (1-based). */
   outerStep: number;
+  /** Outer steps of the round. */
   outerSteps: number;
   /** Continuous total loss of the last inner step (matching + penalty). */
   totalLoss: number;

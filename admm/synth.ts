@@ -41,6 +41,7 @@ export interface TextCodec {
 
 /** Settings of a synth run (the CLI's flags). */
 export interface SynthOptions {
+  /** The task: template, label words, decoder prefix. */
   task: TaskSpec;
   /** Size of the stratified real pool (--real-pool, 100). */
   realPool: number;
@@ -56,9 +57,11 @@ export interface SynthOptions {
   topk: number;
   /** Sequence length in tokens including the suffix; 0 = ⌊mean real length⌋ per class (official). */
   length: number;
+  /** Seed of the real pool, the initialisation and the DP noise. */
   seed: number;
   /** ADMM settings other than ρ. */
   admm: Omit<AdmmSettings, "rho">;
+  /** Differential privacy of the targets (absent: off). */
   dp?: Omit<DpOptions, "seed">;
   /**
    * Token-swap refinement after each round (admm/refine.ts); absent = the official path, whose
@@ -77,6 +80,7 @@ function reportedLoss(x: number): number {
 
 /** The ADMM optimisation of a round produced a non-finite loss (exit code 1 in the CLI). */
 export class NonFiniteError extends Error {
+  /** The error's name. */
   override name = "NonFiniteError";
   readonly userFacing = true;
   readonly exitCode = 1;
@@ -84,10 +88,15 @@ export class NonFiniteError extends Error {
 
 /** One synthetic example, as written to the output JSONL. */
 export interface SynthRecord {
+  /** The synthetic text (suffix stripped). */
   text: string;
+  /** Class index. */
   label: number;
+  /** The class's label word. */
   label_word: string;
+  /** Round of its class (0-based). */
   round: number;
+  /** ADMM penalty ρ of its round. */
   rho: number;
   /** Matching loss of its batch of discrete tokens. */
   match_loss: number;
@@ -99,8 +108,11 @@ export interface SynthRecord {
 
 /** A round's identity; completed rounds are skipped on resume. */
 export interface RoundKey {
+  /** ADMM penalty ρ. */
   rho: number;
+  /** Class index. */
   classIndex: number;
+  /** Round of the class (0-based). */
   round: number;
 }
 
@@ -122,6 +134,7 @@ export type SynthEvent =
 
 /** Raised for settings that cannot work with the data (checked before any GPU work). */
 export class SynthError extends Error {
+  /** The error's name. */
   override name = "SynthError";
   readonly userFacing = true;
 }

@@ -32,6 +32,7 @@ export interface EvaluateRequest extends ModelLoadOptions {
 
 /** Raised when nothing can be scored. */
 export class EvaluateRequestError extends Error {
+  /** The error's name. */
   override name = "EvaluateRequestError";
   /** Printed by the CLI without a stack trace. */
   readonly userFacing = true;

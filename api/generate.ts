@@ -36,6 +36,7 @@ export interface GenerateRequest extends ModelLoadOptions {
 
 /** Raised for a request that cannot be run as given. */
 export class GenerateRequestError extends Error {
+  /** The error's name. */
   override name = "GenerateRequestError";
   /** Printed by the CLI without a stack trace. */
   readonly userFacing = true;

@@ -12,7 +12,9 @@ import type { Tokenizer } from "../models/tokenizer.ts";
 
 /** A model on the GPU and its tokenizer. */
 export interface LoadedModel {
+  /** The model, on the GPU. */
   model: CausalLM;
+  /** Its tokenizer (a `TextCodec` as it is). */
   tokenizer: Tokenizer;
 }
 

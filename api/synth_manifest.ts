@@ -17,7 +17,9 @@ export interface SynthInvocation {
   /** The command line, when run from the CLI. */
   command?: string[];
   /** ISO times of the start and of the last write. */
+  /** ISO time of the start. */
   startedAt: string;
+  /** ISO time of the last write. */
   endedAt: string;
   /** The runtime, e.g. "Deno 2.9.6" (a browser's user agent in a page). */
   runtime: string;
@@ -31,7 +33,9 @@ export interface SynthInvocation {
 
 /** What a synth run wrote or returns besides its records. */
 export interface SynthManifest {
+  /** "gradmm-ts synth". */
   tool: string;
+  /** The version of the tool that wrote it. */
   version: string;
   /** Every setting that decides the records; compared as JSON text when a run resumes. */
   settings: Record<string, unknown>;
@@ -39,18 +43,23 @@ export interface SynthManifest {
   model?: { spec: string; dir: string; files: Record<string, string> };
   /** The data file and its sha256 (runs from files only). */
   data?: { path: string; sha256: string };
+  /** The WebGPU adapter (several, comma-separated, in a merge of shards from different ones). */
   adapter: string;
+  /** The rounds whose records are in the output. */
   completed: RoundKey[];
   /** Per label word, the target's report (admm/target.ts). */
   targets: Record<string, unknown>;
   /** Seconds per phase, summed over rounds. */
   timings: Record<string, number>;
+  /** Elapsed seconds, summed over invocations. */
   wallSeconds: number;
+  /** Token ids the filter allows. */
   allowedTokens?: number;
   /** Set on a shard's manifest only (`cli.ts merge` drops it). */
   shard?: { index: number; count: number };
   /** DP runs: the (ε, δ) spent and what it does not cover. */
   privacy?: PrivacyAccount;
+  /** The invocations that wrote it, the first first. */
   invocations: SynthInvocation[];
 }
 
@@ -78,20 +87,31 @@ export function synthSettingsRecord(
 
 /** Where a ledger resumes from: what an earlier invocation's files hold. */
 export interface SynthLedgerState {
+  /** The records of the completed rounds. */
   records: SynthRecord[];
+  /** The completed rounds. */
   completed: RoundKey[];
+  /** The targets' reports by label word. */
   targets: Record<string, unknown>;
+  /** Seconds per phase. */
   timings: Record<string, number>;
+  /** Elapsed seconds so far. */
   wallSeconds: number;
+  /** The earlier invocations. */
   invocations: SynthInvocation[];
 }
 
 /** The running state of a synth run, fed with its events. */
 export class SynthLedger {
+  /** Every record so far, earlier invocations' included. */
   readonly records: SynthRecord[];
+  /** The completed rounds. */
   readonly completed: RoundKey[];
+  /** Seconds per phase, summed over rounds. */
   readonly timings: Record<string, number>;
+  /** Token ids the filter allows (known after the plan). */
   allowedTokens: number | undefined;
+  /** The privacy account of a DP run (known after the plan). */
   privacy: PrivacyAccount | undefined;
   /** Rounds completed by this invocation. */
   roundsThisRun = 0;

@@ -76,6 +76,7 @@ export interface SynthSettings {
 
 /** What {@link resolveSynthSettings} decided. */
 export interface ResolvedSynthSettings {
+  /** The complete options of the run. */
   options: SynthOptions;
   /** True when the CPU-sized defaults replaced the paper's (a CPU adapter, `paper` not set). */
   cpuDefaults: boolean;

@@ -8,12 +8,15 @@ import { classOf, type TaskSpec } from "./tasks.ts";
 
 /** One labelled text. */
 export interface Example {
+  /** The text. */
   text: string;
+  /** Its integer label (a class index after `classOf`). */
   label: number;
 }
 
 /** Raised for malformed input data (naming the file and line), or data too small for a request. */
 export class DataError extends Error {
+  /** The error's name. */
   override name = "DataError";
   readonly userFacing = true;
 }

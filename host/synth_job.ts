@@ -47,6 +47,7 @@ export const DEFAULT_OUT = "synthetic.jsonl";
 
 /** A problem with the job's files or settings; the CLI prints it as one line (exit code 2). */
 export class SynthJobError extends Error {
+  /** The error's name. */
   override name = "SynthJobError";
   /** Printed without a stack trace. */
   readonly userFacing = true;
@@ -56,8 +57,11 @@ export class SynthJobError extends Error {
 
 /** A model opened for the job: the model, its codec, and the folder its files are in (hashed). */
 export interface JobModel {
+  /** The model, on the GPU. */
   model: CausalLM;
+  /** Its tokenizer. */
   codec: TextCodec;
+  /** The folder of its files. */
   dir: string;
 }
 
@@ -86,6 +90,7 @@ export interface SynthJobOptions extends SynthSettings {
   overwrite?: boolean;
   /** Stop after this many rounds in this invocation (rerun to continue). */
   maxRounds?: number;
+  /** Run only this shard's rounds, into its own file. */
   /** Run only this shard's rounds, into its own file. */
   shard?: Shard | null;
   /** The command line, recorded in the manifest. */
@@ -120,9 +125,11 @@ export type SynthJobEvent =
 export interface SynthJobResult {
   /** The JSONL and manifest written. */
   out: string;
+  /** The manifest beside it. */
   manifestPath: string;
   /** Every record in `out` (earlier invocations' included). */
   records: SynthRecord[];
+  /** The manifest as written last. */
   manifest: SynthManifest;
   /** Rounds still to run (rerun the job to continue). */
   roundsLeft: number;
