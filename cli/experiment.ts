@@ -46,6 +46,7 @@ import { openModel } from "./model.ts";
 import { DEFAULT_MODEL, openSynthModel, parseRecords, synthProgressPrinter, tuneForSynth } from "./synth.ts";
 import { runSynthJob } from "../host/synth_job.ts";
 import { resolveSynthSettings, type SynthSettings } from "../api/synth_settings.ts";
+import { SYNTH_DEFAULTS } from "../api/defaults.ts";
 
 const HELP = `Usage: cli.ts experiment --task T --train TRAIN.jsonl --test TEST.jsonl --out DIR [flags]
 
@@ -521,7 +522,7 @@ export const experimentCommand: Command = {
       evalEvery: num("eval-every", FINETUNE_DEFAULTS.evalEvery, { min: 0, integer: true }),
       evalBatch: num("eval-batch", FINETUNE_DEFAULTS.evalBatch, { min: 1, max: 4096, integer: true }),
     };
-    const synthBatch = num("synth-batch", 10, { min: 1, max: 256, integer: true });
+    const synthBatch = num("synth-batch", SYNTH_DEFAULTS.batch, { min: 1, max: 256, integer: true });
     const synthArgs: Record<string, string> = { batch: String(synthBatch) };
     for (const [flag, target] of Object.entries(SYNTH_PASSTHROUGH)) {
       if (vv[flag] !== undefined) synthArgs[target] = String(vv[flag]);
