@@ -3,8 +3,9 @@
  *
  * The module exposes the layers from the bottom up: the device ({@link createContext}),
  * tensors and autograd ({@link Tensor}, {@link backward}), the ops, the optimisers, the models
- * (GPT-2, Llama, Phi from Hugging Face checkpoints) and GRADMM itself ({@link runSynth},
- * {@link matchingLoss}).
+ * (GPT-2, Llama, Phi from Hugging Face checkpoints), GRADMM's parts ({@link runRound},
+ * {@link matchingLoss}) and the one-call API: {@link synth}, {@link generate}, {@link evaluate},
+ * {@link finetune}, every option optional (defaults: {@link SYNTH_DEFAULTS} and its siblings).
  *
  * @example Autograd on the GPU
  * ```ts
@@ -167,7 +168,6 @@ export {
   type WritableDtype,
 } from "./models/safetensors.ts";
 export {
-  generate,
   type GenerateOptions,
   type GenerateResult,
   generateText,
@@ -193,15 +193,13 @@ export {
 // GRADMM
 export {
   type AdmmSettings,
+  discreteMatchingLoss,
+  lastHidden,
   PAPER_SETTINGS,
-  type RoundOptions,
   type RoundProblem,
-  type RoundProgress,
-  type RoundResult,
-  runRound,
-  xStep,
-} from "./admm/admm.ts";
-export { InnerLoop } from "./admm/inner_loop.ts";
+} from "./admm/problem.ts";
+export { type RoundOptions, type RoundProgress, type RoundResult, runRound } from "./admm/round.ts";
+export { InnerLoop, xStep } from "./admm/xstep.ts";
 export {
   makeTarget,
   type MatchingKind,
@@ -214,6 +212,7 @@ export { computeTarget, lastLayerFactors, type TargetReport } from "./admm/targe
 export {
   constrainedDecode,
   makeProjector,
+  ProjectionStep,
   type Projector,
   type ProjectorChunk,
   topkCosine,
@@ -230,7 +229,6 @@ export {
   type PrivacyAccount,
   type TargetNoise,
 } from "./admm/dp.ts";
-export { synthPrivacy } from "./admm/synth.ts";
 export {
   REFINE_DEFAULTS,
   type RefineResult,
@@ -238,13 +236,85 @@ export {
   refineTokens,
   repeatedBigrams,
 } from "./admm/refine.ts";
-export { customTask, type CustomTaskOptions, getTask, TASK_PRESETS, type TaskSpec } from "./admm/tasks.ts";
-export { type Example, parseJsonl, stratifiedSample } from "./admm/data.ts";
 export {
+  NonFiniteError,
   type RoundKey,
   runSynth,
+  SynthError,
   type SynthEvent,
   type SynthOptions,
+  synthPrivacy,
   type SynthRecord,
   type TextCodec,
 } from "./admm/synth.ts";
+
+// Sharding a synth run over processes (Slurm job arrays, Kubernetes Indexed Jobs; docs/scale-out.md)
+export {
+  canonicalRoundKeys,
+  parseShard,
+  parseShardOutputPath,
+  type ResolvedShard,
+  resolveShard,
+  roundKeyId,
+  type Shard,
+  ShardError,
+  shardOutputPath,
+  shardRoundKeys,
+} from "./admm/shard.ts";
+
+// Tasks and data
+export {
+  customTask,
+  type CustomTaskOptions,
+  getTask,
+  TASK_PRESETS,
+  TaskError,
+  type TaskSpec,
+} from "./data/tasks.ts";
+export {
+  DataError,
+  type Example,
+  parseJsonl,
+  type RealSelection,
+  selectReal,
+  stratifiedSample,
+} from "./data/examples.ts";
+export { deriveSeed } from "./data/seed.ts";
+
+// Fine-tuning and evaluation
+export {
+  type Evaluation,
+  type FinetuneEvent,
+  type FinetuneOptions,
+  type FinetuneResult,
+} from "./train/finetune.ts";
+
+// The one-call API: every option optional, defaults in api/defaults.ts (the CLI's too)
+export {
+  CPU_SYNTH_DEFAULTS,
+  DP_DEFAULTS,
+  EVALUATE_DEFAULTS,
+  FINETUNE_DEFAULTS,
+  GENERATE_DEFAULTS,
+  SYNTH_DEFAULTS,
+  type SynthMethod,
+} from "./api/defaults.ts";
+export { type LoadedModel, type ModelInput, type ModelLoadOptions } from "./api/model.ts";
+export {
+  type ResolvedSynthSettings,
+  resolveSynthSettings,
+  type SynthDpSettings,
+  type SynthSettings,
+} from "./api/synth_settings.ts";
+export {
+  SYNTH_TOOL_VERSION,
+  type SynthInvocation,
+  SynthLedger,
+  type SynthLedgerState,
+  type SynthManifest,
+  synthSettingsRecord,
+} from "./api/synth_manifest.ts";
+export { synth, type SynthRequest, type SynthResult } from "./api/synth.ts";
+export { generate, type GenerateRequest, GenerateRequestError, generateSettings } from "./api/generate.ts";
+export { evaluate, type EvaluateRequest, EvaluateRequestError } from "./api/evaluate.ts";
+export { finetune, type FinetuneCallResult, type FinetuneRequest } from "./api/finetune.ts";

@@ -23,7 +23,7 @@ import { backward } from "../autograd/tape.ts";
 import { noGrad } from "../autograd/grad_mode.ts";
 import { scope, Tensor } from "../autograd/tensor.ts";
 import { sequenceNll } from "../models/perplexity.ts";
-import { discreteMatchingLoss, lastHidden, type RoundProblem } from "./admm.ts";
+import { discreteMatchingLoss, lastHidden, type RoundProblem } from "./problem.ts";
 import { type MatchingKind, matchingLoss, oneHot, outputResiduals } from "./matching.ts";
 import { topkCosine } from "./zstep.ts";
 

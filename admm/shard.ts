@@ -10,18 +10,23 @@ import type { RoundKey } from "./synth.ts";
 
 /** Shard `index` of `count` (0 ≤ index < count). */
 export interface Shard {
+  /** This shard's 0-based index. */
   index: number;
+  /** How many shards the run is split into. */
   count: number;
 }
 
 /** Where a shard came from, for the note the CLI prints. */
 export interface ResolvedShard extends Shard {
+  /** Where it came from (the flag or the scheduler variable), for the note the CLI prints. */
   source: string;
 }
 
 /** A shard setting that is malformed or inconsistent; printed without a stack trace. */
 export class ShardError extends Error {
+  /** Error name, for messages. */
   override name = "ShardError";
+  /** The CLI prints it without a stack trace. */
   readonly userFacing = true;
 }
 

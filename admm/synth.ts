@@ -7,8 +7,10 @@
  */
 import type { CausalLM } from "../models/model.ts";
 import { sequenceMeanNll } from "../models/perplexity.ts";
-import { type AdmmSettings, type RoundProgress, runRound } from "./admm.ts";
-import { type Example, stratifiedSample } from "./data.ts";
+import type { AdmmSettings } from "./problem.ts";
+import { type RoundProgress, runRound } from "./round.ts";
+import { type Example, selectReal } from "../data/examples.ts";
+import { deriveSeed } from "../data/seed.ts";
 import {
   calibratedSigma,
   type DpOptions,
@@ -18,22 +20,28 @@ import {
 } from "./dp.ts";
 import { oneHot } from "./matching.ts";
 import { computeTarget, disposeTarget, type TargetReport } from "./target.ts";
-import { classOf, stripSuffix, type TaskSpec } from "./tasks.ts";
+import { stripSuffix, type TaskSpec } from "../data/tasks.ts";
 import { bannedTokenMask } from "./tokenFilter.ts";
 import { type RefineSettings, refineTokens } from "./refine.ts";
 import { disposeProjector, makeProjector } from "./zstep.ts";
 
-/** The tokenizer operations synth needs (models/tokenizer.ts provides them). */
+/**
+ * The tokenizer operations synth needs. A `Tokenizer` (models/tokenizer.ts) is one as it is.
+ */
 export interface TextCodec {
+  /** Token ids of a text. */
   encode(text: string): number[];
+  /** The text of token ids. */
   decode(ids: number[]): string;
   /** Base vocabulary size (ids at or above it are never decoded into texts). */
   vocabSize: number;
-  padId: number;
+  /** Padding id of the target batches; null (no pad and no EOS token) pads with 0. */
+  padId: number | null;
 }
 
 /** Settings of a synth run (the CLI's flags). */
 export interface SynthOptions {
+  /** The task: template, label words, decoder prefix. */
   task: TaskSpec;
   /** Size of the stratified real pool (--real-pool, 100). */
   realPool: number;
@@ -49,9 +57,11 @@ export interface SynthOptions {
   topk: number;
   /** Sequence length in tokens including the suffix; 0 = ⌊mean real length⌋ per class (official). */
   length: number;
+  /** Seed of the real pool, the initialisation and the DP noise. */
   seed: number;
   /** ADMM settings other than ρ. */
   admm: Omit<AdmmSettings, "rho">;
+  /** Differential privacy of the targets (absent: off). */
   dp?: Omit<DpOptions, "seed">;
   /**
    * Token-swap refinement after each round (admm/refine.ts); absent = the official path, whose
@@ -70,17 +80,26 @@ function reportedLoss(x: number): number {
 
 /** The ADMM optimisation of a round produced a non-finite loss (exit code 1 in the CLI). */
 export class NonFiniteError extends Error {
+  /** The error's name. */
+  /** Error name, for messages. */
   override name = "NonFiniteError";
+  /** The CLI prints it without a stack trace. */
   readonly userFacing = true;
+  /** A runtime failure (exit code 1), not bad input. */
   readonly exitCode = 1;
 }
 
 /** One synthetic example, as written to the output JSONL. */
 export interface SynthRecord {
+  /** The synthetic text (suffix stripped). */
   text: string;
+  /** Class index. */
   label: number;
+  /** The class's label word. */
   label_word: string;
+  /** Round of its class (0-based). */
   round: number;
+  /** ADMM penalty ρ of its round. */
   rho: number;
   /** Matching loss of its batch of discrete tokens. */
   match_loss: number;
@@ -92,8 +111,11 @@ export interface SynthRecord {
 
 /** A round's identity; completed rounds are skipped on resume. */
 export interface RoundKey {
+  /** ADMM penalty ρ. */
   rho: number;
+  /** Class index. */
   classIndex: number;
+  /** Round of the class (0-based). */
   round: number;
 }
 
@@ -115,40 +137,11 @@ export type SynthEvent =
 
 /** Raised for settings that cannot work with the data (checked before any GPU work). */
 export class SynthError extends Error {
+  /** The error's name. */
+  /** Error name, for messages. */
   override name = "SynthError";
+  /** The CLI prints it without a stack trace. */
   readonly userFacing = true;
-}
-
-/** Real examples per class: the stratified pool, its first `real` entries, grouped by class. */
-export function selectReal(
-  task: TaskSpec,
-  data: Example[],
-  o: Pick<SynthOptions, "realPool" | "real" | "seed">,
-) {
-  const kept = data.flatMap((e) => {
-    const c = classOf(task, e.label);
-    return c === null ? [] : [{ text: e.text, label: c }];
-  });
-  if (o.real > o.realPool) {
-    throw new SynthError(`--real-n (${o.real}) cannot exceed --real-pool (${o.realPool})`);
-  }
-  if (kept.length < o.real) {
-    throw new SynthError(
-      `the data has ${kept.length} usable examples for task ${task.name}, fewer than --real-n ${o.real}`,
-    );
-  }
-  const pool = stratifiedSample(kept, o.realPool, o.seed);
-  const used = pool.slice(0, o.real);
-  const byClass = task.labelWords.map((_, c) => used.filter((e) => e.label === c).map((e) => e.text));
-  byClass.forEach((texts, c) => {
-    if (texts.length === 0) {
-      throw new SynthError(
-        `class ${c} ('${task.labelWords[c]}') has no example among the ${o.real} real examples; ` +
-          "raise --real-n or check the labels",
-      );
-    }
-  });
-  return { pool, used, byClass };
 }
 
 /**
@@ -184,19 +177,10 @@ export function synthPrivacy(
   return privacyAccount(releases, dp.delta, calibration, notCovered);
 }
 
-/** A 32-bit seed derived from several integers (FNV-1a over their decimal forms). */
-export function deriveSeed(...parts: (number | string)[]): number {
-  let h = 0x811c9dc5;
-  for (const ch of parts.join("/")) {
-    h ^= ch.charCodeAt(0);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h;
-}
-
 /**
- * Runs the synth job. `done` lists rounds already in the output (they are skipped); `onEvent`
- * receives progress and every finished round's records (write them out there).
+ * Runs the synth job (the engine under the one-call `synth()` of api/synth.ts, which fills in
+ * the defaults and collects the records). `done` lists rounds already in the output (they are
+ * skipped); `onEvent` receives progress and every finished round's records (write them out there).
  *
  * `done` is also the shard filter: a shard marks the rounds of other shards as done, and a class
  * none of whose rounds is pending costs nothing (its target is not computed). Rounds run in the
@@ -259,6 +243,11 @@ export async function runSynth(
       ? synthPrivacy(o.dp, rowsByClass.map((r) => r.length), task.labelWords, o.length <= 0)
       : undefined,
   });
+  if (o.topk > allowed) {
+    throw new SynthError(
+      `topk ${o.topk} exceeds the ${allowed} token ids this model's filter allows; give ${allowed} or less`,
+    );
+  }
 
   const projector = makeProjector(model, banned, o.topk);
   const head = { weight: model.headRows, bias: model.headBias };
@@ -269,7 +258,13 @@ export async function runSynth(
       );
       if (!pending) continue;
       const dp = o.dp ? { ...o.dp, seed: deriveSeed(o.seed, "dp", c) } : undefined;
-      const { target, report } = await computeTarget(model, rowsByClass[c], labelIds[c], codec.padId, dp);
+      const { target, report } = await computeTarget(
+        model,
+        rowsByClass[c],
+        labelIds[c],
+        codec.padId ?? 0,
+        dp,
+      );
       await onEvent({ kind: "target", classIndex: c, report });
       const onehot = oneHot(ctx, new Array(o.batch).fill(labelIds[c]), model.headRows.shape[0]).keep();
       const prefixIds = codec.encode(task.decodePrefix(c));

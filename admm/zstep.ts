@@ -11,7 +11,7 @@
 import { pickCandidateByDotKernel, pickCandidateKernel } from "../kernels/candidates.ts";
 import { pickCandidateByDotHalfKernel } from "../kernels/matmul_f16.ts";
 import { HalfMatrix } from "../autograd/half.ts";
-import { add, div, mul, sqrt } from "../autograd/ops/elementwise.ts";
+import { add, div, mul, scale, sqrt } from "../autograd/ops/elementwise.ts";
 import { linear } from "../autograd/ops/matmul.ts";
 import { sum } from "../autograd/ops/reduce.ts";
 import { concat, reshape, slice, transpose } from "../autograd/ops/shape.ts";
@@ -20,6 +20,7 @@ import { scope, Tensor } from "../autograd/tensor.ts";
 import { mergeChunkTopk, rowBlocks, RowChunks } from "../models/chunked.ts";
 import type { CausalLM } from "../models/model.ts";
 import { noGrad } from "../autograd/grad_mode.ts";
+import { StepGraph } from "../kernels/graph.ts";
 
 /** One row block of the vocabulary (the whole vocabulary when the embedding is one tensor). */
 export interface ProjectorChunk {
@@ -232,4 +233,75 @@ export async function readDecodedIds(chosen: Tensor, suffixIds: number[]): Promi
     rows.push([...row, ...suffixIds]);
   }
   return rows;
+}
+
+/** What a projection needs of a round's problem (admm/problem.ts's RoundProblem has it). */
+export interface ProjectionProblem {
+  model: CausalLM;
+  projector: Projector;
+  /** Decoder prefix token ids. */
+  prefixIds: number[];
+  /** Suffix token ids (the last positions of every sequence). */
+  suffixIds: number[];
+}
+
+/**
+ * The z-step of every outer step: z = project(x + λ/ρ) (top-k cosine candidates, then the
+ * constrained greedy decode). Its ~30 decoding steps are a few thousand small dispatches with
+ * nothing read back until the ids, so the first z-step of a round is captured as a step graph and
+ * the others replay it; x and λ must keep their buffers for the life of the object.
+ */
+export class ProjectionStep {
+  private graph: StepGraph | null = null;
+  private chosen: Tensor | null = null;
+
+  /** A projection of `x + λ/ρ` for one round's problem; nothing runs until it is called. */
+  constructor(
+    private readonly problem: ProjectionProblem,
+    private readonly x: Tensor,
+    private readonly lambda: Tensor,
+    private readonly rho: number,
+    private readonly useGraph = true,
+  ) {}
+
+  /** Encodes the projection of x + λ/ρ; returns the chosen ids [B, T] (suffix positions 0). */
+  private encode(): Tensor {
+    const { model, projector, prefixIds, suffixIds } = this.problem;
+    const ctx = model.ctx;
+    return noGrad(ctx, () =>
+      scope(ctx, () => {
+        const u = add(this.x, scale(this.lambda, 1 / this.rho));
+        const candidates = topkCosine(projector, u);
+        return encodeConstrainedDecode(model, candidates, prefixIds, suffixIds).keep();
+      }));
+  }
+
+  /** Runs the z-step and reads the ids back: [B][T] rows ending with the suffix. */
+  async project(): Promise<number[][]> {
+    const suffix = this.problem.suffixIds;
+    if (!this.useGraph) {
+      const chosen = this.encode();
+      try {
+        return await readDecodedIds(chosen, suffix);
+      } finally {
+        chosen.dispose();
+      }
+    }
+    if (this.graph) {
+      this.graph.replay();
+    } else {
+      const { graph, result } = StepGraph.capture(this.problem.model.ctx, () => this.encode());
+      this.graph = graph;
+      this.chosen = result;
+    }
+    return await readDecodedIds(this.chosen!, suffix);
+  }
+
+  /** Frees the graph and its ids tensor. */
+  dispose(): void {
+    this.graph?.dispose();
+    this.graph = null;
+    this.chosen?.dispose();
+    this.chosen = null;
+  }
 }

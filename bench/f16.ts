@@ -17,8 +17,8 @@
  */
 import { parseArgs } from "node:util";
 import os from "node:os";
-import { xStep } from "../admm/admm.ts";
-import { InnerLoop } from "../admm/inner_loop.ts";
+import { xStep } from "../admm/xstep.ts";
+import { InnerLoop } from "../admm/xstep.ts";
 import { HalfMatrix } from "../autograd/half.ts";
 import { Rng } from "../autograd/random.ts";
 import { scope, Tensor } from "../autograd/tensor.ts";

@@ -16,7 +16,7 @@
  */
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { lastHidden } from "../admm/admm.ts";
+import { lastHidden } from "../admm/problem.ts";
 import { makeTarget, matchingLoss, oneHot } from "../admm/matching.ts";
 import { lastLayerFactors } from "../admm/target.ts";
 import { bannedTokenMask } from "../admm/tokenFilter.ts";
@@ -30,7 +30,7 @@ import { createContext, type GpuContext } from "../kernels/device.ts";
 import { folderSink, loadModel, loadTokenizer, openSafetensors } from "../host/files.ts";
 import type { CausalLM } from "../models/model.ts";
 import { sequenceNll } from "../models/perplexity.ts";
-import { parseJsonl } from "../admm/data.ts";
+import { parseJsonl } from "../data/examples.ts";
 import { noGrad } from "../autograd/grad_mode.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;

@@ -3,7 +3,7 @@
  * 24 layers, 32 heads, MLP 8192, vocabulary 51,200, partial rotary 0.5, untied output layer with
  * a bias) with random weights generated on the GPU (no 5.7 GB checkpoint is written), then one
  * forward of batch 10 × 33 tokens, a few GRADMM x-steps (matching loss against a made-up target
- * + ADMM penalty, backward, clip, Adam: admm/admm.ts `xStep`, run by admm/inner_loop.ts as a
+ * + ADMM penalty, backward, clip, Adam: admm/xstep.ts `xStep`, run by admm/xstep.ts as a
  * round runs them: eager, captured, replayed) and one z-step (top-k cosine candidates +
  * constrained greedy decode). Prints times, the pool's peak bytes and which tensors were held in
  * row chunks (models/chunked.ts).
@@ -21,8 +21,8 @@
  * needs; on a CPU adapter (whose memory is the host's) it checks the host's available memory
  * before allocating.
  */
-import type { AdmmSettings, RoundProblem } from "../admm/admm.ts";
-import { InnerLoop } from "../admm/inner_loop.ts";
+import type { AdmmSettings, RoundProblem } from "../admm/problem.ts";
+import { InnerLoop } from "../admm/xstep.ts";
 import { makeTarget, oneHot } from "../admm/matching.ts";
 import {
   constrainedDecode,
@@ -40,6 +40,7 @@ import type { GpuContext } from "../kernels/device.ts";
 import { formatBytes, GpuOutOfMemoryError, sizeClass } from "../kernels/pool.ts";
 import { parseModelConfig } from "../models/config.ts";
 import { randomModel } from "../models/random_model.ts";
+import type { TransformerLM } from "../models/transformer.ts";
 import { expectedWeights } from "../models/weight_names.ts";
 import { noGrad } from "../autograd/grad_mode.ts";
 
@@ -211,7 +212,8 @@ export async function runPhiMemory(o: PhiMemoryOptions): Promise<Record<string, 
 
   // Weights, generated on the GPU.
   let t0 = performance.now();
-  const model = randomModel(ctx, config, { seed: 1, std: 0.02 });
+  // The row-chunk layout is an implementation detail of TransformerLM, read here on purpose.
+  const model = randomModel(ctx, config, { seed: 1, std: 0.02 }) as TransformerLM;
   try {
     await settle(ctx);
     summary.buildMs = performance.now() - t0;

@@ -14,14 +14,15 @@
  */
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { type AdmmSettings, PAPER_SETTINGS } from "../admm/admm.ts";
-import { parseJsonl } from "../admm/data.ts";
+import { type AdmmSettings, PAPER_SETTINGS } from "../admm/problem.ts";
+import { parseJsonl } from "../data/examples.ts";
 import { matchingLoss, oneHot } from "../admm/matching.ts";
 import { REFINE_DEFAULTS, REFINE_PASSES_PER_ITERATION, type RefineSettings } from "../admm/refine.ts";
-import { runSynth, selectReal, type SynthOptions, type SynthRecord } from "../admm/synth.ts";
+import { runSynth, type SynthOptions, type SynthRecord } from "../admm/synth.ts";
+import { selectReal } from "../data/examples.ts";
 import { sequenceMeanNll } from "../models/perplexity.ts";
 import { computeTarget, disposeTarget, lastLayerFactors } from "../admm/target.ts";
-import { getTask } from "../admm/tasks.ts";
+import { getTask } from "../data/tasks.ts";
 import { slice } from "../autograd/ops/shape.ts";
 import { scope } from "../autograd/tensor.ts";
 import { noGrad } from "../autograd/grad_mode.ts";

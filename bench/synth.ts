@@ -6,8 +6,10 @@
  */
 import { join } from "node:path";
 import { tmpdir } from "node:os";
-import { type AdmmSettings, type RoundProblem, xStep } from "../admm/admm.ts";
-import { InnerLoop, ProjectionStep } from "../admm/inner_loop.ts";
+import type { AdmmSettings, RoundProblem } from "../admm/problem.ts";
+import { xStep } from "../admm/xstep.ts";
+import { InnerLoop } from "../admm/xstep.ts";
+import { ProjectionStep } from "../admm/zstep.ts";
 import { makeTarget, oneHot } from "../admm/matching.ts";
 import { disposeProjector, makeProjector } from "../admm/zstep.ts";
 import { Rng } from "../autograd/random.ts";
@@ -164,7 +166,7 @@ export const synthSuite: BenchSuite = {
       const { problem, x, shift, opt, batch, length } = bench;
       const settings = bench.settings;
       // "eager": every step through the autograd; the default path replays a captured step graph
-      // from the third step on (admm/inner_loop.ts), as runRound does.
+      // from the third step on (admm/xstep.ts), as runRound does.
       const eager = await timeGpu(ctx, () => xStep(problem, x, shift, opt, settings, null).dispose(), {
         repeats: options.repeats,
         batchMs: 500,

@@ -14,8 +14,8 @@
  * upper bound of the GPU work of one replay.
  */
 import { parseArgs } from "node:util";
-import { InnerLoop } from "../admm/inner_loop.ts";
-import { xStep } from "../admm/admm.ts";
+import { InnerLoop } from "../admm/xstep.ts";
+import { xStep } from "../admm/xstep.ts";
 import { createContext, type GpuContext } from "../kernels/device.ts";
 import { StepGraph } from "../kernels/graph.ts";
 import { GpuTimer } from "../kernels/timing.ts";

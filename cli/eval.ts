@@ -2,9 +2,10 @@
  * `eval`: accuracy of a causal LM on a labelled file by comparing the label words' mean
  * log-likelihoods after the task template, zero-shot or with K in-context demonstrations.
  */
-import { parseJsonl, stratifiedSample } from "../admm/data.ts";
-import { classOf, getTask, type TaskSpec } from "../admm/tasks.ts";
+import { parseJsonl, stratifiedSample } from "../data/examples.ts";
+import { classOf, getTask, type TaskSpec } from "../data/tasks.ts";
 import { defaultContext } from "../kernels/device.ts";
+import { EVALUATE_DEFAULTS } from "../api/defaults.ts";
 import { accuracyWithInterval, argmaxScore } from "../train/classify.ts";
 import { scoreExamples } from "../train/finetune.ts";
 import { buildPrompt, type Demonstration } from "../train/prompts.ts";
@@ -66,11 +67,19 @@ export const evalCommand: Command = {
     if (!v.data) throw new UsageError("eval: --data is required");
     const dataPath = v.data;
     const demoPath = v["shots-data"];
-    const task: TaskSpec = getTask(v.task ?? "sst2");
-    const shots = numberFlag("eval", "shots", v.shots, 0, { min: 0, max: 64, integer: true });
+    const task: TaskSpec = getTask(v.task ?? EVALUATE_DEFAULTS.task);
+    const shots = numberFlag("eval", "shots", v.shots, EVALUATE_DEFAULTS.shots, {
+      min: 0,
+      max: 64,
+      integer: true,
+    });
     const limit = numberFlag("eval", "limit", v.limit, Infinity, { min: 1 });
-    const seed = numberFlag("eval", "seed", v.seed, 0, { min: 0, integer: true });
-    const batch = numberFlag("eval", "batch", v.batch, 16, { min: 1, max: 1024, integer: true });
+    const seed = numberFlag("eval", "seed", v.seed, EVALUATE_DEFAULTS.seed, { min: 0, integer: true });
+    const batch = numberFlag("eval", "batch", v.batch, EVALUATE_DEFAULTS.batch, {
+      min: 1,
+      max: 1024,
+      integer: true,
+    });
     const weights = weightsFlag("eval", v.weights);
     const fields = { textField: v["text-field"] ?? "text", labelField: v["label-field"] ?? "label" };
     const all = parseJsonl(await readText(dataPath, "eval file"), { ...fields, source: dataPath })

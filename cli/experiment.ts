@@ -9,10 +9,10 @@
  */
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import type { Example } from "../admm/data.ts";
-import { stratifiedSample } from "../admm/data.ts";
-import { deriveSeed } from "../admm/synth.ts";
-import { getTask, type TaskSpec } from "../admm/tasks.ts";
+import type { Example } from "../data/examples.ts";
+import { stratifiedSample } from "../data/examples.ts";
+import { deriveSeed } from "../data/seed.ts";
+import { getTask, type TaskSpec } from "../data/tasks.ts";
 import type { Tensor } from "../autograd/tensor.ts";
 import { defaultContext } from "../kernels/device.ts";
 import {
@@ -40,11 +40,23 @@ import {
 import { FILTER_DEFAULTS, type FilterOptions, filterSynthetic, type StageCounts } from "../train/filter.ts";
 import { formatPercent, markdownTable, meanStd, renderChart } from "../train/report.ts";
 import { type Command, JSON_HELP, numberFlag, parseFlags, resultPrinter, UsageError } from "./args.ts";
-import { checkOutput, exists, formatDuration, readText, sha256File, writeFileAtomic } from "./io.ts";
+import {
+  announceFetch,
+  checkOutput,
+  exists,
+  formatDuration,
+  readText,
+  sha256File,
+  writeFileAtomic,
+} from "./io.ts";
+import { bundledModel } from "../host/assets.ts";
 import { readLabelled } from "./finetune.ts";
 import { openModel } from "./model.ts";
-import { DEFAULT_MODEL, parseRecords, synthCommand } from "./synth.ts";
+import { openSynthModel, parseRecords, synthProgressPrinter, tuneForSynth } from "./synth.ts";
 import { MeasuredPhase, phasedEta, Progress, withParent } from "./progress.ts";
+import { runSynthJob } from "../host/synth_job.ts";
+import { resolveSynthSettings, type SynthSettings } from "../api/synth_settings.ts";
+import { SYNTH_DEFAULTS } from "../api/defaults.ts";
 
 const HELP =
   `Usage: cli.ts experiment --task T --train-data TRAIN.jsonl --test-data TEST.jsonl --out-dir DIR [flags]
@@ -134,6 +146,45 @@ const SYNTH_PASSTHROUGH: Record<string, string> = {
   "dp-delta": "dp-delta",
   "dp-clip": "dp-clip",
 };
+
+/** The numeric synth flags the experiment passes through: synth flag → setting and its range. */
+const SYNTH_NUMBERS: Record<string, [keyof SynthSettings, Parameters<typeof numberFlag>[4]]> = {
+  batch: ["batch", { min: 1, max: 256, integer: true }],
+  "outer-steps": ["outerSteps", { min: 1, integer: true }],
+  "inner-steps": ["innerSteps", { min: 0, integer: true }],
+  "init-candidates": ["initCandidates", { min: 1, integer: true }],
+  rho: ["rho", { min: 1e-300 }],
+  "top-k": ["topk", { min: 1, integer: true }],
+  "refine-iterations": ["refineIterations", { min: 0, integer: true }],
+  lr: ["lr", { min: 0 }],
+  length: ["length", { min: 0, max: 1024, integer: true }],
+};
+
+/**
+ * The typed synth settings of the passed-through synth flags (`synthArgs`: synth flag → value),
+ * DP ones included when given; errors name the experiment's flags.
+ */
+function synthSettingsOf(synthArgs: Record<string, string>): SynthSettings {
+  const flagOf = (k: string) => (k.startsWith("dp-") ? k : `synth-${k}`);
+  const settings: Record<string, unknown> = {};
+  for (const [k, value] of Object.entries(synthArgs)) {
+    const numeric = SYNTH_NUMBERS[k];
+    if (numeric) settings[numeric[0]] = numberFlag("experiment", flagOf(k), value, 0, numeric[1]);
+  }
+  const s = settings as SynthSettings;
+  if (synthArgs.select !== undefined) s.select = synthArgs.select as SynthSettings["select"];
+  if (synthArgs.method !== undefined) s.method = synthArgs.method as SynthSettings["method"];
+  if (synthArgs["dp-epsilon"] !== undefined) {
+    const dpNumber = (k: string, opts: Parameters<typeof numberFlag>[4]) =>
+      synthArgs[k] === undefined ? undefined : numberFlag("experiment", k, synthArgs[k], 0, opts);
+    s.dp = {
+      epsilon: dpNumber("dp-epsilon", { min: 1e-9 })!,
+      delta: dpNumber("dp-delta", { min: 1e-300, max: 0.999999 }),
+      clip: dpNumber("dp-clip", { min: 1e-12 }),
+    };
+  }
+  return s;
+}
 
 function sha(value: unknown): string {
   return createHash("sha256").update(JSON.stringify(value)).digest("hex");
@@ -462,7 +513,7 @@ export const experimentCommand: Command = {
     }
     const task = getTask(v.task ?? "sst2");
     const classes = task.labelWords.length;
-    const modelSpec = v.model ?? DEFAULT_MODEL;
+    const modelSpec = v.model ?? await bundledModel({ onFetch: announceFetch });
     const sizes = [...new Set(parseNumberList(v.sizes ?? "60,200,1000", "sizes", true))].sort((a, b) =>
       a - b
     );
@@ -503,7 +554,7 @@ export const experimentCommand: Command = {
       evalEvery: num("eval-every", FINETUNE_DEFAULTS.evalEvery, { min: 0, integer: true }),
       evalBatch: num("eval-batch", FINETUNE_DEFAULTS.evalBatch, { min: 1, max: 4096, integer: true }),
     };
-    const synthBatch = num("synth-batch", 10, { min: 1, max: 256, integer: true });
+    const synthBatch = num("synth-batch", SYNTH_DEFAULTS.batch, { min: 1, max: 256, integer: true });
     const synthArgs: Record<string, string> = { batch: String(synthBatch) };
     for (const [flag, target] of Object.entries(SYNTH_PASSTHROUGH)) {
       if (vv[flag] !== undefined) synthArgs[target] = String(vv[flag]);
@@ -512,6 +563,9 @@ export const experimentCommand: Command = {
       throw new UsageError("experiment: --synth-rho takes one value (a sweep would mix texts of several ρ)");
     }
     if (dp) synthArgs["dp-epsilon"] = String(v["dp-epsilon"]);
+    // Typed once and checked now (a bad --synth-select fails before any work, not hours later).
+    const { dp: synthDp, ...synthSettings } = synthSettingsOf(synthArgs);
+    resolveSynthSettings({ ...synthSettings, dp: synthDp, task: getTask(v.task ?? "sst2") }, false);
     const filterOn = conditions.some(isFiltered);
     const oversample = num("filter-oversample", 2, { min: 1, max: 100 });
     const filterBase = {
@@ -691,6 +745,7 @@ export const experimentCommand: Command = {
             .flatMap(([k, x]) => [`--${k}`, x]),
           ...(v["synth-paper"] ? ["--paper"] : []),
         ];
+        // For the report only: the command line that runs the same synth job.
         synthCommands.push(`deno run -A cli.ts synth ${sArgs.map(shellQuote).join(" ")}`);
         const manifest = await readJsonIf<{ completed: unknown[] }>(
           path.replace(/\.jsonl$/, ".manifest.json"),
@@ -702,14 +757,31 @@ export const experimentCommand: Command = {
           overall.log(`experiment: synth ${variant} seed ${seed} (${perClass} texts per class)`);
           synthPhase.begin((await exists(path)) ? manifest?.completed?.length ?? 0 : 0);
           // synth's own progress reports here: one line with the experiment's overall ETA.
-          const rc = await withParent({
+          const printer = synthProgressPrinter(undefined);
+          await withParent({
             progress: overall,
             onChild: (roundsDone, _total, detail) => {
               synthPhase.advance(roundsDone);
               showProgress(`synth ${variant} seed ${seed}: ${detail ?? ""}`);
             },
-          }, () => synthCommand.run(sArgs));
-          if (rc !== 0) throw new UsageError(`experiment: synth failed (exit ${rc}) for ${path}`);
+          }, () =>
+            runSynthJob({
+              ...synthSettings,
+              ...(variant === "gradmm-dp" ? { dp: synthDp } : {}),
+              task,
+              realPool: splits.used.length,
+              real: splits.used.length,
+              perClass,
+              seed,
+              paper: !!v["synth-paper"],
+              out: path,
+              model: modelSpec,
+              data: usedPath,
+              ctx,
+              openModel: openSynthModel,
+              prepare: tuneForSynth,
+              onEvent: printer.onEvent,
+            }).finally(() => printer.finish()));
           synthPhase.end(rounds);
         } else {
           synthPhase.skip(rounds);

@@ -3,7 +3,7 @@
  * consistency under a few-shot classifier, per-text gradient-alignment scores against the real
  * class targets, per-label dedupe + top-n by score + α·nll, and optional class balancing.
  */
-import { classOf, getTask } from "../admm/tasks.ts";
+import { classOf, getTask } from "../data/tasks.ts";
 import { defaultContext } from "../kernels/device.ts";
 import {
   FILTER_DEFAULTS,

@@ -5,8 +5,8 @@
  */
 import { readdir, readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { type Example, parseJsonl } from "../admm/data.ts";
-import { classOf, getTask, type TaskSpec } from "../admm/tasks.ts";
+import { type Example, parseJsonl } from "../data/examples.ts";
+import { classOf, getTask, type TaskSpec } from "../data/tasks.ts";
 import { defaultContext } from "../kernels/device.ts";
 import {
   evaluateAccuracy,

@@ -1,6 +1,7 @@
 /** `generate`: continue a prompt with a model (greedy or sampled), printing the continuation. */
 import { defaultContext } from "../kernels/device.ts";
 import { generateText } from "../models/generate.ts";
+import { GENERATE_DEFAULTS } from "../api/defaults.ts";
 import { type Command, JSON_HELP, numberFlag, parseFlags, resultPrinter, UsageError } from "./args.ts";
 import { openModelForCommand } from "./ppl.ts";
 import { WEIGHTS_HELP, weightsFlag } from "./model.ts";
@@ -57,11 +58,17 @@ export const generateCommand: Command = {
     if (v.prompt === undefined) {
       throw new UsageError("generate: --prompt is required (see 'generate --help')");
     }
-    const maxNewTokens = numberFlag("generate", "max-new-tokens", v["max-new-tokens"], 50, {
-      min: 0,
-      max: 1 << 20,
-      integer: true,
-    });
+    const maxNewTokens = numberFlag(
+      "generate",
+      "max-new-tokens",
+      v["max-new-tokens"],
+      GENERATE_DEFAULTS.maxNewTokens,
+      {
+        min: 0,
+        max: 1 << 20,
+        integer: true,
+      },
+    );
     const sampled = v.temperature !== undefined;
     if (v.greedy && (sampled || v["top-k"] !== undefined || v["top-p"] !== undefined)) {
       throw new UsageError("generate: --greedy cannot be combined with --temperature, --top-k or --top-p");
@@ -71,10 +78,20 @@ export const generateCommand: Command = {
         "generate: --top-k and --top-p need --temperature (sampling); without it decoding is greedy",
       );
     }
-    const temperature = numberFlag("generate", "temperature", v.temperature, 1, { min: 1e-6, max: 1e6 });
-    const topK = numberFlag("generate", "top-k", v["top-k"], 0, { min: 0, integer: true });
-    const topP = numberFlag("generate", "top-p", v["top-p"], 1, { min: 1e-6, max: 1 });
-    const seed = numberFlag("generate", "seed", v.seed, 0, { min: 0, max: 2 ** 32 - 1, integer: true });
+    const temperature = numberFlag("generate", "temperature", v.temperature, GENERATE_DEFAULTS.temperature, {
+      min: 1e-6,
+      max: 1e6,
+    });
+    const topK = numberFlag("generate", "top-k", v["top-k"], GENERATE_DEFAULTS.topK, {
+      min: 0,
+      integer: true,
+    });
+    const topP = numberFlag("generate", "top-p", v["top-p"], GENERATE_DEFAULTS.topP, { min: 1e-6, max: 1 });
+    const seed = numberFlag("generate", "seed", v.seed, GENERATE_DEFAULTS.seed, {
+      min: 0,
+      max: 2 ** 32 - 1,
+      integer: true,
+    });
     const weights = weightsFlag("generate", v.weights);
 
     const ctx = await defaultContext();

@@ -1,10 +1,10 @@
 /** File helpers for the CLI: atomic writes (temp file + rename), JSONL, hashing. */
-import { createHash } from "node:crypto";
 import { basename, dirname, join, resolve } from "node:path";
 import type { AssetFile } from "../host/assets.ts";
 import { UserError } from "./errors.ts";
 
 export { writeFileAtomic } from "../host/atomic.ts";
+export { sha256File } from "../host/synth_job.ts";
 
 /** Reads a text file with an error that names it. */
 export async function readText(path: string, what = "file"): Promise<string> {
@@ -19,19 +19,6 @@ export async function readText(path: string, what = "file"): Promise<string> {
 /** A file problem reported to the user without a stack trace (exit code 2). */
 export class CliFileError extends UserError {
   override name = "CliFileError";
-}
-
-/** sha256 of a file's bytes, hex (streamed, so big weights are not held twice). */
-export async function sha256File(path: string): Promise<string> {
-  const h = createHash("sha256");
-  using f = await Deno.open(path, { read: true });
-  const buf = new Uint8Array(1 << 20);
-  while (true) {
-    const n = await f.read(buf);
-    if (n === null) break;
-    h.update(buf.subarray(0, n));
-  }
-  return h.digest("hex");
 }
 
 /** True when a path exists. */

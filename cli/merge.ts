@@ -7,7 +7,8 @@
  * adapter with the same matmul tiles (see docs/scale-out.md). The merged manifest has the same
  * keys in the same order and equal tool, version, settings, model, data, completed, targets and
  * allowedTokens; `timings` and `wallSeconds` are the sums over the shards (compute spent, not
- * elapsed time), and `adapter` lists the shards' adapters when they differ. Model and data paths
+ * elapsed time), `adapter` lists the shards' adapters when they differ, and `invocations` (command
+ * lines, start and end times, runtimes) lists every shard's. Model and data paths
  * are shard 0's (nodes may keep the model in different places; their hashes must agree).
  */
 import { basename, dirname, join } from "node:path";
@@ -58,6 +59,8 @@ interface ShardManifest {
   wallSeconds: number;
   allowedTokens?: number;
   shard?: { index: number; count: number };
+  /** Absent in manifests written before invocations were recorded. */
+  invocations?: unknown[];
 }
 
 interface LoadedShard {
@@ -247,6 +250,7 @@ export function mergeShards(
     targets,
     timings,
     wallSeconds: shards.reduce((a, s) => a + s.manifest.wallSeconds, 0),
+    invocations: shards.flatMap((s) => s.manifest.invocations ?? []),
   };
   return { jsonl: lines.length > 0 ? lines.join("\n") + "\n" : "", manifest };
 }

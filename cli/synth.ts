@@ -1,45 +1,30 @@
 /**
  * `synth`: turn a few dozen labelled examples into a synthetic set whose output-layer gradient
- * matches theirs (GRADMM). Reads flags and files, prints progress, writes the JSONL and its
- * manifest atomically after every round, and resumes after the last completed round.
+ * matches theirs (GRADMM). Parses the flags into the typed options of the resumable job
+ * (host/synth_job.ts), prints its progress, and calls it; the defaults are the library's
+ * (api/defaults.ts).
  */
-import { fileURLToPath } from "node:url";
-import { dirname, join, resolve } from "node:path";
-import { type AdmmSettings, PAPER_SETTINGS } from "../admm/admm.ts";
-import { parseJsonl } from "../admm/data.ts";
-import {
-  type RoundKey,
-  runSynth,
-  type SynthEvent,
-  type SynthOptions,
-  type SynthRecord,
-} from "../admm/synth.ts";
-import type { PrivacyAccount } from "../admm/dp.ts";
-import { REFINE_DEFAULTS } from "../admm/refine.ts";
-import { customTask, getTask, type TaskSpec } from "../admm/tasks.ts";
-import {
-  canonicalRoundKeys,
-  resolveShard,
-  roundKeyId,
-  type Shard,
-  shardOutputPath,
-  shardRoundKeys,
-} from "../admm/shard.ts";
+import { type ResolvedShard, resolveShard } from "../admm/shard.ts";
+import type { SynthOptions } from "../admm/synth.ts";
+import type { SynthSettings } from "../api/synth_settings.ts";
+import { customTask, getTask, type TaskSpec } from "../data/tasks.ts";
 import { defaultContext } from "../kernels/device.ts";
+import type { CausalLM } from "../models/model.ts";
+import {
+  DEFAULT_OUT,
+  type JobModel,
+  runSynthJob,
+  type SynthJobEvent,
+  synthJobPaths,
+} from "../host/synth_job.ts";
 import { openModel, WEIGHTS_HELP, weightsFlag } from "./model.ts";
 import { tuneForModel } from "./tune.ts";
 import { type Command, JSON_HELP, numberFlag, parseFlags, resultPrinter, UsageError } from "./args.ts";
 import { Progress } from "./progress.ts";
-import { checkOutput, exists, readText, sha256File, writeFileAtomic } from "./io.ts";
+import { announceFetch, checkOutput, exists } from "./io.ts";
+import { bundledData, bundledModel } from "../host/assets.ts";
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-/** The built-in default model and data: shipped in the repository so synth works offline. */
-export const DEFAULT_MODEL = join(ROOT, "assets", "gpt2-d128");
-export const DEFAULT_DATA = join(ROOT, "assets", "sst2-validation.jsonl");
-const VERSION = "0.1.0";
-
-/** CPU-sized settings: a run of minutes on a software adapter instead of hours. */
-const CPU_DEFAULTS = { perClass: 10, outerSteps: 6, innerSteps: 10, initCandidates: 16 };
+export { parseRecords } from "../host/synth_job.ts";
 
 const HELP = `Usage: cli.ts synth [flags]
 
@@ -114,24 +99,6 @@ Examples
 
 Old flag names still accepted: --real (now --real-n), --topk (now --top-k).`;
 
-interface Manifest {
-  tool: string;
-  version: string;
-  settings: Record<string, unknown>;
-  model: { spec: string; dir: string; files: Record<string, string> };
-  data: { path: string; sha256: string };
-  adapter: string;
-  completed: RoundKey[];
-  targets: Record<string, unknown>;
-  timings: Record<string, number>;
-  wallSeconds: number;
-  allowedTokens?: number;
-  /** Set on a shard's manifest only (`cli.ts merge` drops it). */
-  shard?: Shard;
-  /** DP runs: the (ε, δ) spent and what it does not cover. */
-  privacy?: PrivacyAccount;
-}
-
 function parseList(s: string, what: string): number[] {
   const out = s.split(",").map((x) => Number(x.trim()));
   if (out.length === 0 || out.some((x) => !Number.isFinite(x) || x <= 0)) {
@@ -140,39 +107,123 @@ function parseList(s: string, what: string): number[] {
   return out;
 }
 
-/** A manifest read for resuming, with an error that says what to do when it is damaged. */
-function parseManifest(text: string, path: string): Manifest {
-  let m: Partial<Manifest> | null = null;
-  try {
-    m = JSON.parse(text);
-  } catch {
-    // reported below
-  }
-  if (
-    !m || typeof m !== "object" || !Array.isArray(m.completed) || typeof m.settings !== "object" || !m.model
-  ) {
-    throw new UsageError(
-      `synth: manifest '${path}' is damaged (not the JSON synth writes); pass --overwrite to start over or choose another --out`,
-    );
-  }
-  return m as Manifest;
+/** Opens `--model` for a synth job as every command does (one-line errors, download progress). */
+export async function openSynthModel(
+  ctx: Parameters<typeof openModel>[0],
+  spec: string,
+  options: { weights: "f32" | "f16" },
+): Promise<JobModel> {
+  const { model, tokenizer, dir } = await openModel(ctx, spec, options);
+  return { model, codec: tokenizer, dir };
 }
 
-/** The records of a synth output; a damaged line (e.g. truncated by a full disk) is named. */
-export function parseRecords(text: string, path: string): SynthRecord[] {
-  const records: SynthRecord[] = [];
-  text.split("\n").forEach((line, i) => {
-    if (!line.trim()) return;
-    try {
-      records.push(JSON.parse(line) as SynthRecord);
-    } catch {
-      const where = `${path}:${i + 1}`;
-      throw new UsageError(
-        `synth: ${where} is not a complete JSON line (damaged output); pass --overwrite to start over`,
+/** Tunes the matmul tiles for synth's shapes (on first use on a GPU; then read from the disk cache). */
+export async function tuneForSynth(model: CausalLM, options: SynthOptions): Promise<void> {
+  await tuneForModel(model, {
+    batch: options.batch,
+    length: options.length || 33,
+    workload: "synth",
+    log: (line) => console.error(line),
+  });
+}
+
+/** The progress display of a synth job (stderr): `onEvent` for the job, `finish` clears its line. */
+export interface SynthProgressPrinter {
+  onEvent(e: SynthJobEvent): void;
+  finish(): void;
+}
+
+/**
+ * The progress printer of a synth job: a bar with an ETA on a terminal, plain lines otherwise
+ * (cli/progress.ts); `shard` names where the shard came from.
+ */
+export function synthProgressPrinter(shard: ResolvedShard | undefined): SynthProgressPrinter {
+  let task: TaskSpec | null = null;
+  let topk = 0;
+  let totalRounds = 1;
+  let resumed = 0;
+  let roundsDone = 0;
+  // Created at the plan, when the rounds are known; lines before it go straight to stderr.
+  let progress: Progress | null = null;
+  const say = (line: string) => (progress ? progress.log(line) : console.error(line));
+  const printer = (e: SynthJobEvent) => {
+    if (e.kind === "start") {
+      task = e.options.task;
+      topk = e.options.topk;
+      totalRounds = e.totalRounds;
+      if (shard) {
+        console.error(
+          `shard ${shard.index}/${shard.count} (${shard.source}): ${e.totalRounds} round(s), writing ${e.out}` +
+            (e.totalRounds === 0 ? " (no rounds: more shards than rounds)" : ""),
+        );
+      }
+      if (e.cpuDefaults) {
+        const { perClass, admm } = e.options;
+        console.error(
+          `note: '${e.adapter}' is a CPU adapter: using CPU-sized defaults (per-class ${perClass}, outer ${admm.outerSteps}, ` +
+            `inner ${admm.innerSteps}, init candidates ${admm.initCandidates}); --paper for the paper's settings`,
+        );
+      }
+    } else if (e.kind === "resume") {
+      resumed = e.completedRounds;
+      roundsDone = resumed;
+      say(`resuming: ${e.completedRounds} completed round(s) in ${e.out}`);
+    } else if (e.kind === "plan") {
+      if (topk > e.allowedTokens) {
+        throw new UsageError(
+          `synth: --top-k ${topk} exceeds the ${e.allowedTokens} token ids this model's filter allows; ` +
+            `give --top-k ${e.allowedTokens} or less`,
+        );
+      }
+      const privacy = e.privacy;
+      if (privacy) {
+        console.error(
+          `privacy: this run spends (ε = ${privacy.epsilon.toPrecision(4)}, δ = ${privacy.delta}) in all ` +
+            `(${privacy.calibration} σ; one Gaussian release per class, parallel composition; ` +
+            `σ = ${privacy.releases.map((r) => r.sigma.toPrecision(4)).join("/")}); not covered: ` +
+            privacy.notCovered.join("; "),
+        );
+      }
+      progress = new Progress({ label: "synth", total: totalRounds, unit: "rounds", start: resumed });
+      console.error(
+        `plan: ${e.classes} classes × ${e.roundsPerClass} round(s) × ${e.rhos.length} ρ; sequence length ${
+          e.length.join("/")
+        } tokens; ` +
+          `${e.allowedTokens} token ids allowed by the filter`,
+      );
+    } else if (e.kind === "target") {
+      const r = e.report;
+      say(
+        `target '${task!.labelWords[e.classIndex]}': ${r.examples} real examples, ‖signal‖ = ${
+          r.signalNorm.toExponential(3)
+        }` +
+          (r.sigma !== undefined
+            ? `; DP noise σ = ${r.sigma.toExponential(3)} per element, expected ‖noise‖ = ${
+              r.noiseNorm!.toExponential(3)
+            } ` +
+              `(${
+                (r.noiseNorm! / r.signalNorm).toExponential(2)
+              }× the signal), ${r.clipped} example(s) clipped`
+            : ""),
+      );
+    } else if (e.kind === "step") {
+      progress?.update(
+        roundsDone + e.progress.outerStep / e.progress.outerSteps,
+        `class ${task!.labelWords[e.key.classIndex]} ρ=${e.key.rho} round ${e.key.round + 1} ` +
+          `step ${e.progress.outerStep}/${e.progress.outerSteps}: ` +
+          `total ${e.progress.totalLoss.toFixed(4)} match(z) ${e.progress.discreteLoss.toFixed(4)}`,
+      );
+    } else if (e.kind === "saved") {
+      roundsDone = e.roundsDone;
+      progress?.update(roundsDone);
+      say(
+        `round done (${e.roundsDone}/${e.totalRounds}): match loss ${
+          e.records[0].match_loss.toFixed(4)
+        }; e.g. "${e.records[0].text}"`,
       );
     }
-  });
-  return records;
+  };
+  return { onEvent: printer, finish: () => progress?.clear() };
 }
 
 export const synthCommand: Command = {
@@ -224,8 +275,10 @@ export const synthCommand: Command = {
       console.log(HELP);
       return 0;
     }
-    const num = (name: string, fallback: number, opts?: Parameters<typeof numberFlag>[4]) =>
-      numberFlag("synth", name, (v as Record<string, unknown>)[name], fallback, opts);
+    const vv = v as Record<string, unknown>;
+    // A flag's value, or undefined when it is not given (the job then takes the library's default).
+    const opt = (name: string, opts?: Parameters<typeof numberFlag>[4]) =>
+      vv[name] === undefined ? undefined : numberFlag("synth", name, vv[name], 0, opts);
 
     // ---- everything that can be checked before touching the GPU
     let task: TaskSpec;
@@ -242,323 +295,119 @@ export const synthCommand: Command = {
       task = getTask(v.task ?? "sst2");
     }
     const weights = weightsFlag("synth", v.weights);
-    const loss = v.loss ?? "cos";
-    if (loss !== "cos" && loss !== "l2") {
+    const loss = v.loss;
+    if (loss !== undefined && loss !== "cos" && loss !== "l2") {
       throw new UsageError(`synth: --loss must be cos or l2, got '${loss}'`);
     }
-    const method = v.official ? "official" : (v.method ?? "official");
-    if (method !== "official" && method !== "discrete" && method !== "refine") {
+    const method = v.official ? "official" : v.method;
+    if (method !== undefined && method !== "official" && method !== "discrete" && method !== "refine") {
       throw new UsageError(`synth: --method must be official, discrete or refine, got '${method}'`);
     }
     if (v.official && v.method !== undefined && v.method !== "official") {
       throw new UsageError(`synth: --official contradicts --method ${v.method}; pass one of them`);
     }
-    const select = v.select ?? (method === "official" ? "total" : "discrete");
-    if (select !== "total" && select !== "discrete") {
+    const select = v.select;
+    if (select !== undefined && select !== "total" && select !== "discrete") {
       throw new UsageError(`synth: --select must be total or discrete, got '${select}'`);
     }
     const dpRequested = v["dp-epsilon"] !== undefined;
     if (!dpRequested && (v["dp-delta"] !== undefined || v["dp-clip"] !== undefined)) {
       throw new UsageError("synth: --dp-delta and --dp-clip need --dp-epsilon");
     }
-    const calibration = v["dp-calibration"] ?? "analytic";
-    if (calibration !== "analytic" && calibration !== "official") {
+    const calibration = v["dp-calibration"];
+    if (calibration !== undefined && calibration !== "analytic" && calibration !== "official") {
       throw new UsageError(`synth: --dp-calibration must be analytic or official, got '${calibration}'`);
     }
-    if (!dpRequested && v["dp-calibration"] !== undefined) {
+    if (!dpRequested && calibration !== undefined) {
       throw new UsageError("synth: --dp-calibration needs --dp-epsilon");
-    }
-    const dataPath = v.data ?? DEFAULT_DATA;
-    const data = parseJsonl(await readText(dataPath, "data file"), {
-      textField: v["text-field"] ?? "text",
-      labelField: v["label-field"] ?? "label",
-      source: dataPath,
-    });
-    if (data.length === 0) {
-      throw new UsageError(`synth: data file '${dataPath}' has no examples (it is empty)`);
-    }
-    // A shard writes its own file beside --out, so that every array task can share one command line.
-    const shard = resolveShard({ shard: v.shard, shards: v.shards }, Deno.env.toObject());
-    const out = shard ? shardOutputPath(v.out ?? "synthetic.jsonl", shard) : v.out ?? "synthetic.jsonl";
-    const manifestPath = out.replace(/\.jsonl$/, "") + ".manifest.json";
-    // Before any compute: the output must be writable, not an input, and not someone else's file.
-    await checkOutput(out, {
-      command: "synth",
-      kind: "file",
-      inputs: [dataPath, v.model ?? DEFAULT_MODEL],
-      companions: [manifestPath],
-      isOurs: () => exists(manifestPath),
-      overwrite: !!v.overwrite,
-    });
-
-    const ctx = await defaultContext();
-    const cpu = ctx.isCpuAdapter && !v.paper;
-    const pick = (paper: number, small: number) => (cpu ? small : paper);
-    const perClass = num("per-class", pick(100, CPU_DEFAULTS.perClass), { min: 1, integer: true });
-    const batch = num("batch", Math.min(10, perClass), { min: 1, max: 256, integer: true });
-    const admm: Omit<AdmmSettings, "rho"> = {
-      ...PAPER_SETTINGS,
-      outerSteps: num("outer-steps", pick(PAPER_SETTINGS.outerSteps, CPU_DEFAULTS.outerSteps), {
-        min: 1,
-        integer: true,
-      }),
-      innerSteps: num("inner-steps", pick(PAPER_SETTINGS.innerSteps, CPU_DEFAULTS.innerSteps), {
-        min: 0,
-        integer: true,
-      }),
-      lr: num("lr", PAPER_SETTINGS.lr, { min: 0 }),
-      initCandidates: num(
-        "init-candidates",
-        pick(PAPER_SETTINGS.initCandidates, CPU_DEFAULTS.initCandidates),
-        { min: 1, integer: true },
-      ),
-      matching: loss,
-      select,
-      freezeSuffixGradient: task.freezeSuffixGradient,
-    };
-    const options: SynthOptions = {
-      task,
-      realPool: num("real-pool", 100, { min: 1, integer: true }),
-      real: num("real-n", 50, { min: 1, integer: true }),
-      perClass,
-      batch,
-      rhos: parseList(v.rho ?? "0.7", "rho"),
-      topk: num("top-k", 200, { min: 1, integer: true }),
-      length: num("length", 0, { min: 0, max: 1024, integer: true }),
-      seed: num("seed", 42, { min: 0, integer: true }),
-      admm,
-      dp: dpRequested
-        ? {
-          epsilon: num("dp-epsilon", 1, { min: 1e-9 }),
-          delta: num("dp-delta", 1e-4, { min: 1e-300, max: 0.999999 }),
-          clip: num("dp-clip", 1.0, { min: 1e-12 }),
-          calibration,
-        }
-        : undefined,
-      refine: method === "refine"
-        ? {
-          ...REFINE_DEFAULTS,
-          iterations: num("refine-iterations", REFINE_DEFAULTS.iterations, { min: 0, integer: true }),
-          nllSlack: num("refine-nll-slack", REFINE_DEFAULTS.nllSlack, { min: 0 }),
-        }
-        : undefined,
-    };
-    // This shard's rounds; the other rounds count as done, so runSynth skips them.
-    const shardKeys = shard
-      ? new Set(
-        shardRoundKeys(
-          canonicalRoundKeys(task.labelWords.length, options.rhos, Math.floor(perClass / batch)),
-          shard,
-        ).map(roundKeyId),
-      )
-      : undefined;
-    if (shard) {
-      console.error(
-        `shard ${shard.index}/${shard.count} (${shard.source}): ${shardKeys!.size} round(s), writing ${out}` +
-          (shardKeys!.size === 0 ? " (no rounds: more shards than rounds)" : ""),
-      );
     }
     if (
       method !== "refine" && (v["refine-iterations"] !== undefined || v["refine-nll-slack"] !== undefined)
     ) {
       throw new UsageError("synth: --refine-iterations and --refine-nll-slack need --method refine");
     }
-    if (cpu) {
-      console.error(
-        `note: '${ctx.adapterName}' is a CPU adapter: using CPU-sized defaults (per-class ${perClass}, outer ${admm.outerSteps}, ` +
-          `inner ${admm.innerSteps}, init candidates ${admm.initCandidates}); --paper for the paper's settings`,
-      );
-    }
-
-    // ---- model
-    const modelSpec = v.model ?? DEFAULT_MODEL;
-    const { model, tokenizer: codec, dir: modelDir } = await openModel(ctx, modelSpec, { weights });
-    const positions = model.config.positionEmbedding === "learned" ? model.config.maxPositions : Infinity;
-    if (options.length > positions) {
-      model.dispose();
-      throw new UsageError(`synth: --length ${options.length} exceeds the model's ${positions} positions`);
-    }
-    // Matmul tiles for this adapter: tuned on first use on a GPU, then read from the disk cache.
-    await tuneForModel(model, {
-      batch,
-      length: options.length || 33,
-      workload: "synth",
-      log: (line) => console.error(line),
+    const settings: SynthSettings = {
+      task,
+      realPool: opt("real-pool", { min: 1, integer: true }),
+      real: opt("real-n", { min: 1, integer: true }),
+      perClass: opt("per-class", { min: 1, integer: true }),
+      batch: opt("batch", { min: 1, max: 256, integer: true }),
+      rho: v.rho === undefined ? undefined : parseList(v.rho, "rho"),
+      topk: opt("top-k", { min: 1, integer: true }),
+      length: opt("length", { min: 0, max: 1024, integer: true }),
+      seed: opt("seed", { min: 0, integer: true }),
+      outerSteps: opt("outer-steps", { min: 1, integer: true }),
+      innerSteps: opt("inner-steps", { min: 0, integer: true }),
+      lr: opt("lr", { min: 0 }),
+      initCandidates: opt("init-candidates", { min: 1, integer: true }),
+      loss,
+      select,
+      method,
+      refineIterations: opt("refine-iterations", { min: 0, integer: true }),
+      refineNllSlack: opt("refine-nll-slack", { min: 0 }),
+      dp: dpRequested
+        ? {
+          epsilon: opt("dp-epsilon", { min: 1e-9 })!,
+          delta: opt("dp-delta", { min: 1e-300, max: 0.999999 }),
+          clip: opt("dp-clip", { min: 1e-12 }),
+          calibration,
+        }
+        : undefined,
+      paper: !!v.paper,
+    };
+    const maxRounds = opt("max-rounds", { min: 1 });
+    const dataPath = v.data ?? await bundledData({ onFetch: announceFetch });
+    const modelSpec = v.model ?? await bundledModel({ onFetch: announceFetch });
+    // A shard writes its own file beside --out, so that every array task can share one command line.
+    const shard = resolveShard({ shard: v.shard, shards: v.shards }, Deno.env.toObject());
+    const paths = synthJobPaths(v.out ?? DEFAULT_OUT, shard);
+    // Before any compute: the output must be writable, not an input, and not someone else's file.
+    await checkOutput(paths.out, {
+      command: "synth",
+      kind: "file",
+      inputs: [dataPath, modelSpec],
+      companions: [paths.manifest],
+      isOurs: () => exists(paths.manifest),
+      overwrite: !!v.overwrite,
     });
 
-    // ---- resume
-    const settingsRecord = {
-      // Only when f16, so that manifests of f32 runs (written before the flag existed) still match.
-      ...(weights === "f16" ? { weights } : {}),
-      // Likewise the field names: only when not the defaults (they choose which texts are read).
-      ...(v["text-field"] !== undefined && v["text-field"] !== "text" ? { textField: v["text-field"] } : {}),
-      ...(v["label-field"] !== undefined && v["label-field"] !== "label"
-        ? { labelField: v["label-field"] }
-        : {}),
-      ...options,
-      task: task.name,
-      template: task.suffix,
-      labelWords: task.labelWords,
-      prefix: task.labelWords.map((_, c) => task.decodePrefix(c)),
-      admm,
-    };
-    const files: Record<string, string> = {};
-    for await (const e of Deno.readDir(modelDir)) {
-      if (e.isFile && /\.(json|safetensors)$/.test(e.name)) {
-        files[e.name] = await sha256File(join(modelDir, e.name));
-      }
-    }
-    const dataHash = await sha256File(dataPath);
-    let records: SynthRecord[] = [];
-    let resumedTargets: Record<string, unknown> = {};
-    let completed: RoundKey[] = [];
-    const started = performance.now();
-    let previousWall = 0;
-    const timings: Record<string, number> = { init: 0, zstep: 0, xstep: 0, final: 0 };
-    if (!v.overwrite && (await exists(manifestPath)) && (await exists(out))) {
-      const old = parseManifest(await readText(manifestPath, "manifest"), manifestPath);
-      const same =
-        JSON.stringify(old.settings) === JSON.stringify(JSON.parse(JSON.stringify(settingsRecord))) &&
-        JSON.stringify(old.model.files) === JSON.stringify(files) && old.data.sha256 === dataHash &&
-        old.shard?.index === shard?.index && old.shard?.count === shard?.count;
-      if (!same) {
-        throw new UsageError(
-          `synth: ${out} holds a run with other settings, model or data; pass --overwrite to replace it or choose another --out`,
-        );
-      }
-      records = parseRecords(await readText(out, "output"), out);
-      completed = old.completed;
-      // The JSONL is written before the manifest: drop records of a round the manifest missed.
-      records = records.filter((r) =>
-        completed.some((c) => c.rho === r.rho && c.classIndex === r.label && c.round === r.round)
-      );
-      previousWall = old.wallSeconds;
-      Object.assign(timings, old.timings);
-      resumedTargets = old.targets ?? {};
-      console.error(`resuming: ${completed.length} completed round(s) in ${out}`);
-    }
-    const maxRounds = num("max-rounds", Infinity, { min: 1 });
-    // A round counts as done when it is in the manifest, or when this invocation reached --max-rounds.
-    const isDone = (k: RoundKey) =>
-      roundsThisRun >= maxRounds || (shardKeys !== undefined && !shardKeys.has(roundKeyId(k))) ||
-      completed.some((c) => c.rho === k.rho && c.classIndex === k.classIndex && c.round === k.round);
-    const manifest = (): Manifest => ({
-      tool: "gradmm-ts synth",
-      version: VERSION,
-      settings: JSON.parse(JSON.stringify(settingsRecord)),
-      model: { spec: modelSpec, dir: modelDir, files },
-      data: { path: dataPath, sha256: dataHash },
-      adapter: ctx.adapterName,
-      completed,
-      targets: orderedTargets(),
-      timings,
-      wallSeconds: previousWall + (performance.now() - started) / 1000,
-      allowedTokens,
-      ...(shard ? { shard: { index: shard.index, count: shard.count } } : {}),
-      privacy,
-    });
-    // Targets of classes finished in an earlier invocation are kept; listed in class order, so
-    // that the manifest does not depend on which invocation or shard computed them.
-    const targets: Record<string, unknown> = { ...resumedTargets };
-    const orderedTargets = () =>
-      Object.fromEntries(task.labelWords.filter((w) => w in targets).map((w) => [w, targets[w]]));
-    let allowedTokens: number | undefined;
-    let privacy: PrivacyAccount | undefined;
-    let totalRounds = 1;
-    let roundsDone = completed.length;
-    let roundsThisRun = 0;
-    // Created at the plan, when the number of rounds is known; lines before it go straight out.
-    let progress: Progress | null = null;
-    const say = (line: string) => (progress ? progress.log(line) : console.error(line));
-
-    const onEvent = async (e: SynthEvent) => {
-      if (e.kind === "plan") {
-        if (options.topk > e.allowedTokens) {
-          throw new UsageError(
-            `synth: --top-k ${options.topk} exceeds the ${e.allowedTokens} token ids this model's filter allows; ` +
-              `give --top-k ${e.allowedTokens} or less`,
-          );
-        }
-        allowedTokens = e.allowedTokens;
-        privacy = e.privacy;
-        if (privacy) {
-          console.error(
-            `privacy: this run spends (ε = ${privacy.epsilon.toPrecision(4)}, δ = ${privacy.delta}) in all ` +
-              `(${privacy.calibration} σ; one Gaussian release per class, parallel composition; ` +
-              `σ = ${privacy.releases.map((r) => r.sigma.toPrecision(4)).join("/")}); not covered: ` +
-              privacy.notCovered.join("; "),
-          );
-        }
-        totalRounds = shardKeys?.size ?? e.classes * e.roundsPerClass * e.rhos.length;
-        progress = new Progress({ label: "synth", total: totalRounds, unit: "rounds", start: roundsDone });
-        console.error(
-          `plan: ${e.classes} classes × ${e.roundsPerClass} round(s) × ${e.rhos.length} ρ; sequence length ${
-            e.length.join("/")
-          } tokens; ` +
-            `${e.allowedTokens} token ids allowed by the filter`,
-        );
-      } else if (e.kind === "target") {
-        targets[task.labelWords[e.classIndex]] = e.report;
-        const r = e.report;
-        say(
-          `target '${task.labelWords[e.classIndex]}': ${r.examples} real examples, ‖signal‖ = ${
-            r.signalNorm.toExponential(3)
-          }` +
-            (r.sigma !== undefined
-              ? `; DP noise σ = ${r.sigma.toExponential(3)} per element, expected ‖noise‖ = ${
-                r.noiseNorm!.toExponential(3)
-              } ` +
-                `(${
-                  (r.noiseNorm! / r.signalNorm).toExponential(2)
-                }× the signal), ${r.clipped} example(s) clipped`
-              : ""),
-        );
-      } else if (e.kind === "step") {
-        progress?.update(
-          roundsDone + e.progress.outerStep / e.progress.outerSteps,
-          `class ${task.labelWords[e.key.classIndex]} ρ=${e.key.rho} round ${e.key.round + 1} ` +
-            `step ${e.progress.outerStep}/${e.progress.outerSteps}: ` +
-            `total ${e.progress.totalLoss.toFixed(4)} match(z) ${e.progress.discreteLoss.toFixed(4)}`,
-        );
-      } else {
-        records.push(...e.records);
-        completed.push(e.key);
-        roundsDone++;
-        roundsThisRun++;
-        for (const [k, ms] of Object.entries(e.timings)) timings[k] = (timings[k] ?? 0) + ms / 1000;
-        await writeFileAtomic(out, records.map((r) => JSON.stringify(r)).join("\n") + "\n");
-        await writeFileAtomic(manifestPath, JSON.stringify(manifest(), null, 2) + "\n");
-        say(
-          `round done (${roundsDone}/${totalRounds}): match loss ${
-            e.records[0].match_loss.toFixed(4)
-          }; e.g. "${e.records[0].text}"`,
-        );
-      }
-    };
-    try {
-      await runSynth(model, codec, data, options, isDone, onEvent);
-    } finally {
-      // Commands share the process's GPU context (experiment runs synth several times).
-      model.dispose();
-      (progress as Progress | null)?.clear();
-    }
-    await writeFileAtomic(manifestPath, JSON.stringify(manifest(), null, 2) + "\n");
-    if (records.length === 0) await writeFileAtomic(out, "");
-    const left = totalRounds - completed.length;
+    const printer = synthProgressPrinter(shard);
+    const result = await runSynthJob({
+      ...settings,
+      out: v.out ?? DEFAULT_OUT,
+      model: modelSpec,
+      data: dataPath,
+      textField: v["text-field"],
+      labelField: v["label-field"],
+      weights,
+      overwrite: !!v.overwrite,
+      maxRounds,
+      shard,
+      command: ["synth", ...args],
+      ctx: await defaultContext(),
+      openModel: openSynthModel,
+      prepare: tuneForSynth,
+      onEvent: printer.onEvent,
+    }).finally(() => printer.finish());
     console.error(
-      `wrote ${records.length} texts to ${out} (manifest: ${manifestPath})` +
-        (left > 0 ? `; ${left} round(s) left: rerun the same command to continue` : ""),
+      `wrote ${result.records.length} texts to ${result.out} (manifest: ${result.manifestPath})` +
+        (result.roundsLeft > 0
+          ? `; ${result.roundsLeft} round(s) left: rerun the same command to continue`
+          : ""),
     );
+    const { manifest } = result;
     resultPrinter(v.json).json({
-      out,
-      manifest: manifestPath,
-      texts: records.length,
-      rounds: completed.length,
-      roundsTotal: totalRounds,
-      complete: left <= 0,
-      adapter: ctx.adapterName,
-      wallSeconds: manifest().wallSeconds,
-      ...(privacy ? { privacy: { epsilon: privacy.epsilon, delta: privacy.delta } } : {}),
+      out: result.out,
+      manifest: result.manifestPath,
+      texts: result.records.length,
+      rounds: manifest.completed.length,
+      roundsTotal: manifest.completed.length + result.roundsLeft,
+      complete: result.roundsLeft <= 0,
+      adapter: manifest.adapter,
+      wallSeconds: manifest.wallSeconds,
+      ...(manifest.privacy
+        ? { privacy: { epsilon: manifest.privacy.epsilon, delta: manifest.privacy.delta } }
+        : {}),
     });
     return 0;
   },

@@ -1,8 +1,10 @@
 /**
  * The Deno-only part of gradmm-ts: model folders on disk, the Hugging Face hub download and its
  * cache (shared with Python's huggingface_hub), the bundled default model and data, the matmul
- * autotune cache on disk, and atomic file writes. Everything here reads files, environment
- * variables or the process; the engine itself (`mod.ts`) does none of that and runs
+ * autotune cache on disk, atomic file writes, the one-call API with folder paths and hub ids
+ * (`synth`, `generate`, `evaluate`, `finetune`), and the resumable synth job on disk that
+ * `cli.ts synth` runs (`runSynthJob`). Everything here reads files, environment variables or the
+ * process; the engine itself (`mod.ts`) does none of that and runs
  * in a browser too.
  *
  * @example Load a model folder from disk
@@ -63,3 +65,28 @@ export {
   loadMatmulTuning,
   processCpuTime,
 } from "./autotune.ts";
+export {
+  evaluate,
+  finetune,
+  generate,
+  type HostExamples,
+  hostExamples,
+  type HostModelInput,
+  hostModelInput,
+  type HostSynthRequest,
+  synth,
+} from "./api.ts";
+export {
+  DEFAULT_OUT,
+  type JobModel,
+  type JobModelOpener,
+  openJobModel,
+  parseRecords,
+  runSynthJob,
+  sha256File,
+  SynthJobError,
+  type SynthJobEvent,
+  type SynthJobOptions,
+  synthJobPaths,
+  type SynthJobResult,
+} from "./synth_job.ts";

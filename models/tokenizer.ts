@@ -14,6 +14,7 @@
  */
 // A full npm: specifier, not a bare name mapped in deno.json: a module run from a URL
 // (`deno run https://…/cli.ts`) gets no import map.
+// deno-lint-ignore no-import-prefix -- see above: the CLI must run from a URL
 import { Tokenizer as HfTokenizer } from "npm:@huggingface/tokenizers@0.2.0";
 import { TokenizerError } from "./errors.ts";
 

@@ -1,5 +1,5 @@
 /**
- * The fence between the engine and its host: nothing under kernels/, autograd/, models/, admm/,
+ * The fence between the engine and its host: nothing under kernels/, autograd/, models/, data/, admm/, api/,
  * train/, nor anything mod.ts imports (transitively), may import `node:` modules, npm packages
  * other than the allowed tokenizer, or reference `Deno.` — those belong in host/ and cli/. Then
  * the real proof: `deno bundle --platform browser mod.ts` has neither, and the bundle loads and
@@ -10,7 +10,7 @@ import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const NEUTRAL_DIRS = ["kernels", "autograd", "models", "admm", "train"];
+const NEUTRAL_DIRS = ["kernels", "autograd", "models", "data", "admm", "train", "api"];
 /** Package specifiers the core may import; each must bundle for a browser. */
 const ALLOWED_BARE = new Set(["npm:@huggingface/tokenizers@0.2.0"]);
 

@@ -10,12 +10,6 @@ import { VERSION } from "../version.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
-/**
- * Copies still to be replaced by an import of version.ts: cli/synth.ts is being restructured on
- * another branch and could not be edited here. Remove it once it imports VERSION.
- */
-const PENDING = ["cli/synth.ts"];
-
 /** Every .ts file of the repository outside folders that are not ours (dependencies, build output). */
 function sourceFiles(dir: string): string[] {
   const skip = new Set(["node_modules", ".git", ".gpu", "out", "dist", "tests"]);
@@ -36,10 +30,5 @@ Deno.test("version: no source file but version.ts spells the version out", () =>
   const copies = sourceFiles(ROOT)
     .map((f) => relative(ROOT, f))
     .filter((f) => f !== "version.ts" && literal.test(readFileSync(join(ROOT, f), "utf8")));
-  assert.deepEqual(copies.filter((f) => !PENDING.includes(f)), [], "import VERSION from version.ts instead");
-  assert.deepEqual(
-    PENDING.filter((f) => !copies.includes(f)),
-    [],
-    "no longer a copy: remove it from PENDING",
-  );
+  assert.deepEqual(copies, [], "import VERSION from version.ts instead");
 });

@@ -10,8 +10,8 @@
  *   train split → stratified validation holdout of `validSize` (checkpoint and lr selection);
  *     the remaining train examples are where the "real" condition draws its N texts
  */
-import { type Example, stratifiedSample } from "../admm/data.ts";
-import { deriveSeed } from "../admm/synth.ts";
+import { type Example, stratifiedSample } from "../data/examples.ts";
+import { deriveSeed } from "../data/seed.ts";
 import { sequenceMeanNll } from "../models/perplexity.ts";
 import type { CausalLM } from "../models/model.ts";
 import { type Curve, meanStd } from "./report.ts";

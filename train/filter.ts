@@ -22,10 +22,10 @@ import { scope } from "../autograd/tensor.ts";
 import type { CausalLM } from "../models/model.ts";
 import type { TargetGradient } from "../admm/matching.ts";
 import { computeTarget, disposeTarget, lastLayerFactors } from "../admm/target.ts";
-import { type Example, stratifiedSample } from "../admm/data.ts";
-import { selectReal } from "../admm/synth.ts";
+import { type Example, stratifiedSample } from "../data/examples.ts";
+import { selectReal } from "../data/examples.ts";
 import { sequenceMeanNll } from "../models/perplexity.ts";
-import type { TaskSpec } from "../admm/tasks.ts";
+import type { TaskSpec } from "../data/tasks.ts";
 import { scoreExamples, tokenizeExamples } from "./finetune.ts";
 import { noGrad } from "../autograd/grad_mode.ts";
 

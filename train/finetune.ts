@@ -23,9 +23,9 @@ import { Rng } from "../autograd/random.ts";
 import { backward } from "../autograd/tape.ts";
 import { scope, Tensor } from "../autograd/tensor.ts";
 import type { CausalLM } from "../models/model.ts";
-import type { Example } from "../admm/data.ts";
+import type { Example } from "../data/examples.ts";
 import { leftPad } from "../models/padding.ts";
-import type { TaskSpec } from "../admm/tasks.ts";
+import type { TaskSpec } from "../data/tasks.ts";
 import { accuracyWithInterval } from "./classify.ts";
 import { buildPrompt, type Demonstration } from "./prompts.ts";
 import { noGrad } from "../autograd/grad_mode.ts";
@@ -208,12 +208,17 @@ export async function scoreExamples(
 
 /** Accuracy of a set, with per-class accuracy and the predictions. */
 export interface Evaluation {
+  /** Fraction of examples whose highest-scoring option is their label (0..1). */
   accuracy: number;
+  /** Examples predicted correctly. */
   correct: number;
+  /** Examples scored. */
   total: number;
   /** 95% Wilson interval. */
   ci95: [number, number];
+  /** Accuracy per class index, with the number of examples of that class. */
   perClass: { label: number; examples: number; accuracy: number }[];
+  /** The predicted class index of each example, in input order. */
   predictions: number[];
 }
 
@@ -297,6 +302,7 @@ export interface FinetuneResult {
   bestStep: number;
   /** Validation accuracy at `bestStep` (null without validation data). */
   bestAccuracy: number | null;
+  /** Wall-clock seconds of the whole run. */
   seconds: number;
 }
 

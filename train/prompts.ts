@@ -3,7 +3,7 @@
  * optional in-context demonstrations before it. The text is used verbatim, as the official
  * harness does (SST-2 sentences keep their trailing space, so "… . " + " It was").
  */
-import type { TaskSpec } from "../admm/tasks.ts";
+import type { TaskSpec } from "../data/tasks.ts";
 
 /** A labelled example shown in context. */
 export interface Demonstration {

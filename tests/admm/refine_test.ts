@@ -6,7 +6,7 @@
  */
 import assert from "node:assert";
 import { fileURLToPath } from "node:url";
-import { discreteMatchingLoss, lastHidden, type RoundProblem } from "../../admm/admm.ts";
+import { discreteMatchingLoss, lastHidden, type RoundProblem } from "../../admm/problem.ts";
 import { drawNoise } from "../../admm/dp.ts";
 import { makeTarget, oneHot } from "../../admm/matching.ts";
 import { refineTokens, repeatedBigrams, rowSwapLosses } from "../../admm/refine.ts";

@@ -1,10 +1,11 @@
 /**
  * A whole ADMM round with the x-steps replayed from a captured step graph must give exactly the
- * result of running every x-step through the autograd (admm/inner_loop.ts), with and without the
+ * result of running every x-step through the autograd (admm/xstep.ts), with and without the
  * suffix-gradient mask.
  */
 import assert from "node:assert";
-import { PAPER_SETTINGS, type RoundProblem, runRound } from "../../admm/admm.ts";
+import { PAPER_SETTINGS, type RoundProblem } from "../../admm/problem.ts";
+import { runRound } from "../../admm/round.ts";
 import { makeTarget, oneHot } from "../../admm/matching.ts";
 import { disposeProjector, makeProjector } from "../../admm/zstep.ts";
 import { Rng } from "../../autograd/random.ts";

@@ -46,11 +46,15 @@ async function refused(argv: string[], re: RegExp): Promise<void> {
   assert.match(r.stderr, re, `${argv.join(" ")}: unexpected message`);
 }
 
-/** A manifest without the fields that measure time (they differ between any two runs). */
+/**
+ * A manifest without the fields that measure time or record the invocations (command lines,
+ * start and end times): they differ between any two runs.
+ */
 function manifestSansTime(path: string): string {
   const m = JSON.parse(Deno.readTextFileSync(path));
   delete m.timings;
   delete m.wallSeconds;
+  delete m.invocations;
   return JSON.stringify(m, null, 2);
 }
 

@@ -18,7 +18,7 @@
 import type { TransformerLM } from "../../models/transformer.ts";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { lastHidden } from "../../admm/admm.ts";
+import { lastHidden } from "../../admm/problem.ts";
 import { makeTarget, matchingLoss, oneHot } from "../../admm/matching.ts";
 import { lastLayerFactors } from "../../admm/target.ts";
 import { constrainedDecode, disposeProjector, makeProjector, topkCosine } from "../../admm/zstep.ts";

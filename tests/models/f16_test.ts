@@ -14,7 +14,8 @@
  */
 import assert from "node:assert";
 import { join } from "node:path";
-import { PAPER_SETTINGS, type RoundProblem, runRound } from "../../admm/admm.ts";
+import { PAPER_SETTINGS, type RoundProblem } from "../../admm/problem.ts";
+import { runRound } from "../../admm/round.ts";
 import { makeTarget, oneHot } from "../../admm/matching.ts";
 import { lastLayerFactors } from "../../admm/target.ts";
 import { disposeProjector, makeProjector } from "../../admm/zstep.ts";

@@ -3,7 +3,7 @@
  * golden.safetensors, transformers' float64 values), as the golden, chunked, f16 and matching
  * tests all do.
  */
-import { lastHidden } from "../../admm/admm.ts";
+import { lastHidden } from "../../admm/problem.ts";
 import { matchingLoss, oneHot, type OutputLayer, type TargetGradient } from "../../admm/matching.ts";
 import { concat } from "../../autograd/ops/shape.ts";
 import { backward } from "../../autograd/tape.ts";

@@ -1,5 +1,5 @@
 /** Experiment bookkeeping: disjoint splits, prefixes per class, distinct-n, lr selection. */
-import type { Example } from "../../admm/data.ts";
+import type { Example } from "../../data/examples.ts";
 import {
   distinctN,
   firstPerClass,

@@ -3,7 +3,7 @@
  * per-text alignment score against the closed-form matching loss with a batch of one.
  */
 import { loadModel, loadTokenizer } from "../../host/files.ts";
-import { getTask } from "../../admm/tasks.ts";
+import { getTask } from "../../data/tasks.ts";
 import { matchingLoss, oneHot } from "../../admm/matching.ts";
 import { computeTarget, disposeTarget, lastLayerFactors } from "../../admm/target.ts";
 import { scope } from "../../autograd/tensor.ts";

@@ -5,7 +5,7 @@
  */
 import { join } from "node:path";
 import { folderSink, loadModel, loadTokenizer } from "../../host/files.ts";
-import { getTask } from "../../admm/tasks.ts";
+import { getTask } from "../../data/tasks.ts";
 import { optionLogLikelihoods } from "../../train/classify.ts";
 import {
   batchOrder,

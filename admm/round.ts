@@ -1,5 +1,5 @@
 /**
- * One GRADMM round (docs/algorithm.md#admm-round): optimise a batch of B continuous embedding sequences x so
+ * The GRADMM round (docs/algorithm.md#admm-round): optimise a batch of B continuous embedding sequences x so
  * that their output-layer gradient matches the class target, while ADMM pulls x towards readable
  * token sequences z.
  *
@@ -12,85 +12,25 @@
  * The x-step is one ordinary forward + backward: the matching loss is an explicit function of the
  * last hidden states (admm/matching.ts). Nothing is read back inside the inner loop; one scalar
  * per outer step (the loss used for best-iterate tracking) and the decoded ids are.
+ *
+ * @module
  */
 import { gaussianKernel } from "../kernels/random.ts";
-import { add, addScalar, div, mul, scale, sqrt, square, sub } from "../autograd/ops/elementwise.ts";
-import { sum, sumAll } from "../autograd/ops/reduce.ts";
-import { reshape, slice } from "../autograd/ops/shape.ts";
-import { Adam, clipGradNorm } from "../autograd/optim.ts";
-import { backward } from "../autograd/tape.ts";
+import { add, addScalar, div, scale, sqrt, square, sub } from "../autograd/ops/elementwise.ts";
+import { sum } from "../autograd/ops/reduce.ts";
+import { Adam } from "../autograd/optim.ts";
 import { scope, Tensor } from "../autograd/tensor.ts";
-import type { CausalLM } from "../models/model.ts";
-import { type MatchingKind, matchingLoss, type OutputLayer, type TargetGradient } from "./matching.ts";
-import { constrainedDecode, type Projector, topkCosine } from "./zstep.ts";
-import { InnerLoop, ProjectionStep } from "./inner_loop.ts";
 import { noGrad } from "../autograd/grad_mode.ts";
-
-/** Settings of one round (CLI flags in parentheses; defaults are the official values). */
-export interface AdmmSettings {
-  /** ADMM penalty ρ (--rho, 0.7). */
-  rho: number;
-  /** Outer ADMM iterations (--outer-steps, 30). */
-  outerSteps: number;
-  /** Adam steps per x-update (--inner-steps, 50). */
-  innerSteps: number;
-  /** Adam learning rate for x (--lr, 0.008). */
-  lr: number;
-  /** Global-norm clip of ∇x (1.0). */
-  gradClip: number;
-  /** Random initial batches to choose from (--init-candidates, 500). */
-  initCandidates: number;
-  /** Per-token norm after initialisation (1.4). */
-  initNorm: number;
-  /** Matching loss (--loss, cos). */
-  matching: MatchingKind;
-  /** Zero ∇x at the suffix positions (official: only rotten_tomatoes/imdb). */
-  freezeSuffixGradient: boolean;
-  /**
-   * Which iterate is decoded at the end: "total" = the official rule (lowest continuous total loss,
-   * then decode x), "discrete" = the projected z with the lowest matching loss over the outer
-   * steps (reference-measurements.md: much lower final matching loss).
-   */
-  select: "total" | "discrete";
-}
-
-/** The official settings (docs/algorithm.md#settings). */
-export const PAPER_SETTINGS: AdmmSettings = {
-  rho: 0.7,
-  outerSteps: 30,
-  innerSteps: 50,
-  lr: 0.008,
-  gradClip: 1.0,
-  initCandidates: 500,
-  initNorm: 1.4,
-  matching: "cos",
-  freezeSuffixGradient: false,
-  select: "total",
-};
-
-/** What a round works on. */
-export interface RoundProblem {
-  model: CausalLM;
-  projector: Projector;
-  target: TargetGradient;
-  head: OutputLayer;
-  /** One-hot label rows [B, V] for this class. */
-  onehot: Tensor;
-  /** Sequence length T (free tokens + suffix). */
-  length: number;
-  /** Suffix token ids (the last positions of every sequence). */
-  suffixIds: number[];
-  /** Decoder prefix token ids. */
-  prefixIds: number[];
-  /** Batch size B. */
-  batch: number;
-  /** Seed of this round's random initialisation. */
-  seed: number;
-}
+import { matchingLoss } from "./matching.ts";
+import { type AdmmSettings, discreteMatchingLoss, lastHidden, type RoundProblem } from "./problem.ts";
+import { InnerLoop } from "./xstep.ts";
+import { constrainedDecode, ProjectionStep, topkCosine } from "./zstep.ts";
 
 /** Progress of a round, reported once per outer step. */
 export interface RoundProgress {
+  /** Outer steps done (1-based). */
   outerStep: number;
+  /** Outer steps of the round. */
   outerSteps: number;
   /** Continuous total loss of the last inner step (matching + penalty). */
   totalLoss: number;
@@ -119,24 +59,6 @@ function pinSuffix(x: Tensor, suffixEmbeds: Tensor): void {
   for (let i = 0; i < b; i++) {
     x.ctx.copyBuffer(suffixEmbeds.buffer, 0, x.buffer, ((i * t + t - p) * d) * 4, p * d * 4);
   }
-}
-
-/** The last hidden state of every row, [B, d], for input embeddings x [B, T, d]. */
-export function lastHidden(model: CausalLM, x: Tensor): Tensor {
-  const [b, t, d] = x.shape;
-  const { lastHidden } = model.forward({ embeds: x, logits: "none" });
-  return reshape(slice(lastHidden, 1, t - 1, t), [b, d]);
-}
-
-/** Matching loss of a batch of token ids (forward only). */
-export function discreteMatchingLoss(problem: RoundProblem, ids: number[][], kind: MatchingKind): Tensor {
-  const { model } = problem;
-  return noGrad(model.ctx, () => {
-    const flat = Float32Array.from(ids.flat());
-    const idT = Tensor.from(model.ctx, flat, [ids.length, ids[0].length]);
-    const x = model.embed(idT);
-    return matchingLoss(problem.target, lastHidden(model, x), problem.head, problem.onehot, kind);
-  });
 }
 
 /**
@@ -184,43 +106,6 @@ async function initialise(problem: RoundProblem, s: AdmmSettings, suffixEmbeds: 
       const scaled = scale(div(x, addScalar(norms, 1e-12)), s.initNorm);
       return scaled.keep();
     }));
-}
-
-/**
- * One inner x-step: matching loss + ρ/2 ‖x + shift‖² (shift = λ/ρ − z), one backward pass, the
- * suffix gradient masked if asked, global-norm clipping and an Adam step. Nothing is read back;
- * returns the total loss (before the update) as a one-element tensor the caller owns.
- */
-export function xStep(
-  problem: RoundProblem,
-  x: Tensor,
-  shift: Tensor,
-  opt: Adam,
-  s: Pick<AdmmSettings, "rho" | "matching" | "gradClip">,
-  freeMask: Tensor | null,
-): Tensor {
-  const ctx = x.ctx;
-  return scope(ctx, () => {
-    x.zeroGrad();
-    const match = matchingLoss(
-      problem.target,
-      lastHidden(problem.model, x),
-      problem.head,
-      problem.onehot,
-      s.matching,
-    );
-    const penalty = sumAll(square(add(x, shift)));
-    const loss = add(match, scale(penalty, s.rho / 2));
-    backward(loss);
-    if (freeMask) {
-      const masked = noGrad(ctx, () => mul(x.grad!, freeMask)).keep();
-      x.grad!.dispose();
-      x.grad = masked;
-    }
-    clipGradNorm([x], s.gradClip).dispose();
-    opt.step();
-    return noGrad(ctx, () => loss.detach()).keep();
-  });
 }
 
 /** Engine choices of {@link runRound} that do not change its result. */

@@ -4,16 +4,22 @@
  * build the target).
  */
 import { Rng } from "../autograd/random.ts";
+import { classOf, type TaskSpec } from "./tasks.ts";
 
 /** One labelled text. */
 export interface Example {
+  /** The text. */
   text: string;
+  /** Its integer label (a class index after `classOf`). */
   label: number;
 }
 
-/** Raised for malformed input data; names the file and line. */
+/** Raised for malformed input data (naming the file and line), or data too small for a request. */
 export class DataError extends Error {
+  /** The error's name. */
+  /** Error name, for messages. */
   override name = "DataError";
+  /** The CLI prints it without a stack trace. */
   readonly userFacing = true;
 }
 
@@ -96,4 +102,49 @@ export function stratifiedSample<T extends { label: number }>(items: T[], size: 
   const picked: T[] = [];
   labels.forEach((l, i) => picked.push(...rng.shuffle([...byLabel.get(l)!]).slice(0, counts[i])));
   return rng.shuffle(picked);
+}
+
+/** What {@link selectReal} draws. */
+export interface RealSelection {
+  /** The stratified pool, in its seeded order. */
+  pool: Example[];
+  /** Its first `real` examples: the ones the targets are built from. */
+  used: Example[];
+  /** The texts of `used`, per class index. */
+  byClass: string[][];
+}
+
+/**
+ * The real examples of a synth run per class: the stratified pool of `realPool` (labels mapped to
+ * the task's classes, others dropped), its first `real` entries, and those grouped by class.
+ */
+export function selectReal(
+  task: TaskSpec,
+  data: Example[],
+  o: { realPool: number; real: number; seed: number },
+): RealSelection {
+  const kept = data.flatMap((e) => {
+    const c = classOf(task, e.label);
+    return c === null ? [] : [{ text: e.text, label: c }];
+  });
+  if (o.real > o.realPool) {
+    throw new DataError(`--real (${o.real}) cannot exceed --real-pool (${o.realPool})`);
+  }
+  if (kept.length < o.real) {
+    throw new DataError(
+      `the data has ${kept.length} usable examples for task ${task.name}, fewer than --real ${o.real}`,
+    );
+  }
+  const pool = stratifiedSample(kept, o.realPool, o.seed);
+  const used = pool.slice(0, o.real);
+  const byClass = task.labelWords.map((_, c) => used.filter((e) => e.label === c).map((e) => e.text));
+  byClass.forEach((texts, c) => {
+    if (texts.length === 0) {
+      throw new DataError(
+        `class ${c} ('${task.labelWords[c]}') has no example among the ${o.real} real examples; ` +
+          "raise --real or check the labels",
+      );
+    }
+  });
+  return { pool, used, byClass };
 }

@@ -93,7 +93,9 @@ export const TASK_PRESETS: Record<string, TaskSpec> = {
 
 /** Raised for an unknown task or inconsistent custom-task flags. */
 export class TaskError extends Error {
+  /** Error name, for messages. */
   override name = "TaskError";
+  /** The CLI prints it without a stack trace. */
   readonly userFacing = true;
 }
 
@@ -101,9 +103,11 @@ export class TaskError extends Error {
 export interface CustomTaskOptions {
   /** Template with `{text}` where the example goes, e.g. "{text} It was ". Text after {text} is the suffix. */
   template: string;
+  /** One label word per class, in class order (the token the model should predict). */
   labelWords: string[];
   /** Decoder prefix; `{label}` is replaced by the class's label word (default "The"). */
   prefix?: string;
+  /** Zero the x-step's gradient at the template's suffix positions (default false). */
   freezeSuffixGradient?: boolean;
 }
 

@@ -1,5 +1,5 @@
-import { DataError, parseJsonl, stratifiedSample } from "../../admm/data.ts";
-import { classOf, customTask, getTask, stripSuffix, TaskError } from "../../admm/tasks.ts";
+import { DataError, parseJsonl, stratifiedSample } from "../../data/examples.ts";
+import { classOf, customTask, getTask, stripSuffix, TaskError } from "../../data/tasks.ts";
 
 Deno.test("parseJsonl: fields, blank lines, and line-numbered errors", () => {
   const ok = parseJsonl(

@@ -1,0 +1,150 @@
+/**
+ * From the settings a caller gives (any subset, named like the CLI's flags) to the complete
+ * {@link SynthOptions} a run uses: the one place that fills in synth's defaults, CPU-sized on a
+ * CPU adapter unless the paper's are asked for. `synth()`, the resumable job in host/ and the
+ * CLI all go through it.
+ *
+ * @module
+ */
+import { PAPER_SETTINGS } from "../admm/problem.ts";
+import type { MatchingKind } from "../admm/matching.ts";
+import { REFINE_DEFAULTS } from "../admm/refine.ts";
+import type { DpCalibration } from "../admm/dp.ts";
+import { SynthError, type SynthOptions } from "../admm/synth.ts";
+import { getTask, type TaskSpec } from "../data/tasks.ts";
+import { CPU_SYNTH_DEFAULTS, DP_DEFAULTS, SYNTH_DEFAULTS, type SynthMethod } from "./defaults.ts";
+
+/** Differential privacy for a synth run: `epsilon` turns it on; the rest has defaults. */
+export interface SynthDpSettings {
+  /** Privacy budget ε. */
+  epsilon: number;
+  /** δ (default {@link DP_DEFAULTS}.delta). */
+  delta?: number;
+  /** Per-example clipping norm (default 1). */
+  clip?: number;
+  /** "analytic" (default) or "official" (the paper code's σ). */
+  calibration?: DpCalibration;
+}
+
+/**
+ * Synth settings, every one optional (defaults: {@link SYNTH_DEFAULTS}, and
+ * {@link CPU_SYNTH_DEFAULTS} on a CPU adapter unless `paper` is set). The names follow the CLI's
+ * flags (`outerSteps` is `--outer-steps`).
+ */
+export interface SynthSettings {
+  /** A preset name ("sst2", "rotten_tomatoes", "imdb", "emotion") or a custom task. */
+  task?: string | TaskSpec;
+  /** Size of the stratified real pool. */
+  realPool?: number;
+  /** How many of the pool build the targets. */
+  real?: number;
+  /** Synthetic texts per class; a multiple of `batch`. */
+  perClass?: number;
+  /** Texts optimised jointly per round (default min(10, perClass)). */
+  batch?: number;
+  /** ADMM penalty ρ; a list runs a sweep. */
+  rho?: number | number[];
+  /** Candidate-set size of the z-step. */
+  topk?: number;
+  /** Tokens per sequence including the suffix; 0 = ⌊mean real length⌋ per class. */
+  length?: number;
+  /** Seed of the real pool, the initialisation and the DP noise. */
+  seed?: number;
+  /** ADMM iterations per round. */
+  outerSteps?: number;
+  /** Adam steps per x-update. */
+  innerSteps?: number;
+  /** Adam learning rate for x. */
+  lr?: number;
+  /** Random initial batches to choose from. */
+  initCandidates?: number;
+  /** Matching loss, "cos" or "l2". */
+  loss?: MatchingKind;
+  /** Which iterate is decoded (default: "total" for the official method, else "discrete"). */
+  select?: "total" | "discrete";
+  /** "official" (the paper's code path), "discrete" or "refine". */
+  method?: SynthMethod;
+  /** Refinement iterations (method "refine" only). */
+  refineIterations?: number;
+  /** Nats/token a text's NLL may rise during refinement (method "refine" only). */
+  refineNllSlack?: number;
+  /** Differential privacy (absent: off). */
+  dp?: SynthDpSettings;
+  /** Use the paper's settings even on a CPU adapter. */
+  paper?: boolean;
+}
+
+/** What {@link resolveSynthSettings} decided. */
+export interface ResolvedSynthSettings {
+  /** The complete options of the run. */
+  options: SynthOptions;
+  /** True when the CPU-sized defaults replaced the paper's (a CPU adapter, `paper` not set). */
+  cpuDefaults: boolean;
+}
+
+/**
+ * The complete options of a run. `cpuAdapter` says whether the run's adapter is a CPU one
+ * (`GpuContext.isCpuAdapter`). Throws {@link SynthError} for contradictory settings.
+ */
+export function resolveSynthSettings(s: SynthSettings, cpuAdapter: boolean): ResolvedSynthSettings {
+  const cpu = cpuAdapter && !s.paper;
+  const pick = <T>(given: T | undefined, paper: T, small: T) => given ?? (cpu ? small : paper);
+  const task = typeof s.task === "object" ? s.task : getTask(s.task ?? SYNTH_DEFAULTS.task);
+  const method = s.method ?? SYNTH_DEFAULTS.method;
+  if (method !== "official" && method !== "discrete" && method !== "refine") {
+    throw new SynthError(`method must be official, discrete or refine, got '${method}'`);
+  }
+  const select = s.select ?? (method === "official" ? "total" : "discrete");
+  if (select !== "total" && select !== "discrete") {
+    throw new SynthError(`select must be total or discrete, got '${select}'`);
+  }
+  const loss = s.loss ?? SYNTH_DEFAULTS.loss;
+  if (loss !== "cos" && loss !== "l2") throw new SynthError(`loss must be cos or l2, got '${loss}'`);
+  if (method !== "refine" && (s.refineIterations !== undefined || s.refineNllSlack !== undefined)) {
+    throw new SynthError("refineIterations and refineNllSlack need method 'refine'");
+  }
+  const perClass = pick(s.perClass, SYNTH_DEFAULTS.perClass, CPU_SYNTH_DEFAULTS.perClass);
+  const rhos = s.rho === undefined ? [...SYNTH_DEFAULTS.rho] : Array.isArray(s.rho) ? [...s.rho] : [s.rho];
+  // Key order matters: the settings record in a manifest is compared as JSON text on resume.
+  const options: SynthOptions = {
+    task,
+    realPool: s.realPool ?? SYNTH_DEFAULTS.realPool,
+    real: s.real ?? SYNTH_DEFAULTS.real,
+    perClass,
+    batch: s.batch ?? Math.min(SYNTH_DEFAULTS.batch, perClass),
+    rhos,
+    topk: s.topk ?? SYNTH_DEFAULTS.topk,
+    length: s.length ?? SYNTH_DEFAULTS.length,
+    seed: s.seed ?? SYNTH_DEFAULTS.seed,
+    admm: {
+      ...PAPER_SETTINGS,
+      outerSteps: pick(s.outerSteps, SYNTH_DEFAULTS.outerSteps, CPU_SYNTH_DEFAULTS.outerSteps),
+      innerSteps: pick(s.innerSteps, SYNTH_DEFAULTS.innerSteps, CPU_SYNTH_DEFAULTS.innerSteps),
+      lr: s.lr ?? SYNTH_DEFAULTS.lr,
+      initCandidates: pick(
+        s.initCandidates,
+        SYNTH_DEFAULTS.initCandidates,
+        CPU_SYNTH_DEFAULTS.initCandidates,
+      ),
+      matching: loss,
+      select,
+      freezeSuffixGradient: task.freezeSuffixGradient,
+    },
+    dp: s.dp
+      ? {
+        epsilon: s.dp.epsilon,
+        delta: s.dp.delta ?? DP_DEFAULTS.delta,
+        clip: s.dp.clip ?? DP_DEFAULTS.clip,
+        calibration: s.dp.calibration ?? DP_DEFAULTS.calibration,
+      }
+      : undefined,
+    refine: method === "refine"
+      ? {
+        ...REFINE_DEFAULTS,
+        iterations: s.refineIterations ?? REFINE_DEFAULTS.iterations,
+        nllSlack: s.refineNllSlack ?? REFINE_DEFAULTS.nllSlack,
+      }
+      : undefined,
+  };
+  return { options, cpuDefaults: cpu };
+}

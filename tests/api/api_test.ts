@@ -1,0 +1,193 @@
+/**
+ * The one-call API: defaults resolved once (api/defaults.ts) and the CLI's runs equal to the
+ * library's on the same inputs (synth records and settings, generate's text, eval's accuracy),
+ * a Tokenizer used as synth's TextCodec, and a tiny finetune.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import {
+  CPU_SYNTH_DEFAULTS,
+  evaluate,
+  finetune,
+  generate,
+  GENERATE_DEFAULTS,
+  parseJsonl,
+  resolveSynthSettings,
+  runSynth,
+  synth,
+  SYNTH_DEFAULTS,
+  SynthError,
+  type SynthEvent,
+  type TextCodec,
+} from "../../mod.ts";
+import { folderSource, loadModel, loadTokenizer, synth as hostSynth } from "../../host/mod.ts";
+import { ctx, gpuTest } from "../helpers.ts";
+import { fixture, fixtureModel } from "../fixtures.ts";
+import { runCli } from "../cli/capture.ts";
+
+Deno.test("resolveSynthSettings: the paper's defaults, CPU-sized ones on a CPU adapter, given values kept", () => {
+  const paper = resolveSynthSettings({}, false);
+  assert.equal(paper.cpuDefaults, false);
+  assert.equal(paper.options.perClass, SYNTH_DEFAULTS.perClass);
+  assert.equal(paper.options.admm.outerSteps, SYNTH_DEFAULTS.outerSteps);
+  assert.deepEqual(paper.options.rhos, [...SYNTH_DEFAULTS.rho]);
+  assert.equal(paper.options.admm.select, "total");
+  assert.equal(paper.options.refine, undefined);
+
+  const cpu = resolveSynthSettings({}, true);
+  assert.equal(cpu.cpuDefaults, true);
+  assert.equal(cpu.options.perClass, CPU_SYNTH_DEFAULTS.perClass);
+  assert.equal(cpu.options.admm.innerSteps, CPU_SYNTH_DEFAULTS.innerSteps);
+  assert.equal(cpu.options.admm.initCandidates, CPU_SYNTH_DEFAULTS.initCandidates);
+  assert.equal(cpu.options.batch, Math.min(SYNTH_DEFAULTS.batch, CPU_SYNTH_DEFAULTS.perClass));
+  assert.equal(resolveSynthSettings({ paper: true }, true).options.perClass, SYNTH_DEFAULTS.perClass);
+
+  const given = resolveSynthSettings({ perClass: 4, rho: 0.3, method: "refine", refineIterations: 3 }, true);
+  assert.equal(given.options.perClass, 4);
+  assert.equal(given.options.batch, 4);
+  assert.deepEqual(given.options.rhos, [0.3]);
+  assert.equal(given.options.admm.select, "discrete");
+  assert.equal(given.options.refine?.iterations, 3);
+  assert.throws(() => resolveSynthSettings({ refineIterations: 3 }, false), SynthError);
+  assert.throws(() => resolveSynthSettings({ task: "nope" }, false), /unknown task 'nope'/);
+});
+
+/** Small synth settings, as flags and as options (--topk, --seed, --lr, --real-pool left to the defaults). */
+const FLAGS = ["--per-class", "4", "--batch", "2", "--outer-steps", "2", "--inner-steps", "2"];
+const SMALL = { perClass: 4, batch: 2, outerSteps: 2, innerSteps: 2 };
+const MORE_FLAGS = ["--init-candidates", "2", "--real", "8", "--length", "8"];
+const MORE = { initCandidates: 2, real: 8, length: 8 };
+
+Deno.test({
+  name: "synth(): records and settings equal the CLI's for the same inputs; defaults are the CLI's",
+  ...gpuTest,
+  fn: async () => {
+    const dir = await Deno.makeTempDir();
+    const modelDir = fixtureModel("tiny-gpt2");
+    const dataFile = fixture("data", "sst2", "train.jsonl");
+    const out = join(dir, "cli.jsonl");
+    const cli = await runCli([
+      "synth",
+      ...FLAGS,
+      ...MORE_FLAGS,
+      "--model",
+      modelDir,
+      "--data",
+      dataFile,
+      "--out",
+      out,
+    ]);
+    assert.equal(cli.code, 0, cli.stderr);
+    const manifest = JSON.parse(await Deno.readTextFile(join(dir, "cli.manifest.json")));
+
+    const events: SynthEvent["kind"][] = [];
+    const data = parseJsonl(await Deno.readTextFile(dataFile));
+    const result = await synth({
+      model: folderSource(modelDir),
+      data,
+      ...SMALL,
+      ...MORE,
+      onEvent: (e) => void events.push(e.kind),
+    });
+    assert.equal(result.records.length, 2 * SMALL.perClass);
+    for (const r of result.records) {
+      assert.ok(Number.isFinite(r.match_loss) && Number.isFinite(r.nll), JSON.stringify(r));
+    }
+    const cliLines = (await Deno.readTextFile(out)).trim().split("\n");
+    assert.deepEqual(result.records.map((r) => JSON.stringify(r)), cliLines);
+    assert.deepEqual(result.manifest.settings, manifest.settings);
+    assert.equal(manifest.settings.topk, SYNTH_DEFAULTS.topk);
+    assert.equal(manifest.settings.realPool, SYNTH_DEFAULTS.realPool);
+    assert.equal(manifest.settings.admm.lr, SYNTH_DEFAULTS.lr);
+    assert.deepEqual(result.manifest.completed, manifest.completed);
+    assert.equal(events[0], "plan");
+    assert.equal(events.filter((k) => k === "round").length, 2 * SMALL.perClass / SMALL.batch);
+    // The CLI's manifest records its invocation.
+    const [inv] = manifest.invocations;
+    assert.deepEqual(inv.command.slice(0, 3), ["synth", ...FLAGS.slice(0, 2)]);
+    assert.match(inv.runtime, /^Deno \d/);
+    assert.ok(Date.parse(inv.endedAt) >= Date.parse(inv.startedAt));
+    assert.equal(inv.cpuDefaults, (await ctx()).isCpuAdapter);
+
+    // The host form takes a folder path and a JSONL path, and gives the same records.
+    const host = await hostSynth({ model: modelDir, data: dataFile, ...SMALL, ...MORE });
+    assert.deepEqual(host.records, result.records);
+    await Deno.remove(dir, { recursive: true });
+  },
+});
+
+Deno.test({
+  name: "a Tokenizer is a TextCodec: runSynth takes one as it is",
+  ...gpuTest,
+  fn: async () => {
+    const modelDir = fixtureModel("tiny-gpt2");
+    const tokenizer = await loadTokenizer(modelDir);
+    const codec: TextCodec = tokenizer; // type-checks: no adapter needed
+    const model = await loadModel(await ctx(), modelDir);
+    try {
+      const data = parseJsonl(await Deno.readTextFile(fixture("data", "sst2", "train.jsonl")));
+      const { options } = resolveSynthSettings({ ...SMALL, ...MORE, perClass: 2, outerSteps: 1 }, true);
+      let records = 0;
+      await runSynth(model, codec, data, options, () => false, (e) => {
+        if (e.kind === "round") records += e.records.length;
+      });
+      assert.equal(records, 2 * 2);
+    } finally {
+      model.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "generate() and evaluate() match the CLI's generate and eval with the shared defaults",
+  ...gpuTest,
+  fn: async () => {
+    const modelDir = fixtureModel("tiny-gpt2");
+    const dataFile = fixture("data", "sst2", "train.jsonl");
+    const model = { model: await loadModel(await ctx(), modelDir), tokenizer: await loadTokenizer(modelDir) };
+    try {
+      const g = await generate({ model, prompts: "The movie was" });
+      assert.ok(g.tokens[0].length <= GENERATE_DEFAULTS.maxNewTokens);
+      const cliGen = await runCli(["generate", "--model", modelDir, "--prompt", "The movie was"]);
+      assert.equal(cliGen.code, 0, cliGen.stderr);
+      assert.equal(cliGen.stdout, g.texts[0]);
+
+      const data = parseJsonl(await Deno.readTextFile(dataFile)).slice(0, 24);
+      const e = await evaluate({ model, data });
+      assert.equal(e.total, data.length);
+      const small = await Deno.makeTempFile({ suffix: ".jsonl" });
+      await Deno.writeTextFile(small, data.map((x) => JSON.stringify(x)).join("\n") + "\n");
+      const cliEval = await runCli(["eval", "--model", modelDir, "--file", small, "--json"]);
+      assert.equal(cliEval.code, 0, cliEval.stderr);
+      assert.equal(JSON.parse(cliEval.stdout).accuracy, e.accuracy);
+      await Deno.remove(small);
+    } finally {
+      model.model.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "finetune(): a few steps from a model source; finite losses, the trained model returned",
+  ...gpuTest,
+  fn: async () => {
+    const modelDir = fixtureModel("tiny-gpt2");
+    const data = parseJsonl(await Deno.readTextFile(fixture("data", "sst2", "train.jsonl")));
+    const run = await finetune({
+      model: folderSource(modelDir),
+      train: data.slice(0, 16),
+      valid: data.slice(16, 24),
+      steps: 2,
+      batchSize: 4,
+      evalEvery: 0,
+    });
+    try {
+      assert.equal(run.history.length, 2);
+      assert.ok(run.history.every((h) => Number.isFinite(h.loss)), JSON.stringify(run.history));
+      assert.equal(run.evals.length, 1);
+      assert.ok(run.model.parameters().size > 0);
+    } finally {
+      run.model.dispose();
+    }
+  },
+});
