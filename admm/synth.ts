@@ -1,6 +1,6 @@
 /**
  * The whole `synth` job, platform-neutral: real pool → per-class targets → rounds of GRADMM → one
- * record per synthetic text. File I/O, flags and progress printing live in cli/synth.ts.
+ * record per synthetic text. Files and resumption live in host/synth_job.ts; flags and printing in cli/synth.ts.
  *
  * Every round's randomness is derived from (seed, ρ, class, round), so a run that resumes after
  * its last completed round produces the same records as one that was never interrupted.

@@ -14,6 +14,7 @@
 import { basename, dirname, join } from "node:path";
 import { canonicalRoundKeys, parseShardOutputPath, roundKeyId, shardRoundKeys } from "../admm/shard.ts";
 import type { RoundKey } from "../admm/synth.ts";
+import type { SynthManifest } from "../api/synth_manifest.ts";
 import { type Command, parseFlags, resultPrinter } from "./args.ts";
 import { exists, readText, writeFileAtomic } from "./io.ts";
 
@@ -43,25 +44,18 @@ export class MergeError extends Error {
   readonly userFacing = true;
 }
 
-/** The manifest fields merge reads (cli/synth.ts writes them). */
-interface ShardManifest {
-  tool: string;
-  version: string;
+/**
+ * A shard's manifest as host/synth_job.ts writes it; merge reads the settings that decide the
+ * round order, and reads `invocations` as optional (manifests written before they were recorded).
+ */
+type ShardManifest = Omit<SynthManifest, "settings" | "invocations" | "model" | "data"> & {
   settings:
     & { labelWords: string[]; rhos: number[]; perClass: number; batch: number }
     & Record<string, unknown>;
-  model: { spec: string; dir: string; files: Record<string, string> };
-  data: { path: string; sha256: string };
-  adapter: string;
-  completed: RoundKey[];
-  targets: Record<string, unknown>;
-  timings: Record<string, number>;
-  wallSeconds: number;
-  allowedTokens?: number;
-  shard?: { index: number; count: number };
-  /** Absent in manifests written before invocations were recorded. */
-  invocations?: unknown[];
-}
+  model: NonNullable<SynthManifest["model"]>;
+  data: NonNullable<SynthManifest["data"]>;
+  invocations?: SynthManifest["invocations"];
+};
 
 interface LoadedShard {
   file: string;
