@@ -21,6 +21,7 @@ import { computeTarget, disposeTarget, type TargetReport } from "./target.ts";
 import { classOf, stripSuffix, type TaskSpec } from "./tasks.ts";
 import { bannedTokenMask } from "./tokenFilter.ts";
 import { type RefineSettings, refineTokens } from "./refine.ts";
+import { type LmRefineSettings, refineTokensLm } from "./refine_lm.ts";
 import { disposeProjector, makeProjector } from "./zstep.ts";
 
 /** The tokenizer operations synth needs (models/tokenizer.ts provides them). */
@@ -58,6 +59,11 @@ export interface SynthOptions {
    * output is unchanged.
    */
   refine?: RefineSettings;
+  /**
+   * LM-aware token-swap refinement after each round (admm/refine_lm.ts), for matching loss +
+   * λ·NLL; absent = not run.
+   */
+  refineLm?: LmRefineSettings;
 }
 
 /**
@@ -319,6 +325,13 @@ export async function runSynth(
                 o.refine,
                 deriveSeed(o.seed, "refine", rho, c, r),
               );
+              result.ids = refined.ids;
+              result.matchLoss = refined.matchLoss;
+              (result.timings as Record<string, number>).refine = performance.now() - t0;
+            }
+            if (o.refineLm) {
+              const t0 = performance.now();
+              const refined = await refineTokensLm(problem, result.ids, labelIds[c], o.admm.matching, o.refineLm);
               result.ids = refined.ids;
               result.matchLoss = refined.matchLoss;
               (result.timings as Record<string, number>).refine = performance.now() - t0;

@@ -18,6 +18,7 @@ import { type AdmmSettings, PAPER_SETTINGS } from "../admm/admm.ts";
 import { parseJsonl } from "../admm/data.ts";
 import { matchingLoss, oneHot } from "../admm/matching.ts";
 import { REFINE_DEFAULTS, REFINE_PASSES_PER_ITERATION, type RefineSettings } from "../admm/refine.ts";
+import { LM_REFINE_DEFAULTS, LM_REFINE_PASSES_PER_ITERATION, type LmRefineSettings } from "../admm/refine_lm.ts";
 import { runSynth, selectReal, type SynthOptions, type SynthRecord } from "../admm/synth.ts";
 import { sequenceMeanNll } from "../models/perplexity.ts";
 import { computeTarget, disposeTarget, lastLayerFactors } from "../admm/target.ts";
@@ -74,6 +75,8 @@ const args = parseArgs({
     rounds: { type: "string", default: "1" },
     batch: { type: "string", default: "10" },
     seed: { type: "string", default: "3" },
+    lambda: { type: "string", default: String(LM_REFINE_DEFAULTS.lambda) },
+    "lm-slack": { type: "string", default: String(LM_REFINE_DEFAULTS.nllSlack) },
     "shared": { type: "string", default: "../shared" },
     out: { type: "string", default: "docs/quality/cpu" },
   },
@@ -81,6 +84,11 @@ const args = parseArgs({
 const v = args.values;
 const outer = Number(v.outer), inner = Number(v.inner), init = Number(v.init);
 const batch = Number(v.batch), rounds = Number(v.rounds), seed = Number(v.seed);
+const refineLmBase: LmRefineSettings = {
+  ...LM_REFINE_DEFAULTS,
+  lambda: Number(v.lambda),
+  nllSlack: Number(v["lm-slack"]),
+};
 const ctx = await defaultContext();
 const rows: Row[] = [];
 
@@ -192,6 +200,7 @@ for (const modelName of v.models!.split(",")) {
     for (const method of v.methods!.split(",")) {
       let admm: Omit<AdmmSettings, "rho">;
       let refine: RefineSettings | undefined;
+      let refineLm: LmRefineSettings | undefined;
       if (method === "official") admm = admmOf(outer, "total");
       else if (method === "discrete") admm = admmOf(outer, "discrete");
       else if (method === "refine" || method === "refine-fluent") {
@@ -205,14 +214,23 @@ for (const modelName of v.models!.split(",")) {
           nllSlack: fluent ? 0 : REFINE_DEFAULTS.nllSlack,
           iterations: Math.max(0, Math.floor(left / REFINE_PASSES_PER_ITERATION)),
         };
+      } else if (method === "refine-lm") {
+        // The official decode at half the outer steps, then LM-aware swaps for loss + λ·NLL.
+        admm = admmOf(Math.ceil(outer / 2), "total");
+        const left = official - admmPasses(admm) - 3;
+        refineLm = {
+          ...refineLmBase,
+          iterations: Math.max(0, Math.floor(left / LM_REFINE_PASSES_PER_ITERATION)),
+        };
       } else throw new Error(`unknown method '${method}'`);
-      const options: SynthOptions = { ...base, admm, refine };
+      const options: SynthOptions = { ...base, admm, refine, refineLm };
       const records: SynthRecord[] = [];
       const t0 = performance.now();
       await runSynth(model, codec, data, options, () => false, (e) => {
         if (e.kind === "round") records.push(...e.records);
       });
-      const passes = admmPasses(admm) + (refine ? 2 + refine.iterations * REFINE_PASSES_PER_ITERATION : 0);
+      const passes = admmPasses(admm) + (refine ? 2 + refine.iterations * REFINE_PASSES_PER_ITERATION : 0) +
+        (refineLm ? 3 + refineLm.iterations * LM_REFINE_PASSES_PER_ITERATION : 0);
       measure(
         method,
         passes * rounds * task.labelWords.length,
@@ -229,7 +247,17 @@ for (const modelName of v.models!.split(",")) {
 
 // ---- report
 const f = (x: number, d = 3) => (Number.isFinite(x) ? x.toFixed(d) : "–");
-const settings = { outer, inner, init, rounds, batch, seed, refine: REFINE_DEFAULTS, copyWords: COPY_WORDS };
+const settings = {
+  outer,
+  inner,
+  init,
+  rounds,
+  batch,
+  seed,
+  refine: REFINE_DEFAULTS,
+  refineLm: refineLmBase,
+  copyWords: COPY_WORDS,
+};
 const lines = [
   `# Synthetic-text quality at equal passes (${ctx.adapterName})`,
   "",

@@ -1,0 +1,311 @@
+/**
+ * Language-model-aware token-swap refinement (not in the paper): like admm/refine.ts, but swaps
+ * are chosen for the objective
+ *
+ *   J = matching loss + λ · (batch mean NLL per token)
+ *
+ * rather than for the matching loss alone, so that a swap that makes a text read better can pay
+ * for a little matching loss and vice versa. Each iteration
+ *
+ *   1. runs one forward + backward of the current tokens: the gradient w.r.t. the input
+ *      embeddings, and from the same forward the language model's log-probabilities at every
+ *      position,
+ *   2. takes per position the top-k tokens by cosine to the negative gradient and predicts each
+ *      swap's ΔJ: the first-order loss change ∇x·(e_new − e_old) plus λ times the change of that
+ *      token's own NLL in its left context,
+ *   3. scores the `proposals` swaps with the lowest predicted ΔJ exactly (matching loss from Gram
+ *      products, the row's NLL from a forward), swaps already rejected for an unchanged row skipped,
+ *   4. accepts per row the best swap that lowers the exact J, keeps the batch mean NLL under a cap
+ *      and adds no repeated token bigram; all rows' swaps together when that is still better.
+ *
+ * The NLL cap is the decode's own mean NLL plus `nllSlack`: no real example is read, so a DP run
+ * stays post-processing.
+ */
+import { mul } from "../autograd/ops/elementwise.ts";
+import { logSoftmax } from "../autograd/ops/softmax.ts";
+import { reshape, slice } from "../autograd/ops/shape.ts";
+import { backward } from "../autograd/tape.ts";
+import { noGrad } from "../autograd/grad_mode.ts";
+import { scope, Tensor } from "../autograd/tensor.ts";
+import { sequenceNll } from "../models/perplexity.ts";
+import { discreteMatchingLoss, lastHidden, type RoundProblem } from "./admm.ts";
+import { type MatchingKind, matchingLoss } from "./matching.ts";
+import { repeatedBigrams, rowSwapLosses } from "./refine.ts";
+import { topkCosine } from "./zstep.ts";
+
+/** Settings of the LM-aware refinement (SynthOptions.refineLm). */
+export interface LmRefineSettings {
+  /** Iterations (each: 1 forward+backward, 1 candidate forward, 1 NLL forward, ≤ 1 check). */
+  iterations: number;
+  /** Swaps scored exactly per iteration. */
+  proposals: number;
+  /** Candidate tokens per position from the gradient (top-k by cosine). */
+  topk: number;
+  /** Weight of the batch mean NLL (nats/token) in the objective. */
+  lambda: number;
+  /** The batch mean NLL may rise at most this much above the decode's own. */
+  nllSlack: number;
+}
+
+/** Defaults chosen on the CPU measurements (docs/quality/). */
+export const LM_REFINE_DEFAULTS: LmRefineSettings = {
+  iterations: 40,
+  proposals: 32,
+  topk: 32,
+  lambda: 0.02,
+  nllSlack: 0,
+};
+
+/** Passes one iteration costs (gradient 2, candidate hidden states 1, NLL 1, joint check 1). */
+export const LM_REFINE_PASSES_PER_ITERATION = 5;
+
+/** What an LM-aware refinement did. */
+export interface LmRefineResult {
+  ids: number[][];
+  /** Exact matching loss of `ids`, and before refinement. */
+  matchLoss: number;
+  matchLossBefore: number;
+  /** Batch mean NLL per token of the free tokens, now and before. */
+  nll: number;
+  nllBefore: number;
+  swaps: number;
+  passes: number;
+}
+
+/** A single-token swap with its predicted change of the objective. */
+export interface SwapCandidate {
+  row: number;
+  pos: number;
+  id: number;
+  predicted: number;
+}
+
+/** Per position of the batch: k candidate ids, their first-order Δloss and their Δ log-prob. */
+export interface SwapScan {
+  k: number;
+  ids: Int32Array;
+  firstOrder: Float64Array;
+  /** log p(candidate | left context) − log p(current | left context); 0 at position 0. */
+  logpGain: Float64Array;
+}
+
+/**
+ * The gradient of the matching loss and the LM log-probabilities of `ids` from one forward +
+ * backward, turned into k swap candidates per free position with their predicted effects.
+ */
+export async function scanSwaps(
+  problem: RoundProblem,
+  ids: number[][],
+  free: number,
+  kind: MatchingKind,
+  k: number,
+): Promise<SwapScan> {
+  const { model } = problem;
+  const ctx = model.ctx;
+  const [b, t] = [ids.length, ids[0].length];
+  const d = model.embedRows.shape[1];
+  const projector = { ...problem.projector, topk: k };
+  return await scope(ctx, async () => {
+    const embedded = noGrad(ctx, () => model.embed(Tensor.from(ctx, Float32Array.from(ids.flat()), [b, t])));
+    const x = Tensor.empty(ctx, [b, t, d], { requiresGrad: true, name: "refine-lm-x" });
+    ctx.copyBuffer(embedded.buffer, 0, x.buffer, 0, x.bytes);
+    const { lastHidden: hidden } = model.forward({ embeds: x, logits: "none" });
+    const last = reshape(slice(hidden, 1, t - 1, t), [b, d]);
+    backward(matchingLoss(problem.target, last, problem.head, problem.onehot, kind));
+    const grad = x.grad!;
+    try {
+      const candT = noGrad(ctx, () => topkCosine(projector, mul(grad, Tensor.full(ctx, [1], -1))));
+      const cands = Int32Array.from(await candT.read(), Math.round);
+      const g = await grad.read();
+      const cur = await embedded.read();
+      const candE = await noGrad(ctx, () => model.embed(reshape(candT, [b, t * k]))).read();
+      const logp = await logProbsBefore(model, hidden, free);
+      const firstOrder = new Float64Array(b * t * k);
+      const logpGain = new Float64Array(b * t * k);
+      for (let row = 0; row < b; row++) {
+        for (let pos = 0; pos < free; pos++) {
+          const at = row * t + pos;
+          const lpRow = pos > 0 ? (row * (free - 1) + pos - 1) * logp.vocab : -1;
+          for (let j = 0; j < k; j++) {
+            const n = at * k + j;
+            let dot = 0;
+            for (let i = 0; i < d; i++) dot += g[at * d + i] * (candE[n * d + i] - cur[at * d + i]);
+            firstOrder[n] = dot;
+            if (lpRow >= 0) logpGain[n] = logp.data[lpRow + cands[n]] - logp.data[lpRow + ids[row][pos]];
+          }
+        }
+      }
+      return { k, ids: cands, firstOrder, logpGain };
+    } finally {
+      grad.dispose();
+      x.grad = null;
+    }
+  });
+}
+
+/**
+ * Log-probabilities of the next token after positions 0 … free−2 of every row (the predictions
+ * for positions 1 … free−1), read back as [B·(free−1), V], computed in row blocks that fit a
+ * storage binding.
+ */
+async function logProbsBefore(
+  model: RoundProblem["model"],
+  hidden: Tensor,
+  free: number,
+): Promise<{ data: Float32Array; vocab: number }> {
+  const ctx = model.ctx;
+  const [b, , d] = hidden.shape;
+  const vocab = model.headRows.shape[0];
+  const n = b * (free - 1);
+  const data = new Float32Array(n * vocab);
+  if (n === 0) return { data, vocab };
+  const perBlock = Math.max(1, Math.floor(ctx.limits.maxStorageBufferBindingSize / (vocab * 4)));
+  const h = noGrad(ctx, () => reshape(slice(hidden, 1, 0, free - 1), [n, d]));
+  for (let r = 0; r < n; r += perBlock) {
+    const end = Math.min(n, r + perBlock);
+    const lp = await noGrad(ctx, () => scope(ctx, () => logSoftmax(model.head(slice(h, 0, r, end))).read()));
+    data.set(lp, r * vocab);
+  }
+  return { data, vocab };
+}
+
+/**
+ * The `m` swaps with the lowest predicted ΔJ = first-order Δloss − λ·Δlogp/(B·(free−1)), skipping
+ * no-op swaps and those in `tabu` (keys `row,pos,id`); at most ⌈2m/B⌉ per row so that every
+ * row gets a chance.
+ */
+export function pickSwaps(
+  scan: SwapScan,
+  current: number[][],
+  free: number,
+  lambda: number,
+  m: number,
+  tabu: ReadonlySet<string>,
+): SwapCandidate[] {
+  const [b, t] = [current.length, current[0].length];
+  const nllScale = lambda / (b * Math.max(1, free - 1));
+  const all: SwapCandidate[] = [];
+  for (let row = 0; row < b; row++) {
+    for (let pos = 0; pos < free; pos++) {
+      const seen = new Set<number>();
+      for (let j = 0; j < scan.k; j++) {
+        const n = (row * t + pos) * scan.k + j;
+        const id = scan.ids[n];
+        if (id === current[row][pos] || seen.has(id) || tabu.has(`${row},${pos},${id}`)) continue;
+        seen.add(id);
+        all.push({ row, pos, id, predicted: scan.firstOrder[n] - nllScale * scan.logpGain[n] });
+      }
+    }
+  }
+  all.sort((a, c) => a.predicted - c.predicted);
+  const perRow = Math.ceil((2 * m) / b);
+  const taken = new Array<number>(b).fill(0);
+  const out: SwapCandidate[] = [];
+  for (const s of all) {
+    if (out.length === m) break;
+    if (taken[s.row] >= perRow) continue;
+    taken[s.row]++;
+    out.push(s);
+  }
+  return out;
+}
+
+/**
+ * Refines a round's decoded `ids` ([B][T], suffix included; only the free positions before the
+ * suffix change) for matching loss + λ·NLL, never letting the batch mean NLL exceed its starting
+ * value + `nllSlack` and never raising J.
+ */
+export async function refineTokensLm(
+  problem: RoundProblem,
+  ids: number[][],
+  labelId: number,
+  kind: MatchingKind,
+  s: LmRefineSettings,
+): Promise<LmRefineResult> {
+  const { model } = problem;
+  const ctx = model.ctx;
+  const b = ids.length;
+  const free = ids[0].length - problem.suffixIds.length;
+  let current = ids.map((r) => [...r]);
+  const rowNll = async (rows: number[][]) =>
+    (await sequenceNll(model, rows.map((r) => r.slice(0, free)), { batchSize: Math.max(8, rows.length) }))
+      .map((x) => (x.tokens > 0 ? x.nll / x.tokens : 0));
+  const meanOf = (xs: number[]) => xs.reduce((a, x) => a + x, 0) / xs.length;
+  let nllRows = await rowNll(current);
+  const nllBefore = meanOf(nllRows);
+  const nllCap = nllBefore + s.nllSlack;
+  const before = await scope(ctx, () => discreteMatchingLoss(problem, current, kind).item());
+  let passes = 2;
+  const objective = (l: number, nll: number) => l + s.lambda * nll;
+  const hiddenOf = (rows: number[][]) =>
+    noGrad(ctx, () =>
+      lastHidden(
+        model,
+        model.embed(Tensor.from(ctx, Float32Array.from(rows.flat()), [rows.length, rows[0].length])),
+      ));
+  // Swaps rejected since their row last changed: scoring them again would give the same answer.
+  const tabu = new Set<string>();
+  let swaps = 0;
+  for (let it = 0; it < s.iterations; it++) {
+    const scan = await scanSwaps(problem, current, free, kind, s.topk);
+    passes += 2;
+    const proposals = pickSwaps(scan, current, free, s.lambda, s.proposals, tabu);
+    if (proposals.length === 0) break;
+    const candRows = proposals.map(({ row, pos, id }) => current[row].map((v, i) => (i === pos ? id : v)));
+    const losses = await scope(
+      ctx,
+      () =>
+        rowSwapLosses(problem, hiddenOf(current), hiddenOf(candRows), proposals.map((p) => p.row), labelId, kind),
+    );
+    const nll = await rowNll(candRows);
+    passes += 2;
+    const baseLoss = losses[losses.length - 1];
+    const meanNll = meanOf(nllRows);
+    const jBase = objective(baseLoss, meanNll);
+    const bestPerRow = new Map<number, number>();
+    const jOf = (j: number) => objective(losses[j], meanNll + (nll[j] - nllRows[proposals[j].row]) / b);
+    proposals.forEach((p, j) => {
+      const fine = jOf(j) < jBase &&
+        meanNll + (nll[j] - nllRows[p.row]) / b <= nllCap &&
+        repeatedBigrams(candRows[j].slice(0, free)) <= repeatedBigrams(current[p.row].slice(0, free));
+      if (!fine) {
+        tabu.add(`${p.row},${p.pos},${p.id}`);
+        return;
+      }
+      const prev = bestPerRow.get(p.row);
+      if (prev === undefined || jOf(j) < jOf(prev)) bestPerRow.set(p.row, j);
+    });
+    if (bestPerRow.size === 0) continue;
+    const chosen = [...bestPerRow.values()];
+    const jointRows = current.map((r, i) => (bestPerRow.has(i) ? candRows[bestPerRow.get(i)!] : r));
+    const jointNll = nllRows.map((x, i) => (bestPerRow.has(i) ? nll[bestPerRow.get(i)!] : x));
+    let accepted: number[] = [];
+    if (chosen.length > 1) {
+      const jointLoss = await scope(ctx, () => discreteMatchingLoss(problem, jointRows, kind).item());
+      passes++;
+      if (objective(jointLoss, meanOf(jointNll)) < jBase && meanOf(jointNll) <= nllCap) {
+        current = jointRows;
+        nllRows = jointNll;
+        accepted = chosen;
+      }
+    }
+    if (accepted.length === 0) {
+      // The joint batch was not better (or only one row had a swap): apply the best single swap,
+      // whose loss rowSwapLosses computed exactly.
+      const best = chosen.reduce((a, j) => (jOf(j) < jOf(a) ? j : a));
+      const row = proposals[best].row;
+      current = current.map((r, i) => (i === row ? candRows[best] : r));
+      nllRows = nllRows.map((x, i) => (i === row ? nll[best] : x));
+      accepted = [best];
+    }
+    swaps += accepted.length;
+    for (const j of accepted) {
+      const row = proposals[j].row;
+      for (const key of [...tabu]) if (key.startsWith(`${row},`)) tabu.delete(key);
+    }
+  }
+  // The running loss mixes Gram rescoring and direct forwards; report the direct one.
+  const matchLoss = await scope(ctx, () => discreteMatchingLoss(problem, current, kind).item());
+  passes++;
+  return { ids: current, matchLoss, matchLossBefore: before, nll: meanOf(nllRows), nllBefore, swaps, passes };
+}
