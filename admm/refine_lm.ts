@@ -30,7 +30,7 @@ import { scope, Tensor } from "../autograd/tensor.ts";
 import { sequenceNll } from "../models/perplexity.ts";
 import { discreteMatchingLoss, lastHidden, type RoundProblem } from "./admm.ts";
 import { type MatchingKind, matchingLoss } from "./matching.ts";
-import { repeatedBigrams, rowSwapLosses } from "./refine.ts";
+import { rowSwapLosses } from "./refine.ts";
 import { topkCosine } from "./zstep.ts";
 
 /** Settings of the LM-aware refinement (SynthOptions.refineLm). */
@@ -170,9 +170,28 @@ async function logProbsBefore(
 }
 
 /**
+ * Token bigrams of a batch that repeat an earlier bigram anywhere in the batch, plus tokens that
+ * repeat their left neighbour ("movie movie"): swaps towards likely tokens tend to make texts
+ * share phrases, which a per-text check misses.
+ */
+export function batchRepeatedBigrams(rows: readonly (readonly number[])[]): number {
+  const mine = new Set<string>();
+  let repeats = 0;
+  for (const ids of rows) {
+    for (let i = 0; i + 1 < ids.length; i++) {
+      const key = `${ids[i]},${ids[i + 1]}`;
+      if (ids[i] === ids[i + 1] || mine.has(key)) repeats++;
+      mine.add(key);
+    }
+  }
+  return repeats;
+}
+
+/**
  * The `m` swaps with the lowest predicted ΔJ = first-order Δloss − λ·Δlogp/(B·(free−1)), skipping
- * no-op swaps and those in `tabu` (keys `row,pos,id`); at most ⌈2m/B⌉ per row so that every
- * row gets a chance.
+ * tokens the row already has (no-op swaps included), those in `tabu` (keys `row,pos,id`) and those whose own token's NLL change alone
+ * would take the batch mean NLL more than `nllRoom` up; at most ⌈2m/B⌉ per row so that every row
+ * gets a chance.
  */
 export function pickSwaps(
   scan: SwapScan,
@@ -181,19 +200,24 @@ export function pickSwaps(
   lambda: number,
   m: number,
   tabu: ReadonlySet<string>,
+  nllRoom = Infinity,
 ): SwapCandidate[] {
   const [b, t] = [current.length, current[0].length];
-  const nllScale = lambda / (b * Math.max(1, free - 1));
+  const perToken = 1 / (b * Math.max(1, free - 1));
   const all: SwapCandidate[] = [];
   for (let row = 0; row < b; row++) {
     for (let pos = 0; pos < free; pos++) {
-      const seen = new Set<number>();
+      // A token the text already has is not proposed again: the gradient keeps pointing at the
+      // same topic word, and "the movie to the movie" reads worse and repeats across texts.
+      const seen = new Set<number>(current[row].slice(0, free));
       for (let j = 0; j < scan.k; j++) {
         const n = (row * t + pos) * scan.k + j;
         const id = scan.ids[n];
-        if (id === current[row][pos] || seen.has(id) || tabu.has(`${row},${pos},${id}`)) continue;
+        if (seen.has(id) || tabu.has(`${row},${pos},${id}`)) continue;
         seen.add(id);
-        all.push({ row, pos, id, predicted: scan.firstOrder[n] - nllScale * scan.logpGain[n] });
+        const nllRise = -perToken * scan.logpGain[n];
+        if (nllRise > nllRoom) continue;
+        all.push({ row, pos, id, predicted: scan.firstOrder[n] + lambda * nllRise });
       }
     }
   }
@@ -213,7 +237,7 @@ export function pickSwaps(
 /**
  * Refines a round's decoded `ids` ([B][T], suffix included; only the free positions before the
  * suffix change) for matching loss + λ·NLL, never letting the batch mean NLL exceed its starting
- * value + `nllSlack` and never raising J.
+ * value + `nllSlack`, never raising J and never adding a repeated token bigram to the batch.
  */
 export async function refineTokensLm(
   problem: RoundProblem,
@@ -230,6 +254,7 @@ export async function refineTokensLm(
   const rowNll = async (rows: number[][]) =>
     (await sequenceNll(model, rows.map((r) => r.slice(0, free)), { batchSize: Math.max(8, rows.length) }))
       .map((x) => (x.tokens > 0 ? x.nll / x.tokens : 0));
+  const freeOf = (rows: number[][]) => rows.map((r) => r.slice(0, free));
   const meanOf = (xs: number[]) => xs.reduce((a, x) => a + x, 0) / xs.length;
   let nllRows = await rowNll(current);
   const nllBefore = meanOf(nllRows);
@@ -249,7 +274,7 @@ export async function refineTokensLm(
   for (let it = 0; it < s.iterations; it++) {
     const scan = await scanSwaps(problem, current, free, kind, s.topk);
     passes += 2;
-    const proposals = pickSwaps(scan, current, free, s.lambda, s.proposals, tabu);
+    const proposals = pickSwaps(scan, current, free, s.lambda, s.proposals, tabu, nllCap - meanOf(nllRows));
     if (proposals.length === 0) break;
     const candRows = proposals.map(({ row, pos, id }) => current[row].map((v, i) => (i === pos ? id : v)));
     const losses = await scope(
@@ -262,12 +287,20 @@ export async function refineTokensLm(
     const baseLoss = losses[losses.length - 1];
     const meanNll = meanOf(nllRows);
     const jBase = objective(baseLoss, meanNll);
+    const repeats = batchRepeatedBigrams(freeOf(current));
     const bestPerRow = new Map<number, number>();
     const jOf = (j: number) => objective(losses[j], meanNll + (nll[j] - nllRows[proposals[j].row]) / b);
+    if (Deno.env.get("Q2_DEBUG")) {
+      const better = proposals.filter((_, j) => jOf(j) < jBase).length;
+      const lossBetter = proposals.filter((_, j) => losses[j] < baseLoss).length;
+      const capOk = proposals.filter((p, j) => meanNll + (nll[j] - nllRows[p.row]) / b <= nllCap).length;
+      const predOk = proposals.filter((p) => p.predicted < 0).length;
+      console.error(`it ${it}: J ${jBase.toFixed(4)} loss ${baseLoss.toFixed(4)} nll ${meanNll.toFixed(3)} cap ${nllCap.toFixed(3)} | props ${proposals.length} pred<0 ${predOk} lossBetter ${lossBetter} Jbetter ${better} capOk ${capOk}`);
+    }
     proposals.forEach((p, j) => {
       const fine = jOf(j) < jBase &&
         meanNll + (nll[j] - nllRows[p.row]) / b <= nllCap &&
-        repeatedBigrams(candRows[j].slice(0, free)) <= repeatedBigrams(current[p.row].slice(0, free));
+        batchRepeatedBigrams(freeOf(current.map((r, i) => (i === p.row ? candRows[j] : r)))) <= repeats;
       if (!fine) {
         tabu.add(`${p.row},${p.pos},${p.id}`);
         return;
@@ -276,9 +309,18 @@ export async function refineTokensLm(
       if (prev === undefined || jOf(j) < jOf(prev)) bestPerRow.set(p.row, j);
     });
     if (bestPerRow.size === 0) continue;
-    const chosen = [...bestPerRow.values()];
-    const jointRows = current.map((r, i) => (bestPerRow.has(i) ? candRows[bestPerRow.get(i)!] : r));
-    const jointNll = nllRows.map((x, i) => (bestPerRow.has(i) ? nll[bestPerRow.get(i)!] : x));
+    // Rows' best swaps, best first, as many as fit under the NLL cap together.
+    const chosen: number[] = [];
+    let nllSum = meanNll * b;
+    for (const j of [...bestPerRow.values()].sort((x, y) => jOf(x) - jOf(y))) {
+      const next = nllSum + nll[j] - nllRows[proposals[j].row];
+      if (next / b > nllCap) continue;
+      nllSum = next;
+      chosen.push(j);
+    }
+    const rowsChosen = new Map(chosen.map((j) => [proposals[j].row, j]));
+    const jointRows = current.map((r, i) => (rowsChosen.has(i) ? candRows[rowsChosen.get(i)!] : r));
+    const jointNll = nllRows.map((x, i) => (rowsChosen.has(i) ? nll[rowsChosen.get(i)!] : x));
     let accepted: number[] = [];
     if (chosen.length > 1) {
       const jointLoss = await scope(ctx, () => discreteMatchingLoss(problem, jointRows, kind).item());
@@ -307,5 +349,6 @@ export async function refineTokensLm(
   // The running loss mixes Gram rescoring and direct forwards; report the direct one.
   const matchLoss = await scope(ctx, () => discreteMatchingLoss(problem, current, kind).item());
   passes++;
+  if (Deno.env.get("Q2_DEBUG")) console.error(`refine-lm: loss ${before.toFixed(4)}→${matchLoss.toFixed(4)} nll ${nllBefore.toFixed(3)}→${meanOf(nllRows).toFixed(3)} swaps ${swaps} tabu ${tabu.size}`);
   return { ids: current, matchLoss, matchLossBefore: before, nll: meanOf(nllRows), nllBefore, swaps, passes };
 }

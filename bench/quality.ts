@@ -56,6 +56,8 @@ interface Row {
   copies: number;
   seconds: number;
   example: string;
+  /** Every text the method produced (JSON only), for reading them. */
+  texts_all: string[];
 }
 
 /** Passes of one ADMM round (see the module comment). */
@@ -141,9 +143,10 @@ for (const modelName of v.models!.split(",")) {
         copies: copied.filter((c) => c >= COPY_WORDS).length,
         seconds,
         example: texts[0],
+        texts_all: texts,
       };
       rows.push(row);
-      console.error(JSON.stringify(row));
+      console.error(JSON.stringify({ ...row, texts_all: undefined }));
     };
 
     // ---- reference: held-out real sentences of the same classes, in batches of `batch`
