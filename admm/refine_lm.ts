@@ -52,7 +52,7 @@ export const LM_REFINE_DEFAULTS: LmRefineSettings = {
   iterations: 40,
   proposals: 32,
   topk: 32,
-  lambda: 0.02,
+  lambda: 0.15,
   nllSlack: 0,
 };
 
