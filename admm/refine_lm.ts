@@ -280,7 +280,14 @@ export async function refineTokensLm(
     const losses = await scope(
       ctx,
       () =>
-        rowSwapLosses(problem, hiddenOf(current), hiddenOf(candRows), proposals.map((p) => p.row), labelId, kind),
+        rowSwapLosses(
+          problem,
+          hiddenOf(current),
+          hiddenOf(candRows),
+          proposals.map((p) => p.row),
+          labelId,
+          kind,
+        ),
     );
     const nll = await rowNll(candRows);
     passes += 2;
@@ -290,13 +297,6 @@ export async function refineTokensLm(
     const repeats = batchRepeatedBigrams(freeOf(current));
     const bestPerRow = new Map<number, number>();
     const jOf = (j: number) => objective(losses[j], meanNll + (nll[j] - nllRows[proposals[j].row]) / b);
-    if (Deno.env.get("Q2_DEBUG")) {
-      const better = proposals.filter((_, j) => jOf(j) < jBase).length;
-      const lossBetter = proposals.filter((_, j) => losses[j] < baseLoss).length;
-      const capOk = proposals.filter((p, j) => meanNll + (nll[j] - nllRows[p.row]) / b <= nllCap).length;
-      const predOk = proposals.filter((p) => p.predicted < 0).length;
-      console.error(`it ${it}: J ${jBase.toFixed(4)} loss ${baseLoss.toFixed(4)} nll ${meanNll.toFixed(3)} cap ${nllCap.toFixed(3)} | props ${proposals.length} pred<0 ${predOk} lossBetter ${lossBetter} Jbetter ${better} capOk ${capOk}`);
-    }
     proposals.forEach((p, j) => {
       const fine = jOf(j) < jBase &&
         meanNll + (nll[j] - nllRows[p.row]) / b <= nllCap &&
@@ -322,7 +322,8 @@ export async function refineTokensLm(
     const jointRows = current.map((r, i) => (rowsChosen.has(i) ? candRows[rowsChosen.get(i)!] : r));
     const jointNll = nllRows.map((x, i) => (rowsChosen.has(i) ? nll[rowsChosen.get(i)!] : x));
     let accepted: number[] = [];
-    if (chosen.length > 1) {
+    // Two rows' swaps can create the same new bigram: then only the best single swap is applied.
+    if (chosen.length > 1 && batchRepeatedBigrams(freeOf(jointRows)) <= repeats) {
       const jointLoss = await scope(ctx, () => discreteMatchingLoss(problem, jointRows, kind).item());
       passes++;
       if (objective(jointLoss, meanOf(jointNll)) < jBase && meanOf(jointNll) <= nllCap) {
@@ -349,6 +350,5 @@ export async function refineTokensLm(
   // The running loss mixes Gram rescoring and direct forwards; report the direct one.
   const matchLoss = await scope(ctx, () => discreteMatchingLoss(problem, current, kind).item());
   passes++;
-  if (Deno.env.get("Q2_DEBUG")) console.error(`refine-lm: loss ${before.toFixed(4)}→${matchLoss.toFixed(4)} nll ${nllBefore.toFixed(3)}→${meanOf(nllRows).toFixed(3)} swaps ${swaps} tabu ${tabu.size}`);
   return { ids: current, matchLoss, matchLossBefore: before, nll: meanOf(nllRows), nllBefore, swaps, passes };
 }

@@ -332,7 +332,13 @@ export async function runSynth(
             if (o.refineLm) {
               const t0 = performance.now();
               // Each round on its own (nothing from earlier rounds), so resumed and sharded runs agree.
-              const refined = await refineTokensLm(problem, result.ids, labelIds[c], o.admm.matching, o.refineLm);
+              const refined = await refineTokensLm(
+                problem,
+                result.ids,
+                labelIds[c],
+                o.admm.matching,
+                o.refineLm,
+              );
               result.ids = refined.ids;
               result.matchLoss = refined.matchLoss;
               (result.timings as Record<string, number>).refine = performance.now() - t0;

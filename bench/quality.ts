@@ -18,7 +18,11 @@ import { type AdmmSettings, PAPER_SETTINGS } from "../admm/admm.ts";
 import { parseJsonl } from "../admm/data.ts";
 import { matchingLoss, oneHot } from "../admm/matching.ts";
 import { REFINE_DEFAULTS, REFINE_PASSES_PER_ITERATION, type RefineSettings } from "../admm/refine.ts";
-import { LM_REFINE_DEFAULTS, LM_REFINE_PASSES_PER_ITERATION, type LmRefineSettings } from "../admm/refine_lm.ts";
+import {
+  LM_REFINE_DEFAULTS,
+  LM_REFINE_PASSES_PER_ITERATION,
+  type LmRefineSettings,
+} from "../admm/refine_lm.ts";
 import { runSynth, selectReal, type SynthOptions, type SynthRecord } from "../admm/synth.ts";
 import { sequenceMeanNll } from "../models/perplexity.ts";
 import { computeTarget, disposeTarget, lastLayerFactors } from "../admm/target.ts";

@@ -16,6 +16,7 @@ import {
 } from "../admm/synth.ts";
 import type { PrivacyAccount } from "../admm/dp.ts";
 import { REFINE_DEFAULTS } from "../admm/refine.ts";
+import { LM_REFINE_DEFAULTS } from "../admm/refine_lm.ts";
 import { customTask, getTask, type TaskSpec } from "../admm/tasks.ts";
 import {
   canonicalRoundKeys,
@@ -89,9 +90,14 @@ GRADMM (defaults: the paper's; CPU adapters use smaller ones unless --paper)
                           discrete) | refine (best projection, then token swaps proposed from the
                           matching-loss gradient, kept only when the exact loss drops and the
                           text's NLL stays within --refine-nll-slack of its start; admm/refine.ts)
+                          | refine-lm (the official decode, then swaps ranked by the gradient and
+                          the model's log-probabilities, kept when loss + λ·mean NLL drops and the
+                          batch's mean NLL stays within --refine-nll-slack of its start;
+                          admm/refine_lm.ts; at half --outer-steps it costs what official costs)
   --official              same as --method official
   --refine-iterations N   refinement iterations (40; each ≈ 5 forward/backward passes)
-  --refine-nll-slack X    nats/token a text's NLL may rise during refinement (0.3)
+  --refine-nll-slack X    nats/token the NLL may rise during refinement (refine 0.3, refine-lm 0)
+  --refine-lambda X       refine-lm: weight λ of the mean NLL in the objective (0.15)
   --seed N                seed for the real pool, initialisation and DP noise (42)
   --paper                 use the paper's settings even on a CPU adapter
 
@@ -200,6 +206,7 @@ export const synthCommand: Command = {
       official: { type: "boolean" },
       "refine-iterations": { type: "string" },
       "refine-nll-slack": { type: "string" },
+      "refine-lambda": { type: "string" },
       seed: { type: "string" },
       paper: { type: "boolean" },
       "dp-epsilon": { type: "string" },
@@ -237,13 +244,16 @@ export const synthCommand: Command = {
       throw new UsageError(`synth: --loss must be cos or l2, got '${loss}'`);
     }
     const method = v.official ? "official" : (v.method ?? "official");
-    if (method !== "official" && method !== "discrete" && method !== "refine") {
-      throw new UsageError(`synth: --method must be official, discrete or refine, got '${method}'`);
+    if (!["official", "discrete", "refine", "refine-lm"].includes(method)) {
+      throw new UsageError(
+        `synth: --method must be official, discrete, refine or refine-lm, got '${method}'`,
+      );
     }
     if (v.official && v.method !== undefined && v.method !== "official") {
       throw new UsageError(`synth: --official contradicts --method ${v.method}; pass one of them`);
     }
-    const select = v.select ?? (method === "official" ? "total" : "discrete");
+    // refine-lm starts from the official decode: the most fluent one.
+    const select = v.select ?? (method === "official" || method === "refine-lm" ? "total" : "discrete");
     if (select !== "total" && select !== "discrete") {
       throw new UsageError(`synth: --select must be total or discrete, got '${select}'`);
     }
@@ -332,6 +342,14 @@ export const synthCommand: Command = {
           nllSlack: num("refine-nll-slack", REFINE_DEFAULTS.nllSlack, { min: 0 }),
         }
         : undefined,
+      refineLm: method === "refine-lm"
+        ? {
+          ...LM_REFINE_DEFAULTS,
+          iterations: num("refine-iterations", LM_REFINE_DEFAULTS.iterations, { min: 0, integer: true }),
+          nllSlack: num("refine-nll-slack", LM_REFINE_DEFAULTS.nllSlack, { min: 0 }),
+          lambda: num("refine-lambda", LM_REFINE_DEFAULTS.lambda, { min: 0 }),
+        }
+        : undefined,
     };
     // This shard's rounds; the other rounds count as done, so runSynth skips them.
     const shardKeys = shard
@@ -349,9 +367,15 @@ export const synthCommand: Command = {
       );
     }
     if (
-      method !== "refine" && (v["refine-iterations"] !== undefined || v["refine-nll-slack"] !== undefined)
+      !method.startsWith("refine") &&
+      (v["refine-iterations"] !== undefined || v["refine-nll-slack"] !== undefined)
     ) {
-      throw new UsageError("synth: --refine-iterations and --refine-nll-slack need --method refine");
+      throw new UsageError(
+        "synth: --refine-iterations and --refine-nll-slack need --method refine or refine-lm",
+      );
+    }
+    if (method !== "refine-lm" && v["refine-lambda"] !== undefined) {
+      throw new UsageError("synth: --refine-lambda needs --method refine-lm");
     }
     if (cpu) {
       console.error(
