@@ -7,10 +7,14 @@
  *
  * Budget: passes = batched forward passes + backward passes (a constrained decode counts as one
  * forward). Official: K init forwards + O·(1 decode + 1 loss + 2·I) + 2 for the final decode and
- * loss. The refine method runs fewer outer steps and spends the rest on refinement iterations.
+ * loss. The refine methods run half the outer steps and spend the rest on refinement iterations
+ * (refine: from the best projection; refine-lm: from the official decode, for loss + λ·NLL).
+ * The JSON also keeps every text of every row (`texts_all`), for reading them.
  *
- *   deno task quality [--models d128,d256] [--tasks sst2,rotten_tomatoes] [--methods official,discrete,refine]
- *                     [--outer 10] [--inner 20] [--init 50] [--rounds 1] [--seed 3] [--out docs/quality/NAME]
+ *   deno task quality [--models d128,d256] [--tasks sst2,rotten_tomatoes]
+ *                     [--methods official,discrete,refine,refine-fluent,refine-lm] [--lambda 0.15]
+ *                     [--lm-slack 0] [--outer 10] [--inner 20] [--init 50] [--rounds 1] [--seed 3]
+ *                     [--out docs/quality/NAME]
  */
 import { parseArgs } from "node:util";
 import { join } from "node:path";
@@ -74,7 +78,7 @@ const args = parseArgs({
   options: {
     models: { type: "string", default: "d128,d256" },
     tasks: { type: "string", default: "sst2,rotten_tomatoes" },
-    methods: { type: "string", default: "official,discrete,refine" },
+    methods: { type: "string", default: "official,discrete,refine,refine-lm" },
     outer: { type: "string", default: "10" },
     inner: { type: "string", default: "20" },
     init: { type: "string", default: "50" },
