@@ -2,10 +2,12 @@
  * Language-model-aware token-swap refinement (not in the paper): like admm/refine.ts, but swaps
  * are chosen for the objective
  *
- *   J = matching loss + λ · (batch mean NLL per token)
+ *   J = matching loss + λ · (batch mean NLL per token + repeated bigrams / (B·(free−1)))
  *
  * rather than for the matching loss alone, so that a swap that makes a text read better can pay
- * for a little matching loss and vice versa. Each iteration
+ * for a little matching loss and vice versa (a bigram repeated in the batch costs what one more
+ * nat on one token would: the gradient pulls every text towards the same topic words). Each
+ * iteration
  *
  *   1. runs one forward + backward of the current tokens: the gradient w.r.t. the input
  *      embeddings, and from the same forward the language model's log-probabilities at every
@@ -172,15 +174,22 @@ async function logProbsBefore(
 /**
  * Token bigrams of a batch that repeat an earlier bigram anywhere in the batch, plus tokens that
  * repeat their left neighbour ("movie movie"): swaps towards likely tokens tend to make texts
- * share phrases, which a per-text check misses.
+ * share phrases, which a per-text check misses. With `swap`, counted as if token `pos` of row
+ * `row` were `id` (no copy of the batch).
  */
-export function batchRepeatedBigrams(rows: readonly (readonly number[])[]): number {
-  const mine = new Set<string>();
+export function batchRepeatedBigrams(
+  rows: readonly (readonly number[])[],
+  swap?: { row: number; pos: number; id: number },
+): number {
+  const mine = new Set<number>();
   let repeats = 0;
-  for (const ids of rows) {
+  for (let r = 0; r < rows.length; r++) {
+    const ids = rows[r];
+    const at = (i: number) => (swap && r === swap.row && i === swap.pos ? swap.id : ids[i]);
     for (let i = 0; i + 1 < ids.length; i++) {
-      const key = `${ids[i]},${ids[i + 1]}`;
-      if (ids[i] === ids[i + 1] || mine.has(key)) repeats++;
+      const [a, b] = [at(i), at(i + 1)];
+      const key = a * 1048576 + b; // exact for ids below 2^20 (any vocabulary we load)
+      if (a === b || mine.has(key)) repeats++;
       mine.add(key);
     }
   }
@@ -188,28 +197,31 @@ export function batchRepeatedBigrams(rows: readonly (readonly number[])[]): numb
 }
 
 /**
- * The `m` swaps with the lowest predicted ΔJ = first-order Δloss − λ·Δlogp/(B·(free−1)), skipping
- * tokens the row already has (no-op swaps included), those in `tabu` (keys `row,pos,id`) and those whose own token's NLL change alone
- * would take the batch mean NLL more than `nllRoom` up; at most ⌈2m/B⌉ per row so that every row
- * gets a chance.
+ * The `m` swaps with the lowest predicted ΔJ = first-order Δloss + λ·(−Δlogp + Δrepeats)/(B·(free−1))
+ * (`rows` are the free tokens), skipping tokens the row already has (no-op swaps included), those
+ * in `tabu` (keys `row,pos,id`), those that add a repeated bigram and those whose own token's NLL
+ * change alone would take the batch mean NLL more than `nllRoom` up; at most ⌈2m/B⌉ per row so
+ * that every row gets a chance.
  */
 export function pickSwaps(
   scan: SwapScan,
-  current: number[][],
+  rows: number[][],
   free: number,
   lambda: number,
   m: number,
   tabu: ReadonlySet<string>,
   nllRoom = Infinity,
 ): SwapCandidate[] {
-  const [b, t] = [current.length, current[0].length];
+  const b = rows.length;
+  const t = scan.ids.length / (b * scan.k);
   const perToken = 1 / (b * Math.max(1, free - 1));
+  const repeats = batchRepeatedBigrams(rows);
   const all: SwapCandidate[] = [];
   for (let row = 0; row < b; row++) {
     for (let pos = 0; pos < free; pos++) {
       // A token the text already has is not proposed again: the gradient keeps pointing at the
       // same topic word, and "the movie to the movie" reads worse and repeats across texts.
-      const seen = new Set<number>(current[row].slice(0, free));
+      const seen = new Set<number>(rows[row]);
       for (let j = 0; j < scan.k; j++) {
         const n = (row * t + pos) * scan.k + j;
         const id = scan.ids[n];
@@ -217,7 +229,14 @@ export function pickSwaps(
         seen.add(id);
         const nllRise = -perToken * scan.logpGain[n];
         if (nllRise > nllRoom) continue;
-        all.push({ row, pos, id, predicted: scan.firstOrder[n] + lambda * nllRise });
+        const moreRepeats = batchRepeatedBigrams(rows, { row, pos, id }) - repeats;
+        if (moreRepeats > 0) continue;
+        all.push({
+          row,
+          pos,
+          id,
+          predicted: scan.firstOrder[n] + lambda * (nllRise + perToken * moreRepeats),
+        });
       }
     }
   }
@@ -261,7 +280,9 @@ export async function refineTokensLm(
   const nllCap = nllBefore + s.nllSlack;
   const before = await scope(ctx, () => discreteMatchingLoss(problem, current, kind).item());
   let passes = 2;
-  const objective = (l: number, nll: number) => l + s.lambda * nll;
+  // A repeated bigram costs what one more nat on one token would.
+  const perToken = 1 / (b * Math.max(1, free - 1));
+  const objective = (l: number, nll: number, repeats: number) => l + s.lambda * (nll + perToken * repeats);
   const hiddenOf = (rows: number[][]) =>
     noGrad(ctx, () =>
       lastHidden(
@@ -274,7 +295,15 @@ export async function refineTokensLm(
   for (let it = 0; it < s.iterations; it++) {
     const scan = await scanSwaps(problem, current, free, kind, s.topk);
     passes += 2;
-    const proposals = pickSwaps(scan, current, free, s.lambda, s.proposals, tabu, nllCap - meanOf(nllRows));
+    const proposals = pickSwaps(
+      scan,
+      freeOf(current),
+      free,
+      s.lambda,
+      s.proposals,
+      tabu,
+      nllCap - meanOf(nllRows),
+    );
     if (proposals.length === 0) break;
     const candRows = proposals.map(({ row, pos, id }) => current[row].map((v, i) => (i === pos ? id : v)));
     const losses = await scope(
@@ -293,14 +322,15 @@ export async function refineTokensLm(
     passes += 2;
     const baseLoss = losses[losses.length - 1];
     const meanNll = meanOf(nllRows);
-    const jBase = objective(baseLoss, meanNll);
     const repeats = batchRepeatedBigrams(freeOf(current));
+    const jBase = objective(baseLoss, meanNll, repeats);
+    const repeatsOf = proposals.map((p) => batchRepeatedBigrams(freeOf(current), p));
     const bestPerRow = new Map<number, number>();
-    const jOf = (j: number) => objective(losses[j], meanNll + (nll[j] - nllRows[proposals[j].row]) / b);
+    const jOf = (j: number) =>
+      objective(losses[j], meanNll + (nll[j] - nllRows[proposals[j].row]) / b, repeatsOf[j]);
     proposals.forEach((p, j) => {
-      const fine = jOf(j) < jBase &&
-        meanNll + (nll[j] - nllRows[p.row]) / b <= nllCap &&
-        batchRepeatedBigrams(freeOf(current.map((r, i) => (i === p.row ? candRows[j] : r)))) <= repeats;
+      const fine = jOf(j) < jBase && meanNll + (nll[j] - nllRows[p.row]) / b <= nllCap &&
+        repeatsOf[j] <= repeats;
       if (!fine) {
         tabu.add(`${p.row},${p.pos},${p.id}`);
         return;
@@ -323,10 +353,11 @@ export async function refineTokensLm(
     const jointNll = nllRows.map((x, i) => (rowsChosen.has(i) ? nll[rowsChosen.get(i)!] : x));
     let accepted: number[] = [];
     // Two rows' swaps can create the same new bigram: then only the best single swap is applied.
-    if (chosen.length > 1 && batchRepeatedBigrams(freeOf(jointRows)) <= repeats) {
+    const jointRepeats = batchRepeatedBigrams(freeOf(jointRows));
+    if (chosen.length > 1 && jointRepeats <= repeats) {
       const jointLoss = await scope(ctx, () => discreteMatchingLoss(problem, jointRows, kind).item());
       passes++;
-      if (objective(jointLoss, meanOf(jointNll)) < jBase && meanOf(jointNll) <= nllCap) {
+      if (objective(jointLoss, meanOf(jointNll), jointRepeats) < jBase && meanOf(jointNll) <= nllCap) {
         current = jointRows;
         nllRows = jointNll;
         accepted = chosen;

@@ -27,32 +27,38 @@ import { ctx, gpuTest } from "../helpers.ts";
 
 const MODEL = fileURLToPath(new URL("../../assets/gpt2-d128", import.meta.url));
 
-Deno.test("batch bigram repeats count across rows and adjacent duplicates", () => {
+Deno.test("batch bigram repeats count across rows and adjacent duplicates, with or without a swap", () => {
   assert.strictEqual(batchRepeatedBigrams([[1, 2, 3], [2, 3, 4]]), 1);
   assert.strictEqual(batchRepeatedBigrams([[1, 2], [3, 4]]), 0);
   assert.strictEqual(batchRepeatedBigrams([[5, 5, 6]]), 1);
   assert.strictEqual(batchRepeatedBigrams([[1, 2, 1, 2]]), 1);
   assert.strictEqual(batchRepeatedBigrams([]), 0);
+  const rows = [[1, 2, 3], [4, 5, 6]];
+  assert.strictEqual(batchRepeatedBigrams(rows, { row: 1, pos: 1, id: 2 }), 0); // 4 2 6: nothing shared
+  assert.strictEqual(batchRepeatedBigrams(rows, { row: 1, pos: 0, id: 1 }), 0); // 1 5 6
+  assert.strictEqual(batchRepeatedBigrams(rows, { row: 1, pos: 1, id: 1 }), 0); // 4 1 6
+  assert.strictEqual(batchRepeatedBigrams([[1, 2, 3], [1, 5, 3]], { row: 1, pos: 1, id: 2 }), 2); // 1 2 3 twice
+  assert.deepStrictEqual(rows, [[1, 2, 3], [4, 5, 6]], "the swap must not change the rows");
 });
 
-Deno.test("swap proposals: lowest predicted change first, no token the row has, tabu and NLL room", () => {
-  // B = 2 rows, T = 3 (2 free + 1 suffix), k = 2 candidates per position.
-  const current = [[10, 11, 99], [20, 21, 99]];
+Deno.test("swap proposals: lowest predicted change first; no row token, repeat, tabu or NLL-room breach", () => {
+  // B = 2 rows of 2 free tokens (T = 3 with a suffix), k = 2 candidates per position.
+  const rows = [[10, 11], [10, 21]];
   const k = 2;
   const ids = Int32Array.from([
     [30, 11],
     [31, 32],
     [0, 0], // row 0: 11 is already in the row
     [40, 41],
-    [42, 43],
-    [0, 0],
+    [42, 11],
+    [0, 0], // row 1: 11 after 10 would repeat row 0's bigram
   ].flat());
   const firstOrder = Float64Array.from([
     [-0.5, -9],
     [-0.4, -0.3],
     [0, 0],
     [-0.2, -0.1],
-    [-0.6, 0.2],
+    [-0.6, -9],
     [0, 0],
   ].flat());
   const logpGain = Float64Array.from([
@@ -60,32 +66,36 @@ Deno.test("swap proposals: lowest predicted change first, no token the row has, 
     [-4, 0],
     [0, 0],
     [0, 0],
-    [0, -100],
+    [0, 0],
     [0, 0],
   ].flat());
   const scan: SwapScan = { k, ids, firstOrder, logpGain };
   const key = (s: { row: number; pos: number; id: number }) => `${s.row},${s.pos},${s.id}`;
 
-  // λ = 0: the order is the first-order change alone; 11 (already in row 0) never appears.
-  const plain = pickSwaps(scan, current, 2, 0, 8, new Set());
-  assert.deepStrictEqual(plain.map(key), [
-    "1,1,42",
-    "0,0,30",
-    "0,1,31",
-    "0,1,32",
-    "1,0,40",
-    "1,0,41",
-    "1,1,43",
-  ]);
+  // λ = 0: the order is the first-order change alone; neither 11 appears despite its −9.
+  const plain = pickSwaps(scan, rows, 2, 0, 8, new Set());
+  assert.deepStrictEqual(plain.map(key), ["1,1,42", "0,0,30", "0,1,31", "0,1,32", "1,0,40", "1,0,41"]);
   // λ = 1: the log-prob drop of 31 (−4 nats over B·(free−1) = 2 tokens) costs 2, pushing it back.
-  const fluent = pickSwaps(scan, current, 2, 1, 8, new Set());
-  assert.deepStrictEqual(fluent.map((s) => s.id), [42, 30, 32, 40, 41, 31, 43]);
+  const fluent = pickSwaps(scan, rows, 2, 1, 8, new Set());
+  assert.deepStrictEqual(fluent.map((s) => s.id), [42, 30, 32, 40, 41, 31]);
   assert.ok(Math.abs(fluent[5].predicted - (-0.4 + 2)) < 1e-12);
   // Tabu entries and swaps whose own NLL rise exceeds the room are skipped.
-  const limited = pickSwaps(scan, current, 2, 0, 8, new Set(["1,1,42"]), 1);
-  assert.ok(!limited.some((s) => s.id === 42 || s.id === 31 || s.id === 43), limited.map(key).join(" "));
+  const limited = pickSwaps(scan, rows, 2, 0, 8, new Set(["1,1,42"]), 1);
+  assert.deepStrictEqual(limited.map((s) => s.id), [30, 32, 40, 41]);
   // m = 2: the best two.
-  assert.deepStrictEqual(pickSwaps(scan, current, 2, 0, 2, new Set()).map(key), ["1,1,42", "0,0,30"]);
+  assert.deepStrictEqual(pickSwaps(scan, rows, 2, 0, 2, new Set()).map(key), ["1,1,42", "0,0,30"]);
+  // A swap that removes a repeated bigram gains λ/(B·(free−1)) per repeat removed (the other
+  // candidates are the rows' own tokens).
+  const twins = [[10, 11], [10, 11]];
+  const one = {
+    k: 1,
+    ids: Int32Array.from([10, 11, 0, 10, 50, 0]),
+    firstOrder: new Float64Array(6),
+    logpGain: new Float64Array(6),
+  };
+  const [fix] = pickSwaps(one, twins, 2, 1, 1, new Set());
+  assert.deepStrictEqual(key(fix), "1,1,50");
+  assert.ok(Math.abs(fix.predicted - -0.5) < 1e-12, `${fix.predicted}`);
 });
 
 Deno.test({
@@ -174,13 +184,15 @@ Deno.test({
       .reduce((a, x) => a + x.nll / x.tokens, 0) / batch;
     assert.ok(Math.abs(out.nll - nllNow) < 1e-3, `reported NLL ${out.nll} vs ${nllNow}`);
     assert.ok(out.nll <= out.nllBefore + 1e-6, `NLL rose above the cap: ${out.nllBefore} → ${out.nll}`);
-    const j = (l: number, nll: number) => l + settings.lambda * nll;
+    const freeRows = (rows: number[][]) => rows.map((r) => r.slice(0, free));
+    const [repeatsBefore, repeatsAfter] = [ids, out.ids].map((r) => batchRepeatedBigrams(freeRows(r)));
+    assert.ok(repeatsAfter <= repeatsBefore, `repeated bigrams ${repeatsBefore} → ${repeatsAfter}`);
+    const j = (l: number, nll: number, repeats: number) =>
+      l + settings.lambda * (nll + repeats / (batch * (free - 1)));
     assert.ok(
-      j(out.matchLoss, out.nll) <= j(out.matchLossBefore, out.nllBefore) + 1e-5,
+      j(out.matchLoss, out.nll, repeatsAfter) <= j(out.matchLossBefore, out.nllBefore, repeatsBefore) + 1e-5,
       `objective rose: ${out.matchLossBefore}/${out.nllBefore} → ${out.matchLoss}/${out.nll}`,
     );
-    const freeRows = (rows: number[][]) => rows.map((r) => r.slice(0, free));
-    assert.ok(batchRepeatedBigrams(freeRows(out.ids)) <= batchRepeatedBigrams(freeRows(ids)));
     for (const r of out.ids) {
       assert.deepStrictEqual(r.slice(-2), suffixIds);
       for (const id of r.slice(0, -2)) assert.strictEqual(banned[id], 0, `banned id ${id}`);
