@@ -237,6 +237,12 @@ export {
   repeatedBigrams,
 } from "./admm/refine.ts";
 export {
+  LM_REFINE_DEFAULTS,
+  type LmRefineResult,
+  type LmRefineSettings,
+  refineTokensLm,
+} from "./admm/refine_lm.ts";
+export {
   NonFiniteError,
   type RoundKey,
   runSynth,

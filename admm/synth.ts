@@ -23,6 +23,7 @@ import { computeTarget, disposeTarget, type TargetReport } from "./target.ts";
 import { stripSuffix, type TaskSpec } from "../data/tasks.ts";
 import { bannedTokenMask } from "./tokenFilter.ts";
 import { type RefineSettings, refineTokens } from "./refine.ts";
+import { type LmRefineSettings, refineTokensLm } from "./refine_lm.ts";
 import { disposeProjector, makeProjector } from "./zstep.ts";
 
 /**
@@ -68,6 +69,11 @@ export interface SynthOptions {
    * output is unchanged.
    */
   refine?: RefineSettings;
+  /**
+   * LM-aware token-swap refinement after each round (admm/refine_lm.ts), for matching loss +
+   * λ·NLL; absent = not run.
+   */
+  refineLm?: LmRefineSettings;
 }
 
 /**
@@ -313,6 +319,20 @@ export async function runSynth(
                 o.admm.matching,
                 o.refine,
                 deriveSeed(o.seed, "refine", rho, c, r),
+              );
+              result.ids = refined.ids;
+              result.matchLoss = refined.matchLoss;
+              (result.timings as Record<string, number>).refine = performance.now() - t0;
+            }
+            if (o.refineLm) {
+              const t0 = performance.now();
+              // Each round on its own (nothing from earlier rounds), so resumed and sharded runs agree.
+              const refined = await refineTokensLm(
+                problem,
+                result.ids,
+                labelIds[c],
+                o.admm.matching,
+                o.refineLm,
               );
               result.ids = refined.ids;
               result.matchLoss = refined.matchLoss;

@@ -13,7 +13,7 @@ import type { MatchingKind } from "../admm/matching.ts";
 export { FINETUNE_DEFAULTS } from "../train/finetune.ts";
 
 /** How a synth round picks the texts it keeps (admm/refine.ts, docs/gradmm-decisions.md). */
-export type SynthMethod = "official" | "discrete" | "refine";
+export type SynthMethod = "official" | "discrete" | "refine" | "refine-lm";
 
 /** The synth settings a caller may leave out, with the paper's values (docs/algorithm.md#settings). */
 export const SYNTH_DEFAULTS = {

@@ -9,6 +9,7 @@
 import { PAPER_SETTINGS } from "../admm/problem.ts";
 import type { MatchingKind } from "../admm/matching.ts";
 import { REFINE_DEFAULTS } from "../admm/refine.ts";
+import { LM_REFINE_DEFAULTS } from "../admm/refine_lm.ts";
 import type { DpCalibration } from "../admm/dp.ts";
 import { SynthError, type SynthOptions } from "../admm/synth.ts";
 import { getTask, type TaskSpec } from "../data/tasks.ts";
@@ -62,12 +63,17 @@ export interface SynthSettings {
   loss?: MatchingKind;
   /** Which iterate is decoded (default: "total" for the official method, else "discrete"). */
   select?: "total" | "discrete";
-  /** "official" (the paper's code path), "discrete" or "refine". */
+  /** "official" (the paper's code path), "discrete", "refine" or "refine-lm" (docs/quality/). */
   method?: SynthMethod;
-  /** Refinement iterations (method "refine" only). */
+  /** Refinement iterations (methods "refine" and "refine-lm"). */
   refineIterations?: number;
-  /** Nats/token a text's NLL may rise during refinement (method "refine" only). */
+  /**
+   * Nats/token the NLL may rise during refinement: a text's ("refine", default 0.3) or the
+   * batch mean's ("refine-lm", default 0).
+   */
   refineNllSlack?: number;
+  /** Weight λ of the batch's mean NLL in refine-lm's objective (default 0.15). */
+  refineLambda?: number;
   /** Differential privacy (absent: off). */
   dp?: SynthDpSettings;
   /** Use the paper's settings even on a CPU adapter. */
@@ -91,17 +97,21 @@ export function resolveSynthSettings(s: SynthSettings, cpuAdapter: boolean): Res
   const pick = <T>(given: T | undefined, paper: T, small: T) => given ?? (cpu ? small : paper);
   const task = typeof s.task === "object" ? s.task : getTask(s.task ?? SYNTH_DEFAULTS.task);
   const method = s.method ?? SYNTH_DEFAULTS.method;
-  if (method !== "official" && method !== "discrete" && method !== "refine") {
-    throw new SynthError(`method must be official, discrete or refine, got '${method}'`);
+  if (!["official", "discrete", "refine", "refine-lm"].includes(method)) {
+    throw new SynthError(`method must be official, discrete, refine or refine-lm, got '${method}'`);
   }
-  const select = s.select ?? (method === "official" ? "total" : "discrete");
+  // refine-lm starts from the official decode, the most fluent one.
+  const select = s.select ?? (method === "official" || method === "refine-lm" ? "total" : "discrete");
   if (select !== "total" && select !== "discrete") {
     throw new SynthError(`select must be total or discrete, got '${select}'`);
   }
   const loss = s.loss ?? SYNTH_DEFAULTS.loss;
   if (loss !== "cos" && loss !== "l2") throw new SynthError(`loss must be cos or l2, got '${loss}'`);
-  if (method !== "refine" && (s.refineIterations !== undefined || s.refineNllSlack !== undefined)) {
-    throw new SynthError("refineIterations and refineNllSlack need method 'refine'");
+  if (!method.startsWith("refine") && (s.refineIterations !== undefined || s.refineNllSlack !== undefined)) {
+    throw new SynthError("refineIterations and refineNllSlack need method 'refine' or 'refine-lm'");
+  }
+  if (method !== "refine-lm" && s.refineLambda !== undefined) {
+    throw new SynthError("refineLambda needs method 'refine-lm'");
   }
   const perClass = pick(s.perClass, SYNTH_DEFAULTS.perClass, CPU_SYNTH_DEFAULTS.perClass);
   const rhos = s.rho === undefined ? [...SYNTH_DEFAULTS.rho] : Array.isArray(s.rho) ? [...s.rho] : [s.rho];
@@ -143,6 +153,14 @@ export function resolveSynthSettings(s: SynthSettings, cpuAdapter: boolean): Res
         ...REFINE_DEFAULTS,
         iterations: s.refineIterations ?? REFINE_DEFAULTS.iterations,
         nllSlack: s.refineNllSlack ?? REFINE_DEFAULTS.nllSlack,
+      }
+      : undefined,
+    refineLm: method === "refine-lm"
+      ? {
+        ...LM_REFINE_DEFAULTS,
+        iterations: s.refineIterations ?? LM_REFINE_DEFAULTS.iterations,
+        nllSlack: s.refineNllSlack ?? LM_REFINE_DEFAULTS.nllSlack,
+        lambda: s.refineLambda ?? LM_REFINE_DEFAULTS.lambda,
       }
       : undefined,
   };

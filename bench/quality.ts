@@ -7,10 +7,15 @@
  *
  * Budget: passes = batched forward passes + backward passes (a constrained decode counts as one
  * forward). Official: K init forwards + O·(1 decode + 1 loss + 2·I) + 2 for the final decode and
- * loss. The refine method runs fewer outer steps and spends the rest on refinement iterations.
+ * loss. The refine methods run half the outer steps and spend the rest on refinement iterations
+ * (refine: from the best projection; refine-lm: from the official decode, for loss + λ·NLL).
+ * The JSON also keeps every text of every row (`texts_all`), for reading them.
  *
- *   deno task quality [--models d128,d256] [--tasks sst2,rotten_tomatoes] [--methods official,discrete,refine]
- *                     [--outer 10] [--inner 20] [--init 50] [--rounds 1] [--seed 3] [--out docs/quality/NAME]
+ *   deno task quality [--models d128,d256] [--tasks sst2,rotten_tomatoes]
+ *                     [--methods official,discrete,refine,refine-fluent,refine-lm] [--lambda 0.15]
+ *                     [--lm-slack 0] [--outer 10] [--inner 20] [--init 50] [--rounds 1] [--seed 3]
+ *                     [--out docs/quality/NAME]
+ *   deno task quality --merge a.json,b.json --out docs/quality/NAME   (report only: rows of earlier runs)
  */
 import { parseArgs } from "node:util";
 import { join } from "node:path";
@@ -18,6 +23,11 @@ import { type AdmmSettings, PAPER_SETTINGS } from "../admm/problem.ts";
 import { parseJsonl } from "../data/examples.ts";
 import { matchingLoss, oneHot } from "../admm/matching.ts";
 import { REFINE_DEFAULTS, REFINE_PASSES_PER_ITERATION, type RefineSettings } from "../admm/refine.ts";
+import {
+  LM_REFINE_DEFAULTS,
+  LM_REFINE_PASSES_PER_ITERATION,
+  type LmRefineSettings,
+} from "../admm/refine_lm.ts";
 import { runSynth, type SynthOptions, type SynthRecord } from "../admm/synth.ts";
 import { selectReal } from "../data/examples.ts";
 import { sequenceMeanNll } from "../models/perplexity.ts";
@@ -56,6 +66,10 @@ interface Row {
   copies: number;
   seconds: number;
   example: string;
+  /** Every text the method produced (JSON only), for reading them. */
+  texts_all: string[];
+  /** When the invocation that measured this row started (rows of several runs can be merged). */
+  run?: string;
 }
 
 /** Passes of one ADMM round (see the module comment). */
@@ -68,24 +82,37 @@ const args = parseArgs({
   options: {
     models: { type: "string", default: "d128,d256" },
     tasks: { type: "string", default: "sst2,rotten_tomatoes" },
-    methods: { type: "string", default: "official,discrete,refine" },
+    methods: { type: "string", default: "official,discrete,refine,refine-lm" },
     outer: { type: "string", default: "10" },
     inner: { type: "string", default: "20" },
     init: { type: "string", default: "50" },
     rounds: { type: "string", default: "1" },
     batch: { type: "string", default: "10" },
     seed: { type: "string", default: "3" },
+    lambda: { type: "string", default: String(LM_REFINE_DEFAULTS.lambda) },
+    "lm-slack": { type: "string", default: String(LM_REFINE_DEFAULTS.nllSlack) },
     "shared": { type: "string", default: "../shared" },
     out: { type: "string", default: "docs/quality/cpu" },
+    merge: { type: "string" },
   },
 });
 const v = args.values;
 const outer = Number(v.outer), inner = Number(v.inner), init = Number(v.init);
 const batch = Number(v.batch), rounds = Number(v.rounds), seed = Number(v.seed);
-const ctx = await defaultContext();
+const refineLmBase: LmRefineSettings = {
+  ...LM_REFINE_DEFAULTS,
+  lambda: Number(v.lambda),
+  nllSlack: Number(v["lm-slack"]),
+};
+const startedAt = new Date().toISOString();
 const rows: Row[] = [];
+// --merge a.json,b.json: no measuring, only the report of those files' rows (a later file's row
+// replaces an earlier one of the same model, task and method).
+const merged = v.merge ? await mergeReports(v.merge.split(",")) : null;
+const gpu = merged ? null : await defaultContext();
 
-for (const modelName of v.models!.split(",")) {
+for (const modelName of merged ? [] : v.models!.split(",")) {
+  const ctx = gpu!;
   const { model, tokenizer: codec } = await openModel(ctx, join(v.shared!, "models", `gpt2-${modelName}`));
   for (const taskName of v.tasks!.split(",")) {
     const task = getTask(taskName);
@@ -134,9 +161,11 @@ for (const modelName of v.models!.split(",")) {
         copies: copied.filter((c) => c >= COPY_WORDS).length,
         seconds,
         example: texts[0],
+        texts_all: texts,
+        run: startedAt,
       };
       rows.push(row);
-      console.error(JSON.stringify(row));
+      console.error(JSON.stringify({ ...row, texts_all: undefined }));
     };
 
     // ---- reference: held-out real sentences of the same classes, in batches of `batch`
@@ -193,6 +222,7 @@ for (const modelName of v.models!.split(",")) {
     for (const method of v.methods!.split(",")) {
       let admm: Omit<AdmmSettings, "rho">;
       let refine: RefineSettings | undefined;
+      let refineLm: LmRefineSettings | undefined;
       if (method === "official") admm = admmOf(outer, "total");
       else if (method === "discrete") admm = admmOf(outer, "discrete");
       else if (method === "refine" || method === "refine-fluent") {
@@ -206,14 +236,23 @@ for (const modelName of v.models!.split(",")) {
           nllSlack: fluent ? 0 : REFINE_DEFAULTS.nllSlack,
           iterations: Math.max(0, Math.floor(left / REFINE_PASSES_PER_ITERATION)),
         };
+      } else if (method === "refine-lm") {
+        // The official decode at half the outer steps, then LM-aware swaps for loss + λ·NLL.
+        admm = admmOf(Math.ceil(outer / 2), "total");
+        const left = official - admmPasses(admm) - 3;
+        refineLm = {
+          ...refineLmBase,
+          iterations: Math.max(0, Math.floor(left / LM_REFINE_PASSES_PER_ITERATION)),
+        };
       } else throw new Error(`unknown method '${method}'`);
-      const options: SynthOptions = { ...base, admm, refine };
+      const options: SynthOptions = { ...base, admm, refine, refineLm };
       const records: SynthRecord[] = [];
       const t0 = performance.now();
       await runSynth(model, codec, data, options, () => false, (e) => {
         if (e.kind === "round") records.push(...e.records);
       });
-      const passes = admmPasses(admm) + (refine ? 2 + refine.iterations * REFINE_PASSES_PER_ITERATION : 0);
+      const passes = admmPasses(admm) + (refine ? 2 + refine.iterations * REFINE_PASSES_PER_ITERATION : 0) +
+        (refineLm ? 3 + refineLm.iterations * LM_REFINE_PASSES_PER_ITERATION : 0);
       measure(
         method,
         passes * rounds * task.labelWords.length,
@@ -229,30 +268,71 @@ for (const modelName of v.models!.split(",")) {
 }
 
 // ---- report
+/** Rows of earlier reports, keyed by model, task and method; later files win, in the first order. */
+async function mergeReports(files: string[]) {
+  const byKey = new Map<string, Row>();
+  let last: { adapter: string; settings: unknown } | null = null;
+  for (const file of files) {
+    const report = JSON.parse(await Deno.readTextFile(file));
+    const fallbackRun = (await Deno.stat(file)).mtime?.toISOString() ?? "unknown";
+    for (const row of report.rows as Row[]) {
+      byKey.set(`${row.model}|${row.task}|${row.method}`, { ...row, run: row.run ?? fallbackRun });
+    }
+    last = report;
+  }
+  return { ...last!, rows: [...byKey.values()] }; // a replaced row keeps its place
+}
+
+/** The issue's goal for a method row against the real and official rows of its model and task. */
+function goal(r: Row, all: Row[]): string {
+  const same = (m: string) => all.find((o) => o.model === r.model && o.task === r.task && o.method === m);
+  const real = same("real (held-out)"), official = same("official");
+  if (!real || !official || r === real || r === official) return "";
+  const misses = [
+    r.matchLoss <= 0.5 * official.matchLoss ? "" : "loss",
+    r.nll <= real.nll + 0.3 ? "" : "NLL",
+    r.distinct2 >= 0.9 * real.distinct2 ? "" : "distinct-2",
+    r.copies === 0 ? "" : "copies",
+  ].filter((x) => x);
+  return misses.length === 0 ? "met" : `missed: ${misses.join(", ")}`;
+}
+
+if (merged) rows.push(...merged.rows);
+const adapter = merged ? merged.adapter : gpu!.adapterName;
 const f = (x: number, d = 3) => (Number.isFinite(x) ? x.toFixed(d) : "–");
-const settings = { outer, inner, init, rounds, batch, seed, refine: REFINE_DEFAULTS, copyWords: COPY_WORDS };
+const settings = merged ? merged.settings : {
+  outer,
+  inner,
+  init,
+  rounds,
+  batch,
+  seed,
+  refine: REFINE_DEFAULTS,
+  refineLm: refineLmBase,
+  copyWords: COPY_WORDS,
+};
+const runs = [...new Set(rows.map((r) => r.run ?? startedAt))];
 const lines = [
-  `# Synthetic-text quality at equal passes (${ctx.adapterName})`,
+  `# Synthetic-text quality at equal passes (${adapter})`,
   "",
-  `Settings: ${JSON.stringify(settings)}. Generated by \`deno task quality\` (bench/quality.ts).`,
+  `Settings: ${JSON.stringify(settings)}. Generated by \`deno task quality\` (bench/quality.ts)${
+    merged ? `, rows merged from ${runs.length} run(s) (column "run": when each was measured)` : ""
+  }. Goal (issue 14): match loss ≤ 0.5× official, NLL ≤ real + 0.3, distinct-2 ≥ 0.9× real, no copies.`,
   "",
-  "| model | task | method | passes | texts | match loss | NLL | distinct-1 | distinct-2 | repetition | nearest real | longest copy | copies | s | example |",
-  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+  "| model | task | method | passes | texts | match loss | NLL | distinct-1 | distinct-2 | repetition | nearest real | longest copy | copies | goal | s | run | example |",
+  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   ...rows.map((r) =>
-    `| ${r.model} | ${r.task} | ${r.method} | ${r.passes} | ${r.texts} | ${f(r.matchLoss)} | ${
-      f(r.nll, 2)
-    } | ${f(r.distinct1, 2)} | ${f(r.distinct2, 2)} | ${f(r.repetition, 2)} | ${
+    `| ${r.model} | ${r.task} | ${r.method} | ${r.passes} | ${r.texts} | ${f(r.matchLoss, 4)} | ${
+      f(r.nll, 3)
+    } | ${f(r.distinct1, 2)} | ${f(r.distinct2, 4)} | ${f(r.repetition, 2)} | ${
       f(r.nearestReal, 2)
-    } | ${r.longestCopy} | ${r.copies} | ${f(r.seconds, 0)} | ${
-      r.example.slice(0, 80).replaceAll("|", "/")
-    } |`
+    } | ${r.longestCopy} | ${r.copies} | ${goal(r, rows)} | ${f(r.seconds, 0)} | ${
+      (r.run ?? startedAt).slice(0, 16)
+    } | ${r.example.slice(0, 80).replaceAll("|", "/")} |`
   ),
   "",
 ];
 await Deno.mkdir(join(v.out!, ".."), { recursive: true });
 await writeFileAtomic(`${v.out}.md`, lines.join("\n"));
-await writeFileAtomic(
-  `${v.out}.json`,
-  JSON.stringify({ adapter: ctx.adapterName, settings, rows }, null, 2) + "\n",
-);
+await writeFileAtomic(`${v.out}.json`, JSON.stringify({ adapter, settings, rows }, null, 2) + "\n");
 console.log(lines.join("\n"));

@@ -7,6 +7,7 @@
 import { type ResolvedShard, resolveShard } from "../admm/shard.ts";
 import type { SynthOptions } from "../admm/synth.ts";
 import type { SynthSettings } from "../api/synth_settings.ts";
+import type { SynthMethod } from "../api/defaults.ts";
 import { customTask, getTask, type TaskSpec } from "../data/tasks.ts";
 import { defaultContext } from "../kernels/device.ts";
 import type { CausalLM } from "../models/model.ts";
@@ -76,9 +77,14 @@ GRADMM (defaults: the paper's; CPU adapters use smaller ones unless --paper)
                           discrete) | refine (best projection, then token swaps proposed from the
                           matching-loss gradient, kept only when the exact loss drops and the
                           text's NLL stays within --refine-nll-slack of its start; admm/refine.ts)
+                          | refine-lm (the official decode, then swaps ranked by the gradient and
+                          the model's log-probabilities, kept when loss + λ·mean NLL drops and the
+                          batch's mean NLL stays within --refine-nll-slack of its start;
+                          admm/refine_lm.ts; at half --outer-steps it costs what official costs)
   --official              same as --method official
   --refine-iterations N   refinement iterations (40; each ≈ 5 forward/backward passes)
-  --refine-nll-slack X    nats/token a text's NLL may rise during refinement (0.3)
+  --refine-nll-slack X    nats/token the NLL may rise during refinement (refine 0.3, refine-lm 0)
+  --refine-lambda X       refine-lm: weight λ of the mean NLL in the objective (0.15)
   --seed N                seed for the real pool, initialisation and DP noise (42)
   --paper                 use the paper's settings even on a CPU adapter
 
@@ -260,6 +266,7 @@ export const synthCommand: Command = {
       official: { type: "boolean" },
       "refine-iterations": { type: "string" },
       "refine-nll-slack": { type: "string" },
+      "refine-lambda": { type: "string" },
       seed: { type: "string" },
       paper: { type: "boolean" },
       "dp-epsilon": { type: "string" },
@@ -299,9 +306,11 @@ export const synthCommand: Command = {
     if (loss !== undefined && loss !== "cos" && loss !== "l2") {
       throw new UsageError(`synth: --loss must be cos or l2, got '${loss}'`);
     }
-    const method = v.official ? "official" : v.method;
-    if (method !== undefined && method !== "official" && method !== "discrete" && method !== "refine") {
-      throw new UsageError(`synth: --method must be official, discrete or refine, got '${method}'`);
+    const method = (v.official ? "official" : v.method) as SynthMethod | undefined;
+    if (method !== undefined && !["official", "discrete", "refine", "refine-lm"].includes(method)) {
+      throw new UsageError(
+        `synth: --method must be official, discrete, refine or refine-lm, got '${method}'`,
+      );
     }
     if (v.official && v.method !== undefined && v.method !== "official") {
       throw new UsageError(`synth: --official contradicts --method ${v.method}; pass one of them`);
@@ -322,9 +331,15 @@ export const synthCommand: Command = {
       throw new UsageError("synth: --dp-calibration needs --dp-epsilon");
     }
     if (
-      method !== "refine" && (v["refine-iterations"] !== undefined || v["refine-nll-slack"] !== undefined)
+      !method?.startsWith("refine") &&
+      (v["refine-iterations"] !== undefined || v["refine-nll-slack"] !== undefined)
     ) {
-      throw new UsageError("synth: --refine-iterations and --refine-nll-slack need --method refine");
+      throw new UsageError(
+        "synth: --refine-iterations and --refine-nll-slack need --method refine or refine-lm",
+      );
+    }
+    if (method !== "refine-lm" && v["refine-lambda"] !== undefined) {
+      throw new UsageError("synth: --refine-lambda needs --method refine-lm");
     }
     const settings: SynthSettings = {
       task,
@@ -345,6 +360,7 @@ export const synthCommand: Command = {
       method,
       refineIterations: opt("refine-iterations", { min: 0, integer: true }),
       refineNllSlack: opt("refine-nll-slack", { min: 0 }),
+      refineLambda: opt("refine-lambda", { min: 0 }),
       dp: dpRequested
         ? {
           epsilon: opt("dp-epsilon", { min: 1e-9 })!,

@@ -341,6 +341,20 @@ for (const [c, flag, value] of badNumbers) {
     alone: c !== "synth",
   });
 }
+// refine-lm's own flags: a bad λ, and λ without the method that uses it.
+cases.push({
+  name: "synth: --refine-lambda -1 with --method refine-lm",
+  argv: [...base("synth"), "--method", "refine-lm", "--refine-lambda=-1"],
+  code: 2,
+  pattern: /^error: synth: --refine-lambda/,
+  alone: false,
+}, {
+  name: "synth: --refine-lambda without --method refine-lm",
+  argv: [...base("synth"), "--refine-lambda", "0.1"],
+  code: 2,
+  pattern: /^error: synth: --refine-lambda needs --method refine-lm/,
+  alone: false,
+});
 const missingRequired: [string, string][] = [
   ["eval", "--data"],
   ["ppl", "--data"],

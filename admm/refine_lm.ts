@@ -1,0 +1,390 @@
+/**
+ * Language-model-aware token-swap refinement (not in the paper): like admm/refine.ts, but swaps
+ * are chosen for the objective
+ *
+ *   J = matching loss + λ · (batch mean NLL per token + repeated bigrams / (B·(free−1)))
+ *
+ * rather than for the matching loss alone, so that a swap that makes a text read better can pay
+ * for a little matching loss and vice versa (a bigram repeated in the batch costs what one more
+ * nat on one token would: the gradient pulls every text towards the same topic words). Each
+ * iteration
+ *
+ *   1. runs one forward + backward of the current tokens: the gradient w.r.t. the input
+ *      embeddings, and from the same forward the language model's log-probabilities at every
+ *      position,
+ *   2. takes per position the top-k tokens by cosine to the negative gradient and predicts each
+ *      swap's ΔJ: the first-order loss change ∇x·(e_new − e_old) plus λ times the change of that
+ *      token's own NLL in its left context,
+ *   3. scores the `proposals` swaps with the lowest predicted ΔJ exactly (matching loss from Gram
+ *      products, the row's NLL from a forward), swaps already rejected for an unchanged row skipped,
+ *   4. accepts per row the best swap that lowers the exact J, keeps the batch mean NLL under a cap
+ *      and adds no repeated token bigram; all rows' swaps together when that is still better.
+ *
+ * The NLL cap is the decode's own mean NLL plus `nllSlack`: no real example is read, so a DP run
+ * stays post-processing.
+ */
+import { mul } from "../autograd/ops/elementwise.ts";
+import { logSoftmax } from "../autograd/ops/softmax.ts";
+import { reshape, slice } from "../autograd/ops/shape.ts";
+import { backward } from "../autograd/tape.ts";
+import { noGrad } from "../autograd/grad_mode.ts";
+import { scope, Tensor } from "../autograd/tensor.ts";
+import { sequenceNll } from "../models/perplexity.ts";
+import { discreteMatchingLoss, lastHidden, type RoundProblem } from "./problem.ts";
+import { type MatchingKind, matchingLoss } from "./matching.ts";
+import { rowSwapLosses } from "./refine.ts";
+import { topkCosine } from "./zstep.ts";
+
+/** Settings of the LM-aware refinement (SynthOptions.refineLm). */
+export interface LmRefineSettings {
+  /** Iterations (each: 1 forward+backward, 1 candidate forward, 1 NLL forward, ≤ 1 check). */
+  iterations: number;
+  /** Swaps scored exactly per iteration. */
+  proposals: number;
+  /** Candidate tokens per position from the gradient (top-k by cosine). */
+  topk: number;
+  /** Weight of the batch mean NLL (nats/token) in the objective. */
+  lambda: number;
+  /** The batch mean NLL may rise at most this much above the decode's own. */
+  nllSlack: number;
+}
+
+/** Defaults chosen on the CPU measurements (docs/quality/). */
+export const LM_REFINE_DEFAULTS: LmRefineSettings = {
+  iterations: 40,
+  proposals: 32,
+  topk: 32,
+  lambda: 0.15,
+  nllSlack: 0,
+};
+
+/** Passes one iteration costs (gradient 2, candidate hidden states 1, NLL 1, joint check 1). */
+export const LM_REFINE_PASSES_PER_ITERATION = 5;
+
+/** What an LM-aware refinement did. */
+export interface LmRefineResult {
+  /** The refined token ids, one row per text (suffix included). */
+  ids: number[][];
+  /** Exact matching loss of `ids`. */
+  matchLoss: number;
+  /** Exact matching loss before refinement. */
+  matchLossBefore: number;
+  /** Batch mean NLL per token of the free tokens, after refinement. */
+  nll: number;
+  /** The same before refinement. */
+  nllBefore: number;
+  /** Swaps applied. */
+  swaps: number;
+  /** Forward/backward passes spent (for equal-budget comparisons). */
+  passes: number;
+}
+
+/** A single-token swap with its predicted change of the objective. */
+export interface SwapCandidate {
+  row: number;
+  pos: number;
+  id: number;
+  predicted: number;
+}
+
+/** Per position of the batch: k candidate ids, their first-order Δloss and their Δ log-prob. */
+export interface SwapScan {
+  k: number;
+  ids: Int32Array;
+  firstOrder: Float64Array;
+  /** log p(candidate | left context) − log p(current | left context); 0 at position 0. */
+  logpGain: Float64Array;
+}
+
+/**
+ * The gradient of the matching loss and the LM log-probabilities of `ids` from one forward +
+ * backward, turned into k swap candidates per free position with their predicted effects.
+ */
+export async function scanSwaps(
+  problem: RoundProblem,
+  ids: number[][],
+  free: number,
+  kind: MatchingKind,
+  k: number,
+): Promise<SwapScan> {
+  const { model } = problem;
+  const ctx = model.ctx;
+  const [b, t] = [ids.length, ids[0].length];
+  const d = model.embedRows.shape[1];
+  const projector = { ...problem.projector, topk: k };
+  return await scope(ctx, async () => {
+    const embedded = noGrad(ctx, () => model.embed(Tensor.from(ctx, Float32Array.from(ids.flat()), [b, t])));
+    const x = Tensor.empty(ctx, [b, t, d], { requiresGrad: true, name: "refine-lm-x" });
+    ctx.copyBuffer(embedded.buffer, 0, x.buffer, 0, x.bytes);
+    const { lastHidden: hidden } = model.forward({ embeds: x, logits: "none" });
+    const last = reshape(slice(hidden, 1, t - 1, t), [b, d]);
+    backward(matchingLoss(problem.target, last, problem.head, problem.onehot, kind));
+    const grad = x.grad!;
+    try {
+      const candT = noGrad(ctx, () => topkCosine(projector, mul(grad, Tensor.full(ctx, [1], -1))));
+      const cands = Int32Array.from(await candT.read(), Math.round);
+      const g = await grad.read();
+      const cur = await embedded.read();
+      const candE = await noGrad(ctx, () => model.embed(reshape(candT, [b, t * k]))).read();
+      const logp = await logProbsBefore(model, hidden, free);
+      const firstOrder = new Float64Array(b * t * k);
+      const logpGain = new Float64Array(b * t * k);
+      for (let row = 0; row < b; row++) {
+        for (let pos = 0; pos < free; pos++) {
+          const at = row * t + pos;
+          const lpRow = pos > 0 ? (row * (free - 1) + pos - 1) * logp.vocab : -1;
+          for (let j = 0; j < k; j++) {
+            const n = at * k + j;
+            let dot = 0;
+            for (let i = 0; i < d; i++) dot += g[at * d + i] * (candE[n * d + i] - cur[at * d + i]);
+            firstOrder[n] = dot;
+            if (lpRow >= 0) logpGain[n] = logp.data[lpRow + cands[n]] - logp.data[lpRow + ids[row][pos]];
+          }
+        }
+      }
+      return { k, ids: cands, firstOrder, logpGain };
+    } finally {
+      grad.dispose();
+      x.grad = null;
+    }
+  });
+}
+
+/**
+ * Log-probabilities of the next token after positions 0 … free−2 of every row (the predictions
+ * for positions 1 … free−1), read back as [B·(free−1), V], computed in row blocks that fit a
+ * storage binding.
+ */
+async function logProbsBefore(
+  model: RoundProblem["model"],
+  hidden: Tensor,
+  free: number,
+): Promise<{ data: Float32Array; vocab: number }> {
+  const ctx = model.ctx;
+  const [b, , d] = hidden.shape;
+  const vocab = model.headRows.shape[0];
+  const n = b * (free - 1);
+  const data = new Float32Array(n * vocab);
+  if (n === 0) return { data, vocab };
+  const perBlock = Math.max(1, Math.floor(ctx.limits.maxStorageBufferBindingSize / (vocab * 4)));
+  const h = noGrad(ctx, () => reshape(slice(hidden, 1, 0, free - 1), [n, d]));
+  for (let r = 0; r < n; r += perBlock) {
+    const end = Math.min(n, r + perBlock);
+    const lp = await noGrad(ctx, () => scope(ctx, () => logSoftmax(model.head(slice(h, 0, r, end))).read()));
+    data.set(lp, r * vocab);
+  }
+  return { data, vocab };
+}
+
+/**
+ * Token bigrams of a batch that repeat an earlier bigram anywhere in the batch, plus tokens that
+ * repeat their left neighbour ("movie movie"): swaps towards likely tokens tend to make texts
+ * share phrases, which a per-text check misses. With `swap`, counted as if token `pos` of row
+ * `row` were `id` (no copy of the batch).
+ */
+export function batchRepeatedBigrams(
+  rows: readonly (readonly number[])[],
+  swap?: { row: number; pos: number; id: number },
+): number {
+  const mine = new Set<number>();
+  let repeats = 0;
+  for (let r = 0; r < rows.length; r++) {
+    const ids = rows[r];
+    const at = (i: number) => (swap && r === swap.row && i === swap.pos ? swap.id : ids[i]);
+    for (let i = 0; i + 1 < ids.length; i++) {
+      const [a, b] = [at(i), at(i + 1)];
+      const key = a * 1048576 + b; // exact for ids below 2^20 (any vocabulary we load)
+      if (a === b || mine.has(key)) repeats++;
+      mine.add(key);
+    }
+  }
+  return repeats;
+}
+
+/**
+ * The `m` swaps with the lowest predicted ΔJ = first-order Δloss + λ·(−Δlogp + Δrepeats)/(B·(free−1))
+ * (`rows` are the free tokens), skipping tokens the row already has (no-op swaps included), those
+ * in `tabu` (keys `row,pos,id`), those that add a repeated bigram and those whose own token's NLL
+ * change alone would take the batch mean NLL more than `nllRoom` up; at most ⌈2m/B⌉ per row so
+ * that every row gets a chance.
+ */
+export function pickSwaps(
+  scan: SwapScan,
+  rows: number[][],
+  free: number,
+  lambda: number,
+  m: number,
+  tabu: ReadonlySet<string>,
+  nllRoom = Infinity,
+): SwapCandidate[] {
+  const b = rows.length;
+  const t = scan.ids.length / (b * scan.k);
+  const perToken = 1 / (b * Math.max(1, free - 1));
+  const repeats = batchRepeatedBigrams(rows);
+  const all: SwapCandidate[] = [];
+  for (let row = 0; row < b; row++) {
+    for (let pos = 0; pos < free; pos++) {
+      // A token the text already has is not proposed again: the gradient keeps pointing at the
+      // same topic word, and "the movie to the movie" reads worse and repeats across texts.
+      const seen = new Set<number>(rows[row]);
+      for (let j = 0; j < scan.k; j++) {
+        const n = (row * t + pos) * scan.k + j;
+        const id = scan.ids[n];
+        if (seen.has(id) || tabu.has(`${row},${pos},${id}`)) continue;
+        seen.add(id);
+        const nllRise = -perToken * scan.logpGain[n];
+        if (nllRise > nllRoom) continue;
+        const moreRepeats = batchRepeatedBigrams(rows, { row, pos, id }) - repeats;
+        if (moreRepeats > 0) continue;
+        all.push({
+          row,
+          pos,
+          id,
+          predicted: scan.firstOrder[n] + lambda * (nllRise + perToken * moreRepeats),
+        });
+      }
+    }
+  }
+  all.sort((a, c) => a.predicted - c.predicted);
+  const perRow = Math.ceil((2 * m) / b);
+  const taken = new Array<number>(b).fill(0);
+  const out: SwapCandidate[] = [];
+  for (const s of all) {
+    if (out.length === m) break;
+    if (taken[s.row] >= perRow) continue;
+    taken[s.row]++;
+    out.push(s);
+  }
+  return out;
+}
+
+/**
+ * Refines a round's decoded `ids` ([B][T], suffix included; only the free positions before the
+ * suffix change) for matching loss + λ·NLL, never letting the batch mean NLL exceed its starting
+ * value + `nllSlack`, never raising J and never adding a repeated token bigram to the batch.
+ */
+export async function refineTokensLm(
+  problem: RoundProblem,
+  ids: number[][],
+  labelId: number,
+  kind: MatchingKind,
+  s: LmRefineSettings,
+): Promise<LmRefineResult> {
+  const { model } = problem;
+  const ctx = model.ctx;
+  const b = ids.length;
+  const free = ids[0].length - problem.suffixIds.length;
+  let current = ids.map((r) => [...r]);
+  const rowNll = async (rows: number[][]) =>
+    (await sequenceNll(model, rows.map((r) => r.slice(0, free)), { batchSize: Math.max(8, rows.length) }))
+      .map((x) => (x.tokens > 0 ? x.nll / x.tokens : 0));
+  const freeOf = (rows: number[][]) => rows.map((r) => r.slice(0, free));
+  const meanOf = (xs: number[]) => xs.reduce((a, x) => a + x, 0) / xs.length;
+  let nllRows = await rowNll(current);
+  const nllBefore = meanOf(nllRows);
+  const nllCap = nllBefore + s.nllSlack;
+  const before = await scope(ctx, () => discreteMatchingLoss(problem, current, kind).item());
+  let passes = 2;
+  // A repeated bigram costs what one more nat on one token would.
+  const perToken = 1 / (b * Math.max(1, free - 1));
+  const objective = (l: number, nll: number, repeats: number) => l + s.lambda * (nll + perToken * repeats);
+  const hiddenOf = (rows: number[][]) =>
+    noGrad(ctx, () =>
+      lastHidden(
+        model,
+        model.embed(Tensor.from(ctx, Float32Array.from(rows.flat()), [rows.length, rows[0].length])),
+      ));
+  // Swaps rejected since their row last changed: scoring them again would give the same answer.
+  const tabu = new Set<string>();
+  let swaps = 0;
+  for (let it = 0; it < s.iterations; it++) {
+    const scan = await scanSwaps(problem, current, free, kind, s.topk);
+    passes += 2;
+    const proposals = pickSwaps(
+      scan,
+      freeOf(current),
+      free,
+      s.lambda,
+      s.proposals,
+      tabu,
+      nllCap - meanOf(nllRows),
+    );
+    if (proposals.length === 0) break;
+    const candRows = proposals.map(({ row, pos, id }) => current[row].map((v, i) => (i === pos ? id : v)));
+    const losses = await scope(
+      ctx,
+      () =>
+        rowSwapLosses(
+          problem,
+          hiddenOf(current),
+          hiddenOf(candRows),
+          proposals.map((p) => p.row),
+          labelId,
+          kind,
+        ),
+    );
+    const nll = await rowNll(candRows);
+    passes += 2;
+    const baseLoss = losses[losses.length - 1];
+    const meanNll = meanOf(nllRows);
+    const repeats = batchRepeatedBigrams(freeOf(current));
+    const jBase = objective(baseLoss, meanNll, repeats);
+    const repeatsOf = proposals.map((p) => batchRepeatedBigrams(freeOf(current), p));
+    const bestPerRow = new Map<number, number>();
+    const jOf = (j: number) =>
+      objective(losses[j], meanNll + (nll[j] - nllRows[proposals[j].row]) / b, repeatsOf[j]);
+    proposals.forEach((p, j) => {
+      const fine = jOf(j) < jBase && meanNll + (nll[j] - nllRows[p.row]) / b <= nllCap &&
+        repeatsOf[j] <= repeats;
+      if (!fine) {
+        tabu.add(`${p.row},${p.pos},${p.id}`);
+        return;
+      }
+      const prev = bestPerRow.get(p.row);
+      if (prev === undefined || jOf(j) < jOf(prev)) bestPerRow.set(p.row, j);
+    });
+    if (bestPerRow.size === 0) continue;
+    // Rows' best swaps, best first, as many as fit under the NLL cap together.
+    const chosen: number[] = [];
+    let nllSum = meanNll * b;
+    for (const j of [...bestPerRow.values()].sort((x, y) => jOf(x) - jOf(y))) {
+      const next = nllSum + nll[j] - nllRows[proposals[j].row];
+      if (next / b > nllCap) continue;
+      nllSum = next;
+      chosen.push(j);
+    }
+    const rowsChosen = new Map(chosen.map((j) => [proposals[j].row, j]));
+    const jointRows = current.map((r, i) => (rowsChosen.has(i) ? candRows[rowsChosen.get(i)!] : r));
+    const jointNll = nllRows.map((x, i) => (rowsChosen.has(i) ? nll[rowsChosen.get(i)!] : x));
+    let accepted: number[] = [];
+    // Two rows' swaps can create the same new bigram: then only the best single swap is applied.
+    const jointRepeats = batchRepeatedBigrams(freeOf(jointRows));
+    if (chosen.length > 1 && jointRepeats <= repeats) {
+      const jointLoss = await scope(ctx, () => discreteMatchingLoss(problem, jointRows, kind).item());
+      passes++;
+      if (objective(jointLoss, meanOf(jointNll), jointRepeats) < jBase && meanOf(jointNll) <= nllCap) {
+        current = jointRows;
+        nllRows = jointNll;
+        accepted = chosen;
+      }
+    }
+    if (accepted.length === 0) {
+      // The joint batch was not better (or only one row had a swap): apply the best single swap,
+      // whose loss rowSwapLosses computed exactly.
+      const best = chosen.reduce((a, j) => (jOf(j) < jOf(a) ? j : a));
+      const row = proposals[best].row;
+      current = current.map((r, i) => (i === row ? candRows[best] : r));
+      nllRows = nllRows.map((x, i) => (i === row ? nll[best] : x));
+      accepted = [best];
+    }
+    swaps += accepted.length;
+    for (const j of accepted) {
+      const row = proposals[j].row;
+      for (const key of [...tabu]) if (key.startsWith(`${row},`)) tabu.delete(key);
+    }
+  }
+  // The running loss mixes Gram rescoring and direct forwards; report the direct one.
+  const matchLoss = await scope(ctx, () => discreteMatchingLoss(problem, current, kind).item());
+  passes++;
+  return { ids: current, matchLoss, matchLossBefore: before, nll: meanOf(nllRows), nllBefore, swaps, passes };
+}
