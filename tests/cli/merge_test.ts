@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { gpuTest } from "../helpers.ts";
 import { shared } from "../shared.ts";
 import { runCli } from "./capture.ts";
+import { manifestSansTime } from "../synth_manifest.ts";
 
 // 2 classes × 2 ρ × 2 rounds = 8 rounds; 3 shards get 3, 3 and 2 of them.
 const TINY = [
@@ -44,18 +45,6 @@ async function refused(argv: string[], re: RegExp): Promise<void> {
   const r = await runCli(argv);
   assert.notEqual(r.code, 0, `${argv.join(" ")} was accepted`);
   assert.match(r.stderr, re, `${argv.join(" ")}: unexpected message`);
-}
-
-/**
- * A manifest without the fields that measure time or record the invocations (command lines,
- * start and end times): they differ between any two runs.
- */
-function manifestSansTime(path: string): string {
-  const m = JSON.parse(Deno.readTextFileSync(path));
-  delete m.timings;
-  delete m.wallSeconds;
-  delete m.invocations;
-  return JSON.stringify(m, null, 2);
 }
 
 Deno.test({

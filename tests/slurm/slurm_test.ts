@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { ROOT } from "../fixtures.ts";
+import { manifestSansTime } from "../synth_manifest.ts";
 
 const NEEDED = ["sbatch", "sinfo", "slurmctld", "slurmd", "munged"];
 const SEARCH = [...(Deno.env.get("PATH") ?? "").split(":"), "/usr/sbin", "/sbin"];
@@ -74,13 +75,6 @@ async function run(cmd: string, args: string[], env: Record<string, string>): Pr
 
 function sha256(path: string): string {
   return createHash("sha256").update(Deno.readFileSync(path)).digest("hex");
-}
-
-function manifestSansTime(path: string): string {
-  const m = JSON.parse(Deno.readTextFileSync(path));
-  delete m.timings;
-  delete m.wallSeconds;
-  return JSON.stringify(m, null, 2);
 }
 
 async function logsOf(dir: string): Promise<string> {
