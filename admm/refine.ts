@@ -23,6 +23,7 @@ import { backward } from "../autograd/tape.ts";
 import { noGrad } from "../autograd/grad_mode.ts";
 import { scope, Tensor } from "../autograd/tensor.ts";
 import { sequenceNll } from "../models/perplexity.ts";
+import type { CausalLM } from "../models/model.ts";
 import { discreteMatchingLoss, lastHidden, type RoundProblem } from "./problem.ts";
 import { type MatchingKind, matchingLoss, oneHot, outputResiduals } from "./matching.ts";
 import { topkCosine } from "./zstep.ts";
@@ -188,6 +189,24 @@ export async function rowSwapLosses(
   return losses;
 }
 
+/** Mean NLL per token of each row's first `free` tokens (0 for a row of fewer than two). */
+export async function freeTokenNll(model: CausalLM, rows: number[][], free: number): Promise<number[]> {
+  const scored = await sequenceNll(model, rows.map((r) => r.slice(0, free)), {
+    batchSize: Math.max(8, rows.length),
+  });
+  return scored.map((x) => (x.tokens > 0 ? x.nll / x.tokens : 0));
+}
+
+/** The last hidden states of token rows ([B][T] ids, equal lengths), without a tape. */
+export function hiddenOfRows(model: CausalLM, rows: number[][]): Tensor {
+  const ctx = model.ctx;
+  return noGrad(ctx, () =>
+    lastHidden(
+      model,
+      model.embed(Tensor.from(ctx, Float32Array.from(rows.flat()), [rows.length, rows[0].length])),
+    ));
+}
+
 /**
  * Refines a round's decoded `ids` ([B][T], suffix included; only the free positions before the
  * suffix change). `labelId` is the class's label token; `seed` draws the proposals.
@@ -206,17 +225,10 @@ export async function refineTokens(
   const free = ids[0].length - problem.suffixIds.length;
   const rand = random(seed);
   let current = ids.map((r) => [...r]);
-  const rowNll = async (rows: number[][]) =>
-    (await sequenceNll(model, rows.map((r) => r.slice(0, free)), { batchSize: Math.max(8, rows.length) }))
-      .map((x) => (x.tokens > 0 ? x.nll / x.tokens : 0));
+  const rowNll = (rows: number[][]) => freeTokenNll(model, rows, free);
   const nllCap = (await rowNll(current)).map((x) => x + s.nllSlack);
   let passes = 1;
-  const hiddenOf = (rows: number[][]) =>
-    noGrad(ctx, () =>
-      lastHidden(
-        model,
-        model.embed(Tensor.from(ctx, Float32Array.from(rows.flat()), [rows.length, rows[0].length])),
-      ));
+  const hiddenOf = (rows: number[][]) => hiddenOfRows(model, rows);
   const before = await scope(ctx, () => discreteMatchingLoss(problem, current, kind).item());
   passes++;
   let loss = before;

@@ -29,10 +29,9 @@ import { reshape, slice } from "../autograd/ops/shape.ts";
 import { backward } from "../autograd/tape.ts";
 import { noGrad } from "../autograd/grad_mode.ts";
 import { scope, Tensor } from "../autograd/tensor.ts";
-import { sequenceNll } from "../models/perplexity.ts";
-import { discreteMatchingLoss, lastHidden, type RoundProblem } from "./problem.ts";
+import { discreteMatchingLoss, type RoundProblem } from "./problem.ts";
 import { type MatchingKind, matchingLoss } from "./matching.ts";
-import { rowSwapLosses } from "./refine.ts";
+import { freeTokenNll, hiddenOfRows, rowSwapLosses } from "./refine.ts";
 import { topkCosine } from "./zstep.ts";
 
 /** Settings of the LM-aware refinement (SynthOptions.refineLm). */
@@ -275,9 +274,7 @@ export async function refineTokensLm(
   const b = ids.length;
   const free = ids[0].length - problem.suffixIds.length;
   let current = ids.map((r) => [...r]);
-  const rowNll = async (rows: number[][]) =>
-    (await sequenceNll(model, rows.map((r) => r.slice(0, free)), { batchSize: Math.max(8, rows.length) }))
-      .map((x) => (x.tokens > 0 ? x.nll / x.tokens : 0));
+  const rowNll = (rows: number[][]) => freeTokenNll(model, rows, free);
   const freeOf = (rows: number[][]) => rows.map((r) => r.slice(0, free));
   const meanOf = (xs: number[]) => xs.reduce((a, x) => a + x, 0) / xs.length;
   let nllRows = await rowNll(current);
@@ -288,12 +285,7 @@ export async function refineTokensLm(
   // A repeated bigram costs what one more nat on one token would.
   const perToken = 1 / (b * Math.max(1, free - 1));
   const objective = (l: number, nll: number, repeats: number) => l + s.lambda * (nll + perToken * repeats);
-  const hiddenOf = (rows: number[][]) =>
-    noGrad(ctx, () =>
-      lastHidden(
-        model,
-        model.embed(Tensor.from(ctx, Float32Array.from(rows.flat()), [rows.length, rows[0].length])),
-      ));
+  const hiddenOf = (rows: number[][]) => hiddenOfRows(model, rows);
   // Swaps rejected since their row last changed: scoring them again would give the same answer.
   const tabu = new Set<string>();
   let swaps = 0;
