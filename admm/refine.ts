@@ -197,6 +197,46 @@ export async function freeTokenNll(model: CausalLM, rows: number[][], free: numb
   return scored.map((x) => (x.tokens > 0 ? x.nll / x.tokens : 0));
 }
 
+/** One token swap: `id` at position `pos` of row `row`. */
+export interface TokenSwap {
+  /** The text (row of the batch). */
+  row: number;
+  /** The position in it (a free position, before the suffix). */
+  pos: number;
+  /** The token id put there. */
+  id: number;
+}
+
+/**
+ * Applies each swap to a copy of its row and scores it exactly (2 passes): the matching loss of
+ * the batch with just that row swapped (`losses`, one per swap, then the unswapped batch's last)
+ * and the swapped row's free-token NLL.
+ */
+export async function scoreSwaps(
+  problem: RoundProblem,
+  current: number[][],
+  swaps: TokenSwap[],
+  labelId: number,
+  kind: MatchingKind,
+  free: number,
+): Promise<{ candRows: number[][]; losses: number[]; nll: number[] }> {
+  const { model } = problem;
+  const candRows = swaps.map(({ row, pos, id }) => current[row].map((v, i) => (i === pos ? id : v)));
+  const losses = await scope(
+    model.ctx,
+    () =>
+      rowSwapLosses(
+        problem,
+        hiddenOfRows(model, current),
+        hiddenOfRows(model, candRows),
+        swaps.map((p) => p.row),
+        labelId,
+        kind,
+      ),
+  );
+  return { candRows, losses, nll: await freeTokenNll(model, candRows, free) };
+}
+
 /** The last hidden states of token rows ([B][T] ids, equal lengths), without a tape. */
 export function hiddenOfRows(model: CausalLM, rows: number[][]): Tensor {
   const ctx = model.ctx;
@@ -228,7 +268,6 @@ export async function refineTokens(
   const rowNll = (rows: number[][]) => freeTokenNll(model, rows, free);
   const nllCap = (await rowNll(current)).map((x) => x + s.nllSlack);
   let passes = 1;
-  const hiddenOf = (rows: number[][]) => hiddenOfRows(model, rows);
   const before = await scope(ctx, () => discreteMatchingLoss(problem, current, kind).item());
   passes++;
   let loss = before;
@@ -236,7 +275,7 @@ export async function refineTokens(
   for (let it = 0; it < s.iterations; it++) {
     const cands = await proposeCandidates(problem, current, kind, s.topk);
     const t = current[0].length;
-    const proposals: { row: number; pos: number; id: number }[] = [];
+    const proposals: TokenSwap[] = [];
     for (let p = 0; p < s.proposals; p++) {
       const row = Math.floor(rand() * b);
       const pos = Math.floor(rand() * free);
@@ -245,20 +284,7 @@ export async function refineTokens(
     }
     passes += 2;
     if (proposals.length === 0) continue;
-    const candRows = proposals.map(({ row, pos, id }) => current[row].map((v, i) => (i === pos ? id : v)));
-    const losses = await scope(
-      ctx,
-      () =>
-        rowSwapLosses(
-          problem,
-          hiddenOf(current),
-          hiddenOf(candRows),
-          proposals.map((p) => p.row),
-          labelId,
-          kind,
-        ),
-    );
-    const nll = await rowNll(candRows);
+    const { candRows, losses, nll } = await scoreSwaps(problem, current, proposals, labelId, kind, free);
     passes += 2;
     const baseLoss = losses[losses.length - 1];
     // Best acceptable swap per row.

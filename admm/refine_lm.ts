@@ -31,7 +31,7 @@ import { noGrad } from "../autograd/grad_mode.ts";
 import { scope, Tensor } from "../autograd/tensor.ts";
 import { discreteMatchingLoss, type RoundProblem } from "./problem.ts";
 import { type MatchingKind, matchingLoss } from "./matching.ts";
-import { freeTokenNll, hiddenOfRows, rowSwapLosses } from "./refine.ts";
+import { freeTokenNll, scoreSwaps } from "./refine.ts";
 import { topkCosine } from "./zstep.ts";
 
 /** Settings of the LM-aware refinement (SynthOptions.refineLm). */
@@ -285,7 +285,6 @@ export async function refineTokensLm(
   // A repeated bigram costs what one more nat on one token would.
   const perToken = 1 / (b * Math.max(1, free - 1));
   const objective = (l: number, nll: number, repeats: number) => l + s.lambda * (nll + perToken * repeats);
-  const hiddenOf = (rows: number[][]) => hiddenOfRows(model, rows);
   // Swaps rejected since their row last changed: scoring them again would give the same answer.
   const tabu = new Set<string>();
   let swaps = 0;
@@ -302,20 +301,7 @@ export async function refineTokensLm(
       nllCap - meanOf(nllRows),
     );
     if (proposals.length === 0) break;
-    const candRows = proposals.map(({ row, pos, id }) => current[row].map((v, i) => (i === pos ? id : v)));
-    const losses = await scope(
-      ctx,
-      () =>
-        rowSwapLosses(
-          problem,
-          hiddenOf(current),
-          hiddenOf(candRows),
-          proposals.map((p) => p.row),
-          labelId,
-          kind,
-        ),
-    );
-    const nll = await rowNll(candRows);
+    const { candRows, losses, nll } = await scoreSwaps(problem, current, proposals, labelId, kind, free);
     passes += 2;
     const baseLoss = losses[losses.length - 1];
     const meanNll = meanOf(nllRows);
