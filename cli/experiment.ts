@@ -131,6 +131,11 @@ Examples
 Old flag names still accepted: --train (now --train-data), --test (now --test-data), --out (now
 --out-dir), --real (now --real-n), --synth-topk (now --synth-top-k).`;
 
+/** What to do about a damaged synth output inside the experiment folder (it has no --overwrite). */
+function restartHintOf(path: string): string {
+  return `delete ${path} and its .manifest.json to recompute it, or choose another --out-dir`;
+}
+
 /** Synth flags the experiment passes through (experiment flag → synth flag). */
 const SYNTH_PASSTHROUGH: Record<string, string> = {
   "synth-outer-steps": "outer-steps",
@@ -781,12 +786,13 @@ export const experimentCommand: Command = {
               openModel: openSynthModel,
               prepare: tuneForSynth,
               onEvent: printer.onEvent,
+              restartHint: restartHintOf(path),
             }).finally(() => printer.finish()));
           synthPhase.end(rounds);
         } else {
           synthPhase.skip(rounds);
         }
-        const recs = parseRecords(await readText(path, "synth output"), path);
+        const recs = parseRecords(await readText(path, "synth output"), path, restartHintOf(path));
         synthTexts.set(`${variant}/${seed}`, recs);
       }
     }

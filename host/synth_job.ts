@@ -83,6 +83,11 @@ export interface SynthJobOptions extends SynthSettings {
   weights?: "f32" | "f16";
   /** Start over even if `out` holds a run with other settings. */
   overwrite?: boolean;
+  /**
+   * What to tell a user whose `out` cannot be resumed (damaged, or another run's); default the
+   * CLI's advice (`--overwrite`, another `--out`). A caller without those flags gives its own.
+   */
+  restartHint?: string;
   /** Stop after this many rounds in this invocation (rerun to continue). */
   maxRounds?: number;
   /** Run only this shard's rounds, into its own file. */
@@ -148,8 +153,15 @@ export async function openJobModel(
   return { model, codec, dir };
 }
 
-/** The records of a synth output; a damaged line (e.g. truncated by a full disk) is named. */
-export function parseRecords(text: string, path: string): SynthRecord[] {
+/**
+ * The records of a synth output; a damaged line (e.g. truncated by a full disk) is named, with
+ * `restartHint` saying what to do.
+ */
+export function parseRecords(
+  text: string,
+  path: string,
+  restartHint = "pass --overwrite to start over",
+): SynthRecord[] {
   const records: SynthRecord[] = [];
   text.split("\n").forEach((line, i) => {
     if (!line.trim()) return;
@@ -157,9 +169,7 @@ export function parseRecords(text: string, path: string): SynthRecord[] {
       records.push(JSON.parse(line) as SynthRecord);
     } catch {
       throw new SynthJobError(
-        `synth: ${path}:${
-          i + 1
-        } is not a complete JSON line (damaged output); pass --overwrite to start over`,
+        `synth: ${path}:${i + 1} is not a complete JSON line (damaged output); ${restartHint}`,
       );
     }
   });
@@ -167,7 +177,11 @@ export function parseRecords(text: string, path: string): SynthRecord[] {
 }
 
 /** A manifest read for resuming, with an error that says what to do when it is damaged. */
-function parseManifest(text: string, path: string): SynthManifest {
+function parseManifest(
+  text: string,
+  path: string,
+  restartHint = "pass --overwrite to start over or choose another --out",
+): SynthManifest {
   let m: Partial<SynthManifest> | null = null;
   try {
     m = JSON.parse(text);
@@ -178,7 +192,7 @@ function parseManifest(text: string, path: string): SynthManifest {
     !m || typeof m !== "object" || !Array.isArray(m.completed) || typeof m.settings !== "object" || !m.model
   ) {
     throw new SynthJobError(
-      `synth: manifest '${path}' is damaged (not the JSON synth writes); pass --overwrite to start over or choose another --out`,
+      `synth: manifest '${path}' is damaged (not the JSON synth writes); ${restartHint}`,
     );
   }
   return m as SynthManifest;
@@ -267,18 +281,20 @@ export async function runSynthJob(o: SynthJobOptions = {}): Promise<SynthJobResu
     const dataHash = await sha256File(dataPath);
     let ledger = new SynthLedger(task.labelWords);
     if (!o.overwrite && (await exists(manifestPath)) && (await exists(out))) {
-      const old = parseManifest(await readText(manifestPath, "manifest"), manifestPath);
+      const old = parseManifest(await readText(manifestPath, "manifest"), manifestPath, o.restartHint);
       const same = JSON.stringify(old.settings) === JSON.stringify(settings) &&
         JSON.stringify(old.model?.files) === JSON.stringify(files) && old.data?.sha256 === dataHash &&
         old.shard?.index === o.shard?.index && old.shard?.count === o.shard?.count;
       if (!same) {
         throw new SynthJobError(
-          `synth: ${out} holds a run with other settings, model or data; pass --overwrite to replace it or choose another --out`,
+          `synth: ${out} holds a run with other settings, model or data; ${
+            o.restartHint ?? "pass --overwrite to replace it or choose another --out"
+          }`,
         );
       }
       const completed = old.completed;
       // The JSONL is written before the manifest: drop records of a round the manifest missed.
-      const records = parseRecords(await readText(out, "output"), out).filter((r) =>
+      const records = parseRecords(await readText(out, "output"), out, o.restartHint).filter((r) =>
         completed.some((c) => c.rho === r.rho && c.classIndex === r.label && c.round === r.round)
       );
       ledger = new SynthLedger(task.labelWords, {

@@ -125,6 +125,29 @@ Deno.test({
     if (!(second < first / 2)) {
       throw new Error(`rerun took ${second} ms, first run ${first} ms: cache not used?`);
     }
+
+    // A damaged synth output inside the folder: one line whose advice fits experiment's flags
+    // (it has no --overwrite or --out).
+    const synthDir = join(out, "synth");
+    const name = [...Deno.readDirSync(synthDir)].map((e) => e.name).find((n) => n.endsWith(".jsonl"))!;
+    const damaged = join(synthDir, name);
+    Deno.writeTextFileSync(damaged, Deno.readTextFileSync(damaged).trimEnd().slice(0, -5) + "\n");
+    const printed: string[] = [];
+    const consoleError = console.error;
+    console.error = (...parts: unknown[]) => void printed.push(parts.join(" "));
+    let rc: number;
+    try {
+      rc = await main(args);
+    } finally {
+      console.error = consoleError;
+    }
+    const message = printed.find((l) => l.startsWith("error:")) ?? "";
+    if (rc !== 2 || !message.includes(`${name}:`) || !message.includes("not a complete JSON line")) {
+      throw new Error(`damaged synth output: exit ${rc}, printed ${JSON.stringify(printed.slice(-3))}`);
+    }
+    if (!message.includes("--out-dir") || message.includes("--overwrite")) {
+      throw new Error(`the advice names flags experiment lacks: ${message}`);
+    }
     await Deno.remove(dir, { recursive: true });
   },
 });
