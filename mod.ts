@@ -215,8 +215,10 @@ export {
   ProjectionStep,
   type Projector,
   type ProjectorChunk,
+  projectIds,
   topkCosine,
 } from "./admm/zstep.ts";
+export { BLEND_LM_TOP, type BlendDecode } from "./admm/blend_decode.ts";
 export { bannedTokenMask, tokenAllowed } from "./admm/tokenFilter.ts";
 export {
   analyticGaussianSigma,

@@ -24,7 +24,7 @@ import { noGrad } from "../autograd/grad_mode.ts";
 import { matchingLoss } from "./matching.ts";
 import { type AdmmSettings, discreteMatchingLoss, lastHidden, type RoundProblem } from "./problem.ts";
 import { InnerLoop } from "./xstep.ts";
-import { ProjectionStep, projectIds } from "./zstep.ts";
+import { projectIds, ProjectionStep } from "./zstep.ts";
 
 /** Progress of a round, reported once per outer step. */
 export interface RoundProgress {

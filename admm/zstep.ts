@@ -272,7 +272,13 @@ export function encodeProjection(p: Projector, u: Tensor, prefixIds: number[], s
     scope(ctx, () => {
       const candidates = topkCosine(p, u);
       const chosen = p.blend
-        ? encodeDecodeLoop(p.model, [u.shape[0], u.shape[1]], prefixIds, suffixIds, blendPicker(p, u, candidates))
+        ? encodeDecodeLoop(
+          p.model,
+          [u.shape[0], u.shape[1]],
+          prefixIds,
+          suffixIds,
+          blendPicker(p, u, candidates),
+        )
         : encodeConstrainedDecode(p.model, candidates, prefixIds, suffixIds);
       return chosen.keep();
     }));

@@ -114,7 +114,9 @@ export function pickUnionKernel(
   dims: { batch: number; vocab: number; k: number; m: number; positions: number; t: number },
 ): void {
   const params = packParams([dims.vocab, dims.k, dims.positions, dims.t, dims.m]);
-  ctx.dispatch(ctx.pipeline(PICK_UNION_WGSL), [scores, candidates, extra, chosen, next], params, [dims.batch]);
+  ctx.dispatch(ctx.pipeline(PICK_UNION_WGSL), [scores, candidates, extra, chosen, next], params, [
+    dims.batch,
+  ]);
 }
 
 /**

@@ -3,7 +3,13 @@
  * cosine argmax, β = 0 with the model's top-1 is the model's greedy choice among allowed ids;
  * and an official run's settings record does not mention it.
  */
-import { constrainedDecode, disposeProjector, makeProjector, projectIds, topkCosine } from "../../admm/zstep.ts";
+import {
+  constrainedDecode,
+  disposeProjector,
+  makeProjector,
+  projectIds,
+  topkCosine,
+} from "../../admm/zstep.ts";
 import { resolveSynthSettings } from "../../api/synth_settings.ts";
 import { synthSettingsRecord } from "../../api/synth_manifest.ts";
 import { Rng } from "../../autograd/random.ts";
@@ -57,7 +63,9 @@ Deno.test({
     const all = Float32Array.from({ length: B * T * allowed.length }, (_, i) => allowed[i % allowed.length]);
     const everyAllowed = Tensor.from(c, all, [B, T, allowed.length]);
     const greedy = await constrainedDecode(model, everyAllowed, prefix, suffix);
-    if (ids.join("|") !== greedy.join("|")) throw new Error(`blend gives ${ids.join("|")}, greedy ${greedy.join("|")}`);
+    if (ids.join("|") !== greedy.join("|")) {
+      throw new Error(`blend gives ${ids.join("|")}, greedy ${greedy.join("|")}`);
+    }
     if (ids.flat().some((id, i) => i % T < T - suffix.length && (banned[id] || id >= V))) {
       throw new Error(`blend chose a banned id: ${ids.join("|")}`);
     }
