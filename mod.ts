@@ -212,10 +212,10 @@ export { computeTarget, lastLayerFactors, type TargetReport } from "./admm/targe
 export {
   constrainedDecode,
   makeProjector,
+  projectIds,
   ProjectionStep,
   type Projector,
   type ProjectorChunk,
-  projectIds,
   topkCosine,
 } from "./admm/zstep.ts";
 export { BLEND_LM_TOP, type BlendDecode } from "./admm/blend_decode.ts";

@@ -25,6 +25,11 @@ export interface BlendDecode {
   beta: number;
   /** How many of the model's own most likely allowed tokens join the candidate set (m ≥ 0). */
   lmTop: number;
+  /**
+   * Skip a token that would repeat a bigram already decoded in its text (unless every candidate
+   * would): a strong language-model term otherwise falls into greedy decoding's loops.
+   */
+  noRepeat: boolean;
 }
 
 /** Default size of the model's own top-m set. */
@@ -77,6 +82,7 @@ export function blendPicker(p: Projector, u: Tensor, candidates: Tensor): Decode
         m: extra.shape[1],
         positions,
         t,
+        noRepeat: blend.noRepeat,
       });
     });
 }

@@ -77,7 +77,7 @@ export interface SynthSettings {
   refineLambda?: number;
   /**
    * β of the match-aware z-step decode (admm/blend_decode.ts): LM log-prob + β·cosine over the
-   * top-k cosine candidates and the model's top-8 tokens. Absent: the official decode.
+   * top-k cosine candidates and the model's top-8 tokens, no repeated bigram. Absent: official.
    */
   decodeBeta?: number;
   /** Differential privacy (absent: off). */
@@ -149,7 +149,9 @@ export function resolveSynthSettings(s: SynthSettings, cpuAdapter: boolean): Res
       select,
       freezeSuffixGradient: task.freezeSuffixGradient,
       // Only when asked for: an official run's settings record stays as it was.
-      ...(s.decodeBeta === undefined ? {} : { blend: { beta: s.decodeBeta, lmTop: BLEND_LM_TOP } }),
+      ...(s.decodeBeta === undefined
+        ? {}
+        : { blend: { beta: s.decodeBeta, lmTop: BLEND_LM_TOP, noRepeat: true } }),
     },
     dp: s.dp
       ? {

@@ -10,12 +10,13 @@
  * loss. The refine methods run half the outer steps and spend the rest on refinement iterations
  * (refine: from the best projection; refine-lm: from the official decode, for loss + λ·NLL).
  * "blend" is the official method with the match-aware decode (admm/blend_decode.ts, weight
- * --beta; a decode still counts as one forward); "blend-lm" is refine-lm on top of it.
+ * --beta, --no-repeat skips tokens that repeat a bigram; a decode still counts as one forward);
+ * "blend-lm" is refine-lm on top of it.
  * The JSON also keeps every text of every row (`texts_all`), for reading them.
  *
  *   deno task quality [--models d128,d256] [--tasks sst2,rotten_tomatoes]
  *                     [--methods official,discrete,refine,refine-fluent,refine-lm,blend,blend-lm]
- *                     [--beta 2] [--lambda 0.15]
+ *                     [--beta 2] [--no-repeat] [--lambda 0.15]
  *                     [--lm-slack 0] [--outer 10] [--inner 20] [--init 50] [--rounds 1] [--seed 3]
  *                     [--out docs/quality/NAME]
  *   deno task quality --merge a.json,b.json --out docs/quality/NAME   (report only: rows of earlier runs)
@@ -95,6 +96,7 @@ const args = parseArgs({
     seed: { type: "string", default: "3" },
     lambda: { type: "string", default: String(LM_REFINE_DEFAULTS.lambda) },
     beta: { type: "string", default: "2" },
+    "no-repeat": { type: "boolean", default: false },
     "lm-slack": { type: "string", default: String(LM_REFINE_DEFAULTS.nllSlack) },
     "shared": { type: "string", default: "../shared" },
     out: { type: "string", default: "docs/quality/cpu" },
@@ -109,7 +111,7 @@ const refineLmBase: LmRefineSettings = {
   lambda: Number(v.lambda),
   nllSlack: Number(v["lm-slack"]),
 };
-const blend = { beta: Number(v.beta), lmTop: BLEND_LM_TOP };
+const blend = { beta: Number(v.beta), lmTop: BLEND_LM_TOP, noRepeat: v["no-repeat"]! };
 const startedAt = new Date().toISOString();
 const rows: Row[] = [];
 // --merge a.json,b.json: no measuring, only the report of those files' rows (a later file's row
@@ -263,7 +265,9 @@ for (const modelName of merged ? [] : v.models!.split(",")) {
       const passes = admmPasses(admm) + (refine ? 2 + refine.iterations * REFINE_PASSES_PER_ITERATION : 0) +
         (refineLm ? 3 + refineLm.iterations * LM_REFINE_PASSES_PER_ITERATION : 0);
       measure(
-        method.startsWith("blend") ? `${method} β=${blend.beta}` : method,
+        method.startsWith("blend")
+          ? `${method} β=${blend.beta}${blend.noRepeat ? " no-repeat" : ""}`
+          : method,
         passes * rounds * task.labelWords.length,
         records.map((r) => r.text),
         records.map((r) => r.label),

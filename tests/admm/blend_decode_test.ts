@@ -36,7 +36,7 @@ Deno.test({
   ...gpuTest,
   fn: async () => {
     const { model, banned, u } = await setup();
-    const blend = makeProjector(model, banned, 5, { beta: 1e6, lmTop: 4 });
+    const blend = makeProjector(model, banned, 5, { beta: 1e6, lmTop: 4, noRepeat: false });
     const top1 = makeProjector(model, banned, 1);
     const ids = await projectIds(blend, u, prefix, suffix);
     const cand = Array.from(await topkCosine(top1, u).read());
@@ -54,7 +54,7 @@ Deno.test({
   ...gpuTest,
   fn: async () => {
     const { c, model, V, banned, u } = await setup();
-    const blend = makeProjector(model, banned, 5, { beta: 0, lmTop: 1 });
+    const blend = makeProjector(model, banned, 5, { beta: 0, lmTop: 1, noRepeat: false });
     const official = makeProjector(model, banned, 5);
     const ids = await projectIds(blend, u, prefix, suffix);
     const officialIds = await projectIds(official, u, prefix, suffix);
@@ -83,7 +83,7 @@ Deno.test("settings: the blend enters the settings record only when asked for", 
   const admm = (r: Record<string, unknown>) => r.admm as Record<string, unknown>;
   if ("blend" in admm(official)) throw new Error(`official record has a blend: ${JSON.stringify(official)}`);
   const got = JSON.stringify(admm(blended).blend);
-  if (got !== JSON.stringify({ beta: 2, lmTop: 8 })) throw new Error(`blend record ${got}`);
+  if (got !== JSON.stringify({ beta: 2, lmTop: 8, noRepeat: true })) throw new Error(`blend record ${got}`);
   let threw = false;
   try {
     resolveSynthSettings({ decodeBeta: -1 }, true);
@@ -91,4 +91,32 @@ Deno.test("settings: the blend enters the settings record only when asked for", 
     threw = true;
   }
   if (!threw) throw new Error("decodeBeta -1 was accepted");
+});
+
+Deno.test({
+  name: "blend decode, noRepeat: no bigram twice in a text, where the plain rule repeats one",
+  ...gpuTest,
+  fn: async () => {
+    const { c, model, banned } = await setup();
+    // The same vector at every position: the cosine argmax is one token, repeated.
+    const long = 12, d = model.embedRows.shape[1];
+    const one = new Rng(5).normals(d);
+    const u = Tensor.from(c, Float32Array.from({ length: B * long * d }, (_, i) => one[i % d]), [B, long, d]);
+    const repeats = (row: number[]) => {
+      const seen = new Set<string>();
+      return row.slice(0, long - suffix.length).slice(1).some((id, i) => {
+        const key = `${row[i]},${id}`;
+        return seen.has(key) || !seen.add(key);
+      });
+    };
+    const plain = makeProjector(model, banned, 8, { beta: 1e6, lmTop: 1, noRepeat: false });
+    const guarded = makeProjector(model, banned, 8, { beta: 1e6, lmTop: 1, noRepeat: true });
+    const loops = await projectIds(plain, u, prefix, suffix);
+    const ids = await projectIds(guarded, u, prefix, suffix);
+    if (!loops.every(repeats)) throw new Error(`the plain rule did not repeat a bigram: ${loops.join("|")}`);
+    const bad = ids.find(repeats);
+    if (bad) throw new Error(`noRepeat decode repeats a bigram: ${bad}`);
+    [plain, guarded].forEach(disposeProjector);
+    model.dispose();
+  },
 });
