@@ -212,11 +212,13 @@ export { computeTarget, lastLayerFactors, type TargetReport } from "./admm/targe
 export {
   constrainedDecode,
   makeProjector,
+  projectIds,
   ProjectionStep,
   type Projector,
   type ProjectorChunk,
   topkCosine,
 } from "./admm/zstep.ts";
+export { BLEND_LM_TOP, type BlendDecode } from "./admm/blend_decode.ts";
 export { bannedTokenMask, tokenAllowed } from "./admm/tokenFilter.ts";
 export {
   analyticGaussianSigma,

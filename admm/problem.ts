@@ -6,6 +6,7 @@
  *
  * @module
  */
+import type { BlendDecode } from "./blend_decode.ts";
 import { reshape, slice } from "../autograd/ops/shape.ts";
 import { Tensor } from "../autograd/tensor.ts";
 import { noGrad } from "../autograd/grad_mode.ts";
@@ -39,6 +40,11 @@ export interface AdmmSettings {
    * steps (docs/quality/: a lower final matching loss).
    */
   select: "total" | "discrete";
+  /**
+   * The z-step's match-aware decode (admm/blend_decode.ts, --decode-beta). Absent: the official
+   * decode; left out of settings records then, so that older manifests still resume.
+   */
+  blend?: BlendDecode;
 }
 
 /** The official settings (docs/algorithm.md#settings). */

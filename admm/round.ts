@@ -24,7 +24,7 @@ import { noGrad } from "../autograd/grad_mode.ts";
 import { matchingLoss } from "./matching.ts";
 import { type AdmmSettings, discreteMatchingLoss, lastHidden, type RoundProblem } from "./problem.ts";
 import { InnerLoop } from "./xstep.ts";
-import { constrainedDecode, ProjectionStep, topkCosine } from "./zstep.ts";
+import { projectIds, ProjectionStep } from "./zstep.ts";
 
 /** Progress of a round, reported once per outer step. */
 export interface RoundProgress {
@@ -224,11 +224,7 @@ export async function runRound(
     finalIds = bestDiscreteIds;
   } else {
     const source = bestX ?? x;
-    finalIds = await scope(
-      ctx,
-      () =>
-        constrainedDecode(model, topkCosine(problem.projector, source), problem.prefixIds, problem.suffixIds),
-    );
+    finalIds = await projectIds(problem.projector, source, problem.prefixIds, problem.suffixIds);
   }
   const matchLoss = s.select === "discrete" && bestDiscreteIds
     ? bestDiscrete

@@ -255,7 +255,7 @@ export async function runSynth(
     );
   }
 
-  const projector = makeProjector(model, banned, o.topk);
+  const projector = makeProjector(model, banned, o.topk, o.admm.blend);
   const head = { weight: model.headRows, bias: model.headBias };
   try {
     for (let c = 0; c < task.labelWords.length; c++) {

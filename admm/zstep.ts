@@ -21,6 +21,7 @@ import { mergeChunkTopk, rowBlocks, RowChunks } from "../models/chunked.ts";
 import type { CausalLM } from "../models/model.ts";
 import { noGrad } from "../autograd/grad_mode.ts";
 import { StepGraph } from "../kernels/graph.ts";
+import { type BlendDecode, blendPicker } from "./blend_decode.ts";
 
 /** One row block of the vocabulary (the whole vocabulary when the embedding is one tensor). */
 export interface ProjectorChunk {
@@ -45,12 +46,22 @@ export interface Projector {
   chunks: ProjectorChunk[];
   /** Candidate-set size (official: 200). */
   topk: number;
+  /** The match-aware decode rule (admm/blend_decode.ts); absent: the official decode. */
+  blend?: BlendDecode;
 }
 
 const BANNED_SCORE = -1e30;
 
-/** Precomputes the unit-norm embedding rows and the ban penalty. */
-export function makeProjector(model: CausalLM, banned: Uint8Array, topkSize: number): Projector {
+/**
+ * Precomputes the unit-norm embedding rows and the ban penalty. `blend` switches the decode to
+ * the match-aware rule of admm/blend_decode.ts (absent: the official decode).
+ */
+export function makeProjector(
+  model: CausalLM,
+  banned: Uint8Array,
+  topkSize: number,
+  blend?: BlendDecode,
+): Projector {
   const ctx = model.ctx;
   const rows = model.embedRows.shape[0];
   if (banned.length !== rows) {
@@ -78,7 +89,7 @@ export function makeProjector(model: CausalLM, banned: Uint8Array, topkSize: num
         return { start, unitEmbeddingsT: unit, banPenalty: penalty };
       }))
   );
-  return { model, chunks, topk: topkSize };
+  return blend ? { model, chunks, topk: topkSize, blend } : { model, chunks, topk: topkSize };
 }
 
 /** Frees the projector's tensors. */
@@ -151,6 +162,71 @@ export function encodeConstrainedDecode(
 ): Tensor {
   const ctx = model.ctx;
   const [batch, positions, k] = candidates.shape;
+  const vocab = model.headRows.shape[0];
+  const chunkedHead = model.headRows instanceof RowChunks;
+  return encodeDecodeLoop(model, [batch, positions], prefixIds, suffixIds, (hidden, t, chosen, next) => {
+    if (chunkedHead) {
+      // The dot-product pick reads one [V, d] buffer: with a chunked output layer, pick from
+      // the last position's full logits [B, V] instead (same choice up to rounding).
+      const logits = model.head(lastStep(hidden));
+      pickCandidateKernel(ctx, logits.buffer, candidates.buffer, chosen.buffer, next.buffer, {
+        batch,
+        vocab,
+        k,
+        positions,
+        t,
+      });
+    } else if (model.headRows instanceof HalfMatrix) {
+      pickCandidateByDotHalfKernel(
+        ctx,
+        hidden.buffer,
+        model.headRows.operand,
+        model.headBias?.buffer ?? null,
+        candidates.buffer,
+        chosen.buffer,
+        next.buffer,
+        { batch, k, positions, t, steps: hidden.shape[1] },
+      );
+    } else {
+      pickCandidateByDotKernel(
+        ctx,
+        hidden.buffer,
+        model.headWeight.buffer,
+        model.headBias?.buffer ?? null,
+        candidates.buffer,
+        chosen.buffer,
+        next.buffer,
+        { batch, vocab, k, positions, t, dim: hidden.shape[2], steps: hidden.shape[1] },
+      );
+    }
+  });
+}
+
+/** The last step of hidden states [B, S, d] as [B, d]. */
+export function lastStep(hidden: Tensor): Tensor {
+  const steps = hidden.shape[1];
+  return reshape(slice(hidden, 1, steps - 1, steps), [hidden.shape[0], -1]);
+}
+
+/**
+ * Writes position t's token into `chosen[:, t]` and `next` [B, 1], given the model's hidden states
+ * (last step = the state that predicts position t).
+ */
+export type DecodePick = (hidden: Tensor, t: number, chosen: Tensor, next: Tensor) => void;
+
+/**
+ * The greedy decode shared by every rule: runs the prefix through the model with a KV cache, then
+ * at each free position lets `pick` choose the token and feeds it back. Returns the [B, T] ids
+ * tensor (suffix positions 0) without reading it.
+ */
+export function encodeDecodeLoop(
+  model: CausalLM,
+  [batch, positions]: [number, number],
+  prefixIds: number[],
+  suffixIds: number[],
+  pick: DecodePick,
+): Tensor {
+  const ctx = model.ctx;
   const free = positions - suffixIds.length;
   if (free < 1) {
     throw new RangeError(
@@ -159,7 +235,6 @@ export function encodeConstrainedDecode(
   }
   if (prefixIds.length === 0) throw new RangeError("the decoder needs a non-empty prefix");
   const vocab = model.headRows.shape[0];
-  const chunkedHead = model.headRows instanceof RowChunks;
   const bad = prefixIds.find((id) => !(Number.isInteger(id) && id >= 0 && id < vocab));
   if (bad !== undefined) {
     throw new RangeError(`decoder prefix id ${bad} is outside the vocabulary [0, ${vocab})`);
@@ -174,52 +249,54 @@ export function encodeConstrainedDecode(
         Float32Array.from({ length: batch * prefixIds.length }, (_, i) => prefixIds[i % prefixIds.length]),
         [batch, prefixIds.length],
       );
-      // Only the k candidates' logits are needed: the decode runs the model without its
-      // vocabulary projection and scores the candidates against the last hidden state.
+      // Only the chosen tokens are needed: the decode runs the model without its vocabulary
+      // projection and lets the pick score what it needs from the last hidden state.
       let hidden = model.forward({ ids: prefix, cache, logits: "none" }).lastHidden;
       for (let t = 0; t < free; t++) {
         const next = Tensor.empty(ctx, [batch, 1]);
-        if (chunkedHead) {
-          // The dot-product pick reads one [V, d] buffer: with a chunked output layer, pick from
-          // the last position's full logits [B, V] instead (same choice up to rounding).
-          const logits = model.head(
-            reshape(slice(hidden, 1, hidden.shape[1] - 1, hidden.shape[1]), [batch, -1]),
-          );
-          pickCandidateKernel(ctx, logits.buffer, candidates.buffer, chosen.buffer, next.buffer, {
-            batch,
-            vocab,
-            k,
-            positions,
-            t,
-          });
-        } else if (model.headRows instanceof HalfMatrix) {
-          pickCandidateByDotHalfKernel(
-            ctx,
-            hidden.buffer,
-            model.headRows.operand,
-            model.headBias?.buffer ?? null,
-            candidates.buffer,
-            chosen.buffer,
-            next.buffer,
-            { batch, k, positions, t, steps: hidden.shape[1] },
-          );
-        } else {
-          pickCandidateByDotKernel(
-            ctx,
-            hidden.buffer,
-            model.headWeight.buffer,
-            model.headBias?.buffer ?? null,
-            candidates.buffer,
-            chosen.buffer,
-            next.buffer,
-            { batch, vocab, k, positions, t, dim: hidden.shape[2], steps: hidden.shape[1] },
-          );
-        }
+        pick(hidden, t, chosen, next);
         if (t + 1 < free) hidden = model.forward({ ids: next, cache, logits: "none" }).lastHidden;
       }
       cache.dispose();
     }));
   return chosen;
+}
+
+/**
+ * The whole z-step's GPU work for continuous vectors `u` [B, T, d]: the top-k cosine candidates,
+ * then the projector's decode rule (official, or the blend). Returns the ids tensor unread.
+ */
+export function encodeProjection(p: Projector, u: Tensor, prefixIds: number[], suffixIds: number[]): Tensor {
+  const ctx = p.model.ctx;
+  return noGrad(ctx, () =>
+    scope(ctx, () => {
+      const candidates = topkCosine(p, u);
+      const chosen = p.blend
+        ? encodeDecodeLoop(
+          p.model,
+          [u.shape[0], u.shape[1]],
+          prefixIds,
+          suffixIds,
+          blendPicker(p, u, candidates),
+        )
+        : encodeConstrainedDecode(p.model, candidates, prefixIds, suffixIds);
+      return chosen.keep();
+    }));
+}
+
+/** {@link encodeProjection} and the read-back: [B][T] ids ending with the suffix. */
+export async function projectIds(
+  p: Projector,
+  u: Tensor,
+  prefixIds: number[],
+  suffixIds: number[],
+): Promise<number[][]> {
+  const chosen = encodeProjection(p, u, prefixIds, suffixIds);
+  try {
+    return await readDecodedIds(chosen, suffixIds);
+  } finally {
+    chosen.dispose();
+  }
 }
 
 /** Reads the ids chosen by {@link encodeConstrainedDecode} as [B][T] rows ending with the suffix. */
@@ -271,8 +348,7 @@ export class ProjectionStep {
     return noGrad(ctx, () =>
       scope(ctx, () => {
         const u = add(this.x, scale(this.lambda, 1 / this.rho));
-        const candidates = topkCosine(projector, u);
-        return encodeConstrainedDecode(model, candidates, prefixIds, suffixIds).keep();
+        return encodeProjection(projector, u, prefixIds, suffixIds).keep();
       }));
   }
 

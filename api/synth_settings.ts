@@ -7,6 +7,7 @@
  * @module
  */
 import { PAPER_SETTINGS } from "../admm/problem.ts";
+import { BLEND_LM_TOP } from "../admm/blend_decode.ts";
 import type { MatchingKind } from "../admm/matching.ts";
 import { REFINE_DEFAULTS } from "../admm/refine.ts";
 import { LM_REFINE_DEFAULTS } from "../admm/refine_lm.ts";
@@ -74,6 +75,11 @@ export interface SynthSettings {
   refineNllSlack?: number;
   /** Weight λ of the batch's mean NLL in refine-lm's objective (default 0.15). */
   refineLambda?: number;
+  /**
+   * β of the match-aware z-step decode (admm/blend_decode.ts): LM log-prob + β·cosine over the
+   * top-k cosine candidates and the model's top-8 tokens, no repeated bigram. Absent: official.
+   */
+  decodeBeta?: number;
   /** Differential privacy (absent: off). */
   dp?: SynthDpSettings;
   /** Use the paper's settings even on a CPU adapter. */
@@ -113,6 +119,9 @@ export function resolveSynthSettings(s: SynthSettings, cpuAdapter: boolean): Res
   if (method !== "refine-lm" && s.refineLambda !== undefined) {
     throw new SynthError("refineLambda needs method 'refine-lm'");
   }
+  if (s.decodeBeta !== undefined && !(Number.isFinite(s.decodeBeta) && s.decodeBeta >= 0)) {
+    throw new SynthError(`decodeBeta must be a finite number ≥ 0, got ${s.decodeBeta}`);
+  }
   const perClass = pick(s.perClass, SYNTH_DEFAULTS.perClass, CPU_SYNTH_DEFAULTS.perClass);
   const rhos = s.rho === undefined ? [...SYNTH_DEFAULTS.rho] : Array.isArray(s.rho) ? [...s.rho] : [s.rho];
   // Key order matters: the settings record in a manifest is compared as JSON text on resume.
@@ -139,6 +148,10 @@ export function resolveSynthSettings(s: SynthSettings, cpuAdapter: boolean): Res
       matching: loss,
       select,
       freezeSuffixGradient: task.freezeSuffixGradient,
+      // Only when asked for: an official run's settings record stays as it was.
+      ...(s.decodeBeta === undefined
+        ? {}
+        : { blend: { beta: s.decodeBeta, lmTop: BLEND_LM_TOP, noRepeat: true } }),
     },
     dp: s.dp
       ? {

@@ -9,10 +9,14 @@
  * forward). Official: K init forwards + O·(1 decode + 1 loss + 2·I) + 2 for the final decode and
  * loss. The refine methods run half the outer steps and spend the rest on refinement iterations
  * (refine: from the best projection; refine-lm: from the official decode, for loss + λ·NLL).
+ * "blend" is the official method with the match-aware decode (admm/blend_decode.ts, weight
+ * --beta, --no-repeat skips tokens that repeat a bigram; a decode still counts as one forward);
+ * "blend-lm" is refine-lm on top of it.
  * The JSON also keeps every text of every row (`texts_all`), for reading them.
  *
  *   deno task quality [--models d128,d256] [--tasks sst2,rotten_tomatoes]
- *                     [--methods official,discrete,refine,refine-fluent,refine-lm] [--lambda 0.15]
+ *                     [--methods official,discrete,refine,refine-fluent,refine-lm,blend,blend-lm]
+ *                     [--beta 2] [--no-repeat] [--lambda 0.15]
  *                     [--lm-slack 0] [--outer 10] [--inner 20] [--init 50] [--rounds 1] [--seed 3]
  *                     [--out docs/quality/NAME]
  *   deno task quality --merge a.json,b.json --out docs/quality/NAME   (report only: rows of earlier runs)
@@ -30,6 +34,7 @@ import {
 } from "../admm/refine_lm.ts";
 import { runSynth, type SynthOptions, type SynthRecord } from "../admm/synth.ts";
 import { selectReal } from "../data/examples.ts";
+import { BLEND_LM_TOP } from "../admm/blend_decode.ts";
 import { sequenceMeanNll } from "../models/perplexity.ts";
 import { computeTarget, disposeTarget, lastLayerFactors } from "../admm/target.ts";
 import { getTask } from "../data/tasks.ts";
@@ -90,6 +95,8 @@ const args = parseArgs({
     batch: { type: "string", default: "10" },
     seed: { type: "string", default: "3" },
     lambda: { type: "string", default: String(LM_REFINE_DEFAULTS.lambda) },
+    beta: { type: "string", default: "2" },
+    "no-repeat": { type: "boolean", default: false },
     "lm-slack": { type: "string", default: String(LM_REFINE_DEFAULTS.nllSlack) },
     "shared": { type: "string", default: "../shared" },
     out: { type: "string", default: "docs/quality/cpu" },
@@ -104,6 +111,7 @@ const refineLmBase: LmRefineSettings = {
   lambda: Number(v.lambda),
   nllSlack: Number(v["lm-slack"]),
 };
+const blend = { beta: Number(v.beta), lmTop: BLEND_LM_TOP, noRepeat: v["no-repeat"]! };
 const startedAt = new Date().toISOString();
 const rows: Row[] = [];
 // --merge a.json,b.json: no measuring, only the report of those files' rows (a later file's row
@@ -224,6 +232,7 @@ for (const modelName of merged ? [] : v.models!.split(",")) {
       let refine: RefineSettings | undefined;
       let refineLm: LmRefineSettings | undefined;
       if (method === "official") admm = admmOf(outer, "total");
+      else if (method === "blend") admm = { ...admmOf(outer, "total"), blend };
       else if (method === "discrete") admm = admmOf(outer, "discrete");
       else if (method === "refine" || method === "refine-fluent") {
         // Half the outer steps, the rest of the budget refines. "refine" starts from the best
@@ -236,9 +245,11 @@ for (const modelName of merged ? [] : v.models!.split(",")) {
           nllSlack: fluent ? 0 : REFINE_DEFAULTS.nllSlack,
           iterations: Math.max(0, Math.floor(left / REFINE_PASSES_PER_ITERATION)),
         };
-      } else if (method === "refine-lm") {
-        // The official decode at half the outer steps, then LM-aware swaps for loss + λ·NLL.
+      } else if (method === "refine-lm" || method === "blend-lm") {
+        // The official (or blend) decode at half the outer steps, then LM-aware swaps for
+        // loss + λ·NLL.
         admm = admmOf(Math.ceil(outer / 2), "total");
+        if (method === "blend-lm") admm.blend = blend;
         const left = official - admmPasses(admm) - 3;
         refineLm = {
           ...refineLmBase,
@@ -254,7 +265,9 @@ for (const modelName of merged ? [] : v.models!.split(",")) {
       const passes = admmPasses(admm) + (refine ? 2 + refine.iterations * REFINE_PASSES_PER_ITERATION : 0) +
         (refineLm ? 3 + refineLm.iterations * LM_REFINE_PASSES_PER_ITERATION : 0);
       measure(
-        method,
+        method.startsWith("blend")
+          ? `${method} β=${blend.beta}${blend.noRepeat ? " no-repeat" : ""}`
+          : method,
         passes * rounds * task.labelWords.length,
         records.map((r) => r.text),
         records.map((r) => r.label),
@@ -309,6 +322,7 @@ const settings = merged ? merged.settings : {
   seed,
   refine: REFINE_DEFAULTS,
   refineLm: refineLmBase,
+  blend,
   copyWords: COPY_WORDS,
 };
 const runs = [...new Set(rows.map((r) => r.run ?? startedAt))];

@@ -72,6 +72,7 @@ GRADMM (defaults: the paper's; CPU adapters use smaller ones unless --paper)
   --init-candidates N     random initial batches to pick from (paper 500, CPU 16)
   --length N              tokens per sequence incl. suffix (default: mean real length per class)
   --loss cos|l2           matching loss (cos)
+  --decode-beta B         blend decode: LM log-prob + B·cosine, top-k ∪ LM top 8 (default: official)
   --select total|discrete which iterate to decode: official 'total' or the best projected tokens
   --method M              official (the paper's code path, default) | discrete (= --select
                           discrete) | refine (best projection, then token swaps proposed from the
@@ -262,6 +263,7 @@ export const synthCommand: Command = {
       length: { type: "string" },
       loss: { type: "string" },
       select: { type: "string" },
+      "decode-beta": { type: "string" },
       method: { type: "string" },
       official: { type: "boolean" },
       "refine-iterations": { type: "string" },
@@ -357,6 +359,7 @@ export const synthCommand: Command = {
       initCandidates: opt("init-candidates", { min: 1, integer: true }),
       loss,
       select,
+      decodeBeta: opt("decode-beta", { min: 0 }),
       method,
       refineIterations: opt("refine-iterations", { min: 0, integer: true }),
       refineNllSlack: opt("refine-nll-slack", { min: 0 }),

@@ -74,6 +74,69 @@ export function pickCandidateKernel(
   ctx.dispatch(ctx.pipeline(PICK_WGSL), [logits, candidates, chosen, next], params, [dims.batch]);
 }
 
+const PICK_UNION_WGSL = /* wgsl */ `
+struct P { vocab: u32, k: u32, positions: u32, t: u32, m: u32, noRepeat: u32 }
+@group(0) @binding(0) var<storage, read> scores: array<f32>;      // [B, V]
+@group(0) @binding(1) var<storage, read> candidates: array<f32>;  // [B, positions, k] token ids
+@group(0) @binding(2) var<storage, read> extra: array<f32>;       // [B, m] more token ids
+@group(0) @binding(3) var<storage, read_write> chosen: array<f32>; // [B, positions]: column t written
+@group(0) @binding(4) var<storage, read_write> next: array<f32>;   // [B]: the ids to feed next
+@group(0) @binding(5) var<uniform> p: P;
+${ARGMAX_SHARED}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let b = wid.x;
+  let cbase = (b * p.positions + p.t) * p.k;
+  let row = b * p.positions;
+  var score = -3.0e38;
+  var id = 0xffffffffu;
+  for (var j = lid; j < p.k + p.m; j += ${WG}u) {
+    var c: u32;
+    if (j < p.k) { c = u32(candidates[cbase + j]); } else { c = u32(extra[b * p.m + j - p.k]); }
+    if (c >= p.vocab) { continue; }
+    var s = scores[b * p.vocab + c];
+    // A token that would repeat a bigram of the row's decoded text ranks below every other (a
+    // large finite penalty, so that a row whose every candidate repeats still gets its best).
+    if (p.noRepeat == 1u && p.t >= 2u) {
+      let prev = chosen[row + p.t - 1u];
+      for (var q = 1u; q < p.t; q++) {
+        if (chosen[row + q - 1u] == prev && u32(chosen[row + q]) == c) { s = s - 1.0e30; break; }
+      }
+    }
+    if (s > score || (s == score && c < id)) { score = s; id = c; }
+  }
+${ARGMAX_AND_STORE}
+}`;
+
+/**
+ * Like {@link pickCandidateKernel} over the union of two id lists per row: `candidates[b, t, :]`
+ * (k ids) and `extra[b, :]` (m ids, e.g. the language model's own top tokens). An id in both
+ * lists is simply scored twice. With `noRepeat`, a token that would repeat a bigram already in
+ * `chosen[b, :t]` is taken only when every candidate would.
+ */
+export function pickUnionKernel(
+  ctx: GpuContext,
+  scores: GPUBuffer,
+  candidates: GPUBuffer,
+  extra: GPUBuffer,
+  chosen: GPUBuffer,
+  next: GPUBuffer,
+  dims: {
+    batch: number;
+    vocab: number;
+    k: number;
+    m: number;
+    positions: number;
+    t: number;
+    noRepeat: boolean;
+  },
+): void {
+  const params = packParams([dims.vocab, dims.k, dims.positions, dims.t, dims.m, dims.noRepeat ? 1 : 0]);
+  ctx.dispatch(ctx.pipeline(PICK_UNION_WGSL), [scores, candidates, extra, chosen, next], params, [
+    dims.batch,
+  ]);
+}
+
 /**
  * The pick-by-dot kernel for an output layer stored as `weightType` ([V, stride] rows, the first
  * `dim` of each used): the f32 layer here and the f16 one of matmul_f16.ts share it.
