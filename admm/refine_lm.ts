@@ -31,7 +31,7 @@ import { noGrad } from "../autograd/grad_mode.ts";
 import { scope, Tensor } from "../autograd/tensor.ts";
 import { discreteMatchingLoss, type RoundProblem } from "./problem.ts";
 import { type MatchingKind, matchingLoss } from "./matching.ts";
-import { freeTokenNll, scoreSwaps } from "./refine.ts";
+import { freeTokenNll, type RefineResult, scoreSwaps } from "./refine.ts";
 import { topkCosine } from "./zstep.ts";
 
 /** Settings of the LM-aware refinement (SynthOptions.refineLm). */
@@ -60,22 +60,12 @@ export const LM_REFINE_DEFAULTS: LmRefineSettings = {
 /** Passes one iteration costs (gradient 2, candidate hidden states 1, NLL 1, joint check 1). */
 export const LM_REFINE_PASSES_PER_ITERATION = 5;
 
-/** What an LM-aware refinement did. */
-export interface LmRefineResult {
-  /** The refined token ids, one row per text (suffix included). */
-  ids: number[][];
-  /** Exact matching loss of `ids`. */
-  matchLoss: number;
-  /** Exact matching loss before refinement. */
-  matchLossBefore: number;
+/** What an LM-aware refinement did: a refinement's result plus the batch NLL it kept under its cap. */
+export interface LmRefineResult extends RefineResult {
   /** Batch mean NLL per token of the free tokens, after refinement. */
   nll: number;
   /** The same before refinement. */
   nllBefore: number;
-  /** Swaps applied. */
-  swaps: number;
-  /** Forward/backward passes spent (for equal-budget comparisons). */
-  passes: number;
 }
 
 /** A single-token swap with its predicted change of the objective. */
