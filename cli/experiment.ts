@@ -17,7 +17,7 @@ import type { Tensor } from "../autograd/tensor.ts";
 import { defaultContext } from "../kernels/device.ts";
 import {
   type Condition,
-  CONDITION_NAMES,
+  conditionName,
   CONDITIONS,
   firstPerClass,
   isFiltered,
@@ -26,8 +26,10 @@ import {
   type Readability,
   readability,
   type RunResult,
+  sizesOf,
   type SplitOptions,
   summariseRuns,
+  type SynthVariant,
   synthVariant,
 } from "../train/experiment.ts";
 import {
@@ -56,6 +58,8 @@ import { openSynthModel, parseRecords, synthProgressPrinter, tuneForSynth } from
 import { MeasuredPhase, phasedEta, Progress, withParent } from "./progress.ts";
 import { runSynthJob } from "../host/synth_job.ts";
 import { resolveSynthSettings, type SynthSettings } from "../api/synth_settings.ts";
+import { synthSettingsRecord } from "../api/synth_manifest.ts";
+import { SynthError } from "../admm/synth.ts";
 import { SYNTH_DEFAULTS } from "../api/defaults.ts";
 
 const HELP =
@@ -65,8 +69,11 @@ Runs the comparison and writes DIR/report.md, DIR/report.svg and DIR/report.json
 an overall ETA on stderr):
   zero-shot accuracy of the model;
   fine-tuning on N random real texts from the train split;
-  fine-tuning on N GRADMM texts made from --real-n examples of the test split's pool (synth runs
-  inside), unfiltered and filtered (official filter), and with DP when --dp-epsilon is given;
+  fine-tuning on the --real-n real examples GRADMM itself sees, alone (a set of --real-n texts
+  whatever N: one run per seed, a single point of the curve);
+  fine-tuning on N GRADMM texts made from those --real-n examples (synth runs inside), with
+  --synth-method, unfiltered and filtered (official filter), with the official method for
+  comparison, and with DP when --dp-epsilon is given;
 each for every size in --sizes and every seed, reported as mean ± std over seeds, plus
 readability (mean NLL under the model, distinct-1/2) of every kind of text.
 
@@ -90,7 +97,12 @@ Design
   --sizes N,N,...         training-set sizes (default 60,200,1000)
   --seeds K               seeds 0..K-1 per point (default 3)
   --conditions LIST       among ${CONDITIONS.join(", ")}
-                          (default: all; the -dp ones need --dp-epsilon)
+                          (default: all but gradmm-official; the -dp ones need --dp-epsilon)
+                          real: N random real texts; real-used: the --real-n examples GRADMM
+                          used (N = --real-n always); gradmm: texts of --synth-method;
+                          gradmm-official: texts of the official method (the paper's code path,
+                          no --synth-select/refine/decode flags), to compare with a non-official
+                          --synth-method in one report
   --real-n N              real examples GRADMM uses (default 50)
   --real-pool N           stratified pool removed from the test split (default 100)
   --pool-seed N           seed of the pool and of the validation holdout (default 42)
@@ -109,7 +121,8 @@ Fine-tuning (the official harness's loss; see 'finetune --help')
 Synthesis (passed to synth; unset flags take synth's defaults, CPU-sized on a CPU adapter)
   --synth-batch N  --synth-outer-steps N  --synth-inner-steps N  --synth-init-candidates N
   --synth-rho R  --synth-top-k K  --synth-select total|discrete  --synth-lr X  --synth-length N
-  --synth-method official|discrete|refine  --synth-refine-iterations N
+  --synth-method official|discrete|refine|refine-lm  --synth-refine-iterations N
+  --synth-refine-nll-slack X  --synth-refine-lambda X (refine-lm)  --synth-decode-beta B
   --synth-paper           the paper's generation settings even on a CPU adapter
   --dp-epsilon E  [--dp-delta D] [--dp-clip C]   adds the DP conditions
 
@@ -127,6 +140,8 @@ Examples
       --out-dir out/exp --sizes 60 --seeds 2 --conditions real,gradmm --steps 100
   deno run -A cli.ts experiment --task sst2 --train-data train.jsonl --test-data test.jsonl \\
       --out-dir out/exp-dp --dp-epsilon 4 --synth-outer-steps 4 --filter-calibrate --json
+  deno run -A cli.ts experiment --train-data train.jsonl --test-data test.jsonl --out-dir out/curves \\
+      --sizes 200,1000 --conditions real,real-used,gradmm,gradmm-official --synth-method refine-lm
 
 Old flag names still accepted: --train (now --train-data), --test (now --test-data), --out (now
 --out-dir), --real (now --real-n), --synth-topk (now --synth-top-k).`;
@@ -146,6 +161,9 @@ const SYNTH_PASSTHROUGH: Record<string, string> = {
   "synth-select": "select",
   "synth-method": "method",
   "synth-refine-iterations": "refine-iterations",
+  "synth-refine-nll-slack": "refine-nll-slack",
+  "synth-refine-lambda": "refine-lambda",
+  "synth-decode-beta": "decode-beta",
   "synth-lr": "lr",
   "synth-length": "length",
   "dp-delta": "dp-delta",
@@ -161,6 +179,9 @@ const SYNTH_NUMBERS: Record<string, [keyof SynthSettings, Parameters<typeof numb
   rho: ["rho", { min: 1e-300 }],
   "top-k": ["topk", { min: 1, integer: true }],
   "refine-iterations": ["refineIterations", { min: 0, integer: true }],
+  "refine-nll-slack": ["refineNllSlack", { min: 0 }],
+  "refine-lambda": ["refineLambda", { min: 0 }],
+  "decode-beta": ["decodeBeta", { min: 0 }],
   lr: ["lr", { min: 0 }],
   length: ["length", { min: 0, max: 1024, integer: true }],
 };
@@ -189,6 +210,56 @@ function synthSettingsOf(synthArgs: Record<string, string>): SynthSettings {
     };
   }
   return s;
+}
+
+/** Synth flags that choose the method: the gradmm-official runs leave them out. */
+const METHOD_ARGS = [
+  "method",
+  "select",
+  "refine-iterations",
+  "refine-nll-slack",
+  "refine-lambda",
+  "decode-beta",
+];
+
+/**
+ * The synth flags (synth flag → value) of one variant's runs: the DP ones only in gradmm-dp's,
+ * the method's only in those that follow --synth-method (gradmm-official runs the official one).
+ */
+export function variantArgs(
+  variant: SynthVariant,
+  synthArgs: Record<string, string>,
+): Record<string, string> {
+  const official = variant === "gradmm-official";
+  const kept = Object.entries(synthArgs).filter(([k]) =>
+    (variant === "gradmm-dp" || !k.startsWith("dp-")) && !(official && METHOD_ARGS.includes(k))
+  );
+  return { ...Object.fromEntries(kept), ...(official ? { method: "official" } : {}) };
+}
+
+/** Setting names that resolveSynthSettings's messages use → the experiment's flags. */
+const SETTING_FLAGS: Record<string, string> = {
+  method: "--synth-method",
+  select: "--synth-select",
+  refineIterations: "--synth-refine-iterations",
+  refineNllSlack: "--synth-refine-nll-slack",
+  refineLambda: "--synth-refine-lambda",
+  decodeBeta: "--synth-decode-beta",
+};
+
+/**
+ * Checks the synth settings as synth itself does (api/synth_settings.ts), before any work; its
+ * message is reworded with the experiment's flag names ("refineLambda needs method 'refine-lm'"
+ * → "--synth-refine-lambda needs --synth-method 'refine-lm'").
+ */
+export function checkSynthSettings(settings: SynthSettings): void {
+  try {
+    resolveSynthSettings(settings, false);
+  } catch (e) {
+    if (!(e instanceof SynthError)) throw e;
+    const names = new RegExp(`\\b(${Object.keys(SETTING_FLAGS).join("|")})\\b`, "g");
+    throw new UsageError(`experiment: ${e.message.replace(names, (name) => SETTING_FLAGS[name])}`);
+  }
 }
 
 function sha(value: unknown): string {
@@ -265,7 +336,10 @@ interface Report {
 
 /** The markdown report. */
 function renderMarkdown(r: Report, task: TaskSpec): string {
-  const sizes = r.sizes;
+  const realN = r.splits.used;
+  const nameOf = (c: Condition) => conditionName(c, { method: r.synth.args.method, realN });
+  // The curve's sizes, and real-used's own one: its cell stands in that column alone.
+  const sizes = [...new Set([...r.sizes, ...r.summary.map((s) => s.size)])].sort((a, b) => a - b);
   const summaryOf = (c: Condition, n: number) => r.summary.find((s) => s.condition === c && s.size === n);
   const acc = markdownTable(
     ["training data", ...sizes.map((n) => `N = ${n}`)],
@@ -277,7 +351,7 @@ function renderMarkdown(r: Report, task: TaskSpec): string {
       ...r.conditions.map((
         c,
       ) => [
-        CONDITION_NAMES[c],
+        nameOf(c),
         ...sizes.map((n) => formatPercent(summaryOf(c, n) ?? { mean: NaN, std: NaN, n: 0 })),
       ]),
     ],
@@ -292,8 +366,10 @@ function renderMarkdown(r: Report, task: TaskSpec): string {
     ) => (Number.isFinite(s.mean) ? s.mean.toFixed(d) : "—");
     return [[
       c === "real pool"
-        ? `real examples GRADMM used (${items[0].value.texts})`
-        : `${CONDITION_NAMES[c as Condition]} (N = ${items[0].size})`,
+        ? `real examples GRADMM used (${items[0].value.texts}${
+          r.conditions.includes("real-used") ? ", real-used's training set" : ""
+        })`
+        : `${conditionName(c as Condition, { method: r.synth.args.method })} (N = ${items[0].size})`,
       String(items.length),
       fmt(m((v) => v.meanNll)),
       fmt(m((v) => v.perplexity), 1),
@@ -303,7 +379,7 @@ function renderMarkdown(r: Report, task: TaskSpec): string {
     ]];
   });
   const filterRows = r.filterStats.map((f) => [
-    CONDITION_NAMES[f.condition],
+    nameOf(f.condition),
     String(f.size),
     String(f.seed),
     String(f.stats.reduce((a, s) => a + s.input, 0)),
@@ -339,7 +415,15 @@ ${
 ${r.seeds.length} seed(s) (${r.seeds.join(", ")}); chance is ${chance}%.
 
 ${acc}
-
+${
+    r.conditions.includes("real-used")
+      ? `
+*${nameOf("real-used")}* is one fixed set: the ${realN} real examples synth read to make the GRADMM
+texts, fine-tuned on alone (once per seed, the same texts each time). It is N = ${realN} in every
+comparison, so it has a value only in the N = ${realN} column and is a single point in the plot.
+`
+      : ""
+  }
 ![learning curves](report.svg)
 
 **Model selection.** Each run keeps the checkpoint with the best accuracy on a validation holdout of
@@ -397,8 +481,16 @@ ${
 - Fine-tuning: ${r.finetune.steps} steps, batch ${r.finetune.batchSize}, AdamW (wd ${r.finetune.weightDecay}, betas 0.9/0.999, eps 1e-8), linear decay without warmup, gradient clipping ${
     r.finetune.maxGradNorm || "off"
   }, loss = cross-entropy over the options' mean log-likelihoods.
-- Real texts: a stratified random draw of N from the train split minus the validation holdout, per seed.
-- GRADMM texts: the first N/${task.labelWords.length} texts per class of one synth run per seed${
+- Real texts: a stratified random draw of N from the train split minus the validation holdout, per seed.${
+    r.conditions.includes("real-used")
+      ? `\n- ${
+        nameOf("real-used")
+      }: the ${realN} real examples GRADMM used (data/real-used.jsonl), whatever N.`
+      : ""
+  }
+- GRADMM texts: the first N/${task.labelWords.length} texts per class of one synth run per seed (method ${
+    r.synth.args.method ?? "official"
+  })${
     r.filter
       ? `; filtered: the first ${r.filter.oversample}× that many per class, filtered to N/${task.labelWords.length} per class (label consistency ${
         r.filter.consistency
@@ -410,6 +502,12 @@ ${
       : ""
   }.
 ${
+    r.conditions.includes("gradmm-official")
+      ? `- ${
+        nameOf("gradmm-official")
+      }: the same, from synth runs with the official method (the paper's code path; --synth-method, --synth-select, the refine flags and --synth-decode-beta left out).\n`
+      : ""
+  }${
     r.conditions.includes("gradmm-dp-filtered")
       ? "- Note: the filter reads the real examples without noise (few-shot demonstrations and alignment targets), so the *filtered* DP texts are not differentially private; only the unfiltered DP condition is.\n"
       : ""
@@ -480,6 +578,9 @@ export const experimentCommand: Command = {
       "synth-select": { type: "string" },
       "synth-method": { type: "string" },
       "synth-refine-iterations": { type: "string" },
+      "synth-refine-nll-slack": { type: "string" },
+      "synth-refine-lambda": { type: "string" },
+      "synth-decode-beta": { type: "string" },
       "synth-lr": { type: "string" },
       "synth-length": { type: "string" },
       "synth-paper": { type: "boolean" },
@@ -529,6 +630,8 @@ export const experimentCommand: Command = {
     if (!dp && (v["dp-delta"] !== undefined || v["dp-clip"] !== undefined)) {
       throw new UsageError("experiment: --dp-delta and --dp-clip need --dp-epsilon");
     }
+    // gradmm-official is for comparing with a non-official --synth-method: not a default.
+    const isDefault = (c: Condition) => c !== "gradmm-official" && (dp || synthVariant(c) !== "gradmm-dp");
     let conditions: Condition[];
     if (v.conditions) {
       conditions = v.conditions.split(",").map((c) => c.trim()) as Condition[];
@@ -542,7 +645,7 @@ export const experimentCommand: Command = {
       }
       conditions = CONDITIONS.filter((c) => conditions.includes(c));
     } else {
-      conditions = CONDITIONS.filter((c) => dp || synthVariant(c) !== "gradmm-dp");
+      conditions = CONDITIONS.filter(isDefault);
     }
     const splitOptions: SplitOptions = {
       realPool: num("real-pool", 100, { min: 2, integer: true }),
@@ -568,9 +671,21 @@ export const experimentCommand: Command = {
       throw new UsageError("experiment: --synth-rho takes one value (a sweep would mix texts of several ρ)");
     }
     if (dp) synthArgs["dp-epsilon"] = String(v["dp-epsilon"]);
-    // Typed once and checked now (a bad --synth-select fails before any work, not hours later).
-    const { dp: synthDp, ...synthSettings } = synthSettingsOf(synthArgs);
-    resolveSynthSettings({ ...synthSettings, dp: synthDp, task: getTask(v.task ?? "sst2") }, false);
+    // Typed once per synth variant and checked now (a bad --synth-select fails before any work,
+    // not hours later).
+    const variants = [...new Set(conditions.map(synthVariant).filter((x) => x !== null))];
+    const variantSettings = new Map(variants.map((x) => [x, synthSettingsOf(variantArgs(x, synthArgs))]));
+    checkSynthSettings({ ...synthSettingsOf(synthArgs), task });
+    if (variantSettings.has("gradmm") && variantSettings.has("gradmm-official")) {
+      const options = (x: SynthVariant) =>
+        JSON.stringify(resolveSynthSettings({ ...variantSettings.get(x), task }, false).options);
+      if (options("gradmm") === options("gradmm-official")) {
+        throw new UsageError(
+          "experiment: condition gradmm-official would repeat gradmm: its synth settings are the official " +
+            "ones; give --synth-method discrete, refine or refine-lm (or --synth-decode-beta), or drop gradmm-official",
+        );
+      }
+    }
     const filterOn = conditions.some(isFiltered);
     const oversample = num("filter-oversample", 2, { min: 1, max: 100 });
     const filterBase = {
@@ -624,14 +739,17 @@ export const experimentCommand: Command = {
 
     // ---- plan
     const maxSize = sizes[sizes.length - 1];
-    const variants = [
-      ...new Set(conditions.map(synthVariant).filter((x): x is "gradmm" | "gradmm-dp" => x !== null)),
-    ];
+    const realN = splits.used.length;
+    // The sizes trained at, and which conditions train at each: real-used only at its own size.
+    const trainSizes = [...new Set([...sizes, ...(conditions.includes("real-used") ? [realN] : [])])]
+      .sort((a, b) => a - b);
+    const trainsAt = (c: Condition, n: number) => sizesOf(c, sizes, realN).includes(n);
+    const setsPerSeed = trainSizes.reduce((a, n) => a + conditions.filter((c) => trainsAt(c, n)).length, 0);
     const genPerClass = (variant: string) => {
       const need = conditions.some((c) => synthVariant(c) === variant && isFiltered(c)) ? oversample : 1;
       return Math.ceil((need * perClassFor(maxSize, classes)) / synthBatch) * synthBatch;
     };
-    const runsTotal = conditions.length * sizes.length * seeds.length * lrs.length;
+    const runsTotal = setsPerSeed * seeds.length * lrs.length;
     console.error(
       `experiment: ${task.name} on ${modelSpec}; sizes ${sizes.join("/")}, seeds ${seeds.join(",")}, lr ${
         lrs.join(",")
@@ -693,7 +811,7 @@ export const experimentCommand: Command = {
       complete: false,
     };
     const writeReport = async () => {
-      const { selected, curves } = summariseRuns(report.runs, conditions, sizes, seeds);
+      const { selected, curves } = summariseRuns(report.runs, conditions, sizes, seeds, realN);
       report.selected = selected;
       report.summary = curves.flatMap((c) =>
         c.points.map((p) => ({ condition: c.condition, size: p.x, mean: p.mean, std: p.std, n: p.n }))
@@ -705,7 +823,7 @@ export const experimentCommand: Command = {
         xLabel: "training texts N",
         yLabel: "test accuracy (%)",
         curves: curves.map((c) => ({
-          name: c.name,
+          name: conditionName(c.condition, { method: synthArgs.method, realN }),
           points: c.points.map((p) => ({ ...p, mean: pct(p.mean), std: pct(p.std) })),
         })),
         lines: [
@@ -746,18 +864,31 @@ export const experimentCommand: Command = {
           String(perClass),
           "--seed",
           String(seed),
-          ...Object.entries(synthArgs).filter(([k]) => variant === "gradmm-dp" || !k.startsWith("dp-"))
-            .flatMap(([k, x]) => [`--${k}`, x]),
+          ...Object.entries(variantArgs(variant, synthArgs)).flatMap(([k, x]) => [`--${k}`, x]),
           ...(v["synth-paper"] ? ["--paper"] : []),
         ];
         // For the report only: the command line that runs the same synth job.
         synthCommands.push(`deno run -A cli.ts synth ${sArgs.map(shellQuote).join(" ")}`);
-        const manifest = await readJsonIf<{ completed: unknown[] }>(
+        const job = {
+          ...variantSettings.get(variant),
+          task,
+          realPool: splits.used.length,
+          real: splits.used.length,
+          perClass,
+          seed,
+          paper: !!v["synth-paper"],
+        };
+        const manifest = await readJsonIf<{ completed: unknown[]; settings: unknown }>(
           path.replace(/\.jsonl$/, ".manifest.json"),
         );
+        // A finished run of other settings (say, another --synth-method) is not reused: the job
+        // then stops with its "other settings" error and the restart hint.
+        const settings = synthSettingsRecord(resolveSynthSettings(job, ctx.isCpuAdapter).options);
         const rounds = roundsOf(variant);
         if (
-          !Array.isArray(manifest?.completed) || manifest.completed.length < rounds || !(await exists(path))
+          !Array.isArray(manifest?.completed) || manifest.completed.length < rounds ||
+          !(await exists(path)) ||
+          JSON.stringify(manifest.settings) !== JSON.stringify(settings)
         ) {
           overall.log(`experiment: synth ${variant} seed ${seed} (${perClass} texts per class)`);
           synthPhase.begin((await exists(path)) ? manifest?.completed?.length ?? 0 : 0);
@@ -771,14 +902,7 @@ export const experimentCommand: Command = {
             },
           }, () =>
             runSynthJob({
-              ...synthSettings,
-              ...(variant === "gradmm-dp" ? { dp: synthDp } : {}),
-              task,
-              realPool: splits.used.length,
-              real: splits.used.length,
-              perClass,
-              seed,
-              paper: !!v["synth-paper"],
+              ...job,
               out: path,
               model: modelSpec,
               data: usedPath,
@@ -828,14 +952,17 @@ export const experimentCommand: Command = {
       const setKey = (c: Condition, n: number, seed: number) => `${c}/${n}/${seed}`;
       const filterKeyBase = { ...base, synthArgs, paper: !!v["synth-paper"], filter: filterBase, oversample };
       for (const seed of seeds) {
-        for (const n of sizes) {
+        for (const n of trainSizes) {
           const perClass = perClassFor(n, classes);
           for (const c of conditions) {
+            if (!trainsAt(c, n)) continue;
             const variant = synthVariant(c);
             if (variant === null) {
               trainSets.set(
                 setKey(c, n, seed),
-                stratifiedSample(splits.trainRest, n, deriveSeed(seed, "real", n)),
+                c === "real-used"
+                  ? splits.used
+                  : stratifiedSample(splits.trainRest, n, deriveSeed(seed, "real", n)),
               );
               continue;
             }
@@ -896,7 +1023,8 @@ export const experimentCommand: Command = {
         },
       );
       report.readability.push({ condition: "real pool", seed: 0, size: splits.used.length, value: rd.value });
-      for (const c of conditions) {
+      // real-used trains on exactly the real pool's texts: the row above.
+      for (const c of conditions.filter((c) => c !== "real-used")) {
         for (const seed of seeds) {
           const texts = trainSets.get(setKey(c, maxSize, seed))!.map((e) => e.text);
           const r = await cached(
@@ -915,14 +1043,15 @@ export const experimentCommand: Command = {
       // ---- fine-tuning runs
       let done = 0;
       for (const seed of seeds) {
-        for (const n of sizes) {
+        for (const n of trainSizes) {
           for (const c of conditions) {
+            if (!trainsAt(c, n)) continue;
             const examples = trainSets.get(setKey(c, n, seed))!;
             for (const lr of lrs) {
               done++;
               const name = `${c}-n${n}-seed${seed}-lr${lr}`;
               const key = sha({
-                ...(c === "real" ? base : filterKeyBase),
+                ...(synthVariant(c) === null ? base : filterKeyBase),
                 c,
                 n,
                 seed,

@@ -9,6 +9,8 @@
  *     `real` examples are the only real data GRADMM sees; test = the rest (at most `testLimit`)
  *   train split → stratified validation holdout of `validSize` (checkpoint and lr selection);
  *     the remaining train examples are where the "real" condition draws its N texts
+ * The "real-used" condition trains on the `real` examples GRADMM used, a set of fixed size: the
+ * baseline "those few real examples alone" that the synthetic sets made from them must beat.
  */
 import { type Example, stratifiedSample } from "../data/examples.ts";
 import { deriveSeed } from "../data/seed.ts";
@@ -17,30 +19,72 @@ import type { CausalLM } from "../models/model.ts";
 import { type Curve, meanStd } from "./report.ts";
 
 /** What a condition trains on. */
-export type Condition = "real" | "gradmm" | "gradmm-filtered" | "gradmm-dp" | "gradmm-dp-filtered";
+export type Condition =
+  | "real"
+  | "real-used"
+  | "gradmm"
+  | "gradmm-official"
+  | "gradmm-filtered"
+  | "gradmm-dp"
+  | "gradmm-dp-filtered";
 
 /** Every condition, in report order. */
 export const CONDITIONS: readonly Condition[] = [
   "real",
+  "real-used",
   "gradmm",
+  "gradmm-official",
   "gradmm-filtered",
   "gradmm-dp",
   "gradmm-dp-filtered",
 ];
 
-/** Human names for the report. */
+/** Human names for the report (see {@link conditionName} for the ones with settings in them). */
 export const CONDITION_NAMES: Record<Condition, string> = {
   real: "random real texts",
+  "real-used": "the real examples GRADMM used",
   gradmm: "GRADMM texts",
+  "gradmm-official": "GRADMM texts (official)",
   "gradmm-filtered": "GRADMM texts, filtered",
   "gradmm-dp": "GRADMM texts (DP)",
   "gradmm-dp-filtered": "GRADMM texts (DP), filtered",
 };
 
-/** The synth run a GRADMM condition draws from ("gradmm" or "gradmm-dp"), or null for real texts. */
-export function synthVariant(c: Condition): "gradmm" | "gradmm-dp" | null {
-  if (c === "real") return null;
+/**
+ * A condition's name in a report: {@link CONDITION_NAMES}, with the synth method of the GRADMM
+ * conditions that follow --synth-method (when it is not the official one) and the fixed size of
+ * "real-used" (`realN`), so two GRADMM rows of one report can be told apart.
+ */
+export function conditionName(c: Condition, o: { method?: string; realN?: number } = {}): string {
+  if (c === "real-used") {
+    return o.realN === undefined ? CONDITION_NAMES[c] : `${CONDITION_NAMES[c]} (N = ${o.realN})`;
+  }
+  const name = CONDITION_NAMES[c];
+  const method = o.method ?? "official";
+  if (synthVariant(c) === null || c === "gradmm-official" || method === "official") return name;
+  return name.replace("GRADMM texts", `GRADMM texts (${method})`);
+}
+
+/** The synth runs conditions draw from: --synth-method's, the official method's, the DP one. */
+export type SynthVariant = "gradmm" | "gradmm-official" | "gradmm-dp";
+
+/** The synth run a GRADMM condition draws from, or null for the real-text conditions. */
+export function synthVariant(c: Condition): SynthVariant | null {
+  if (c === "real" || c === "real-used") return null;
+  if (c === "gradmm-official") return "gradmm-official";
   return c.startsWith("gradmm-dp") ? "gradmm-dp" : "gradmm";
+}
+
+/**
+ * The training-set sizes a condition runs at: every size of the curve, except "real-used", whose
+ * set is always the `realN` real examples GRADMM used (one run per seed, whatever the sizes).
+ */
+export function sizesOf(c: Condition, sizes: readonly number[], realN: number): number[] {
+  if (c !== "real-used") return [...sizes];
+  if (!(Number.isInteger(realN) && realN > 0)) {
+    throw new Error(`condition 'real-used' needs the number of real examples GRADMM used, got ${realN}`);
+  }
+  return [realN];
 }
 
 /** True for the filtered conditions. */
@@ -234,18 +278,22 @@ export function selectByValidation(runs: readonly RunResult[]): RunResult | null
   return best;
 }
 
-/** The selected runs grouped into curves: per condition, per size, mean ± std over seeds. */
+/**
+ * The selected runs grouped into curves: per condition, per size ({@link sizesOf}: "real-used"
+ * is one point at `realN`), mean ± std over seeds.
+ */
 export function summariseRuns(
   runs: readonly RunResult[],
   conditions: readonly Condition[],
   sizes: readonly number[],
   seeds: readonly number[],
+  realN = NaN,
 ): { selected: RunResult[]; curves: (Curve & { condition: Condition })[] } {
   const selected: RunResult[] = [];
   const curves = conditions.map((condition) => ({
     condition,
     name: CONDITION_NAMES[condition],
-    points: sizes.map((size) => {
+    points: sizesOf(condition, sizes, realN).map((size) => {
       const acc: number[] = [];
       for (const seed of seeds) {
         const pick = selectByValidation(

@@ -160,10 +160,13 @@ export function renderChart(spec: ChartSpec): string {
       out.push(`<circle cx="${f(px(q.x))}" cy="${f(sy(q.mean))}" r="3.5" fill="${color}"/>`);
     }
     const ly = m.top + 14 + i * 20;
+    // A curve of one point (a fixed-size set) is a marker in the legend too, not a line.
     out.push(
-      `<line x1="${m.left + pw + 14}" y1="${ly}" x2="${
-        m.left + pw + 38
-      }" y2="${ly}" stroke="${color}" stroke-width="2"/>`,
+      ...(p.length === 1 ? [] : [
+        `<line x1="${m.left + pw + 14}" y1="${ly}" x2="${
+          m.left + pw + 38
+        }" y2="${ly}" stroke="${color}" stroke-width="2"/>`,
+      ]),
       `<circle cx="${m.left + pw + 26}" cy="${ly}" r="3.5" fill="${color}"/>`,
       `<text x="${m.left + pw + 44}" y="${ly + 4}">${escapeXml(c.name)}</text>`,
     );
