@@ -418,9 +418,10 @@ ${acc}
 ${
     r.conditions.includes("real-used")
       ? `
-*${nameOf("real-used")}* is one fixed set: the ${realN} real examples synth read to make the GRADMM
-texts, fine-tuned on alone (once per seed, the same texts each time). It is N = ${realN} in every
-comparison, so it has a value only in the N = ${realN} column and is a single point in the plot.
+The row *${nameOf("real-used")}* is one fixed set: the ${realN} real examples synth read to make
+the GRADMM texts, fine-tuned on alone (once per seed, the same texts each time). It is N = ${realN}
+whatever --sizes says, so it has a value only in the N = ${realN} column and is a single point in
+the plot.
 `
       : ""
   }
@@ -483,9 +484,7 @@ ${
   }, loss = cross-entropy over the options' mean log-likelihoods.
 - Real texts: a stratified random draw of N from the train split minus the validation holdout, per seed.${
     r.conditions.includes("real-used")
-      ? `\n- ${
-        nameOf("real-used")
-      }: the ${realN} real examples GRADMM used (data/real-used.jsonl), whatever N.`
+      ? `\n- Real examples GRADMM used (condition real-used): data/real-used.jsonl, the same ${realN} texts for every seed (only the fine-tuning seed differs).`
       : ""
   }
 - GRADMM texts: the first N/${task.labelWords.length} texts per class of one synth run per seed (method ${
@@ -698,7 +697,7 @@ export const experimentCommand: Command = {
       balance: !!v["filter-balance"],
       batch: FILTER_DEFAULTS.batch,
     };
-    if (filterBase.realN > splitOptions.real) {
+    if (filterOn && filterBase.realN > splitOptions.real) {
       throw new UsageError(
         `experiment: --filter-real-n (${filterBase.realN}) cannot exceed --real-n (${splitOptions.real})`,
       );
@@ -755,9 +754,11 @@ export const experimentCommand: Command = {
         lrs.join(",")
       }; ` +
         `conditions ${conditions.join(", ")}; ${runsTotal} fine-tuning runs, ` +
-        `${variants.length * seeds.length} synth run(s) of ${
-          variants.map((x) => `${genPerClass(x)}`).join("/")
-        } texts per class; ` +
+        (variants.length
+          ? `${variants.length * seeds.length} synth run(s) of ${
+            variants.map((x) => `${genPerClass(x)}`).join("/")
+          } texts per class; `
+          : "no synth runs; ") +
         `test ${splits.test.length}, validation ${splits.valid.length}, real used ${splits.used.length}`,
     );
     // Overall progress counts synth rounds and fine-tuning runs ("tasks"); the ETA adds each

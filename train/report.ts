@@ -72,8 +72,11 @@ export function niceTicks(lo: number, hi: number, count = 5): number[] {
  * lines, axes with ticks, a legend. Values are plotted as given (e.g. accuracy in %).
  */
 export function renderChart(spec: ChartSpec): string {
-  const W = spec.width ?? 760, H = spec.height ?? 440;
-  const m = { left: 64, right: 230, top: 40, bottom: 56 };
+  // The legend's column is as wide as its longest name (about 7 px a character at 12 px).
+  const longest = Math.max(0, ...spec.curves.map((c) => c.name.length));
+  const right = Math.max(230, 54 + 7 * longest);
+  const W = spec.width ?? 530 + right, H = spec.height ?? 440;
+  const m = { left: 64, right, top: 40, bottom: 56 };
   const pw = W - m.left - m.right, ph = H - m.top - m.bottom;
   const logX = spec.logX ?? true;
   const pts = spec.curves.flatMap((c) => c.points.filter((p) => Number.isFinite(p.mean)));

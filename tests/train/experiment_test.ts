@@ -1,12 +1,20 @@
-/** Experiment bookkeeping: disjoint splits, prefixes per class, distinct-n, lr selection. */
+/**
+ * Experiment bookkeeping: disjoint splits, prefixes per class, distinct-n, lr selection, the
+ * conditions' sizes, synth runs and names.
+ */
 import type { Example } from "../../data/examples.ts";
 import {
+  CONDITION_NAMES,
+  conditionName,
+  CONDITIONS,
   distinctN,
   firstPerClass,
   makeSplits,
   type RunResult,
   selectByValidation,
+  sizesOf,
   summariseRuns,
+  synthVariant,
 } from "../../train/experiment.ts";
 
 const make = (n: number, prefix: string): Example[] =>
@@ -85,5 +93,59 @@ Deno.test("selectByValidation ignores test accuracy; summariseRuns averages over
   const p = curves[0].points[0];
   if (selected.length !== 2 || Math.abs(p.mean - 0.55) > 1e-12 || p.n !== 2) {
     throw new Error(JSON.stringify(p));
+  }
+});
+
+Deno.test("real-used: one fixed size, no synth run, one point of the summary", () => {
+  if (sizesOf("real-used", [200, 1000], 50).join() !== "50") throw new Error("real-used is N = real-n");
+  if (sizesOf("gradmm", [200, 1000], 50).join() !== "200,1000") throw new Error("others follow --sizes");
+  let refused = false;
+  try {
+    sizesOf("real-used", [200], NaN);
+  } catch {
+    refused = true;
+  }
+  if (!refused) throw new Error("real-used without real-n must be refused");
+  if (synthVariant("real-used") !== null || synthVariant("real") !== null) throw new Error("real texts");
+  if (synthVariant("gradmm-official") !== "gradmm-official" || synthVariant("gradmm-filtered") !== "gradmm") {
+    throw new Error("synth variants");
+  }
+  const run = (condition: RunResult["condition"], size: number, seed: number, test: number): RunResult => ({
+    condition,
+    size,
+    seed,
+    lr: 1e-4,
+    trainTexts: size,
+    validAccuracy: 0.6,
+    bestStep: 4,
+    testAccuracy: test,
+    finalLoss: 0.5,
+    seconds: 1,
+  });
+  const runs = [run("real-used", 50, 0, 0.6), run("real-used", 50, 1, 0.7), run("gradmm", 200, 0, 0.8)];
+  const { curves, selected } = summariseRuns(runs, ["real-used", "gradmm"], [200, 1000], [0, 1], 50);
+  const used = curves.find((c) => c.condition === "real-used")!;
+  if (used.points.length !== 1 || used.points[0].x !== 50 || used.points[0].n !== 2) {
+    throw new Error(JSON.stringify(used.points));
+  }
+  if (Math.abs(used.points[0].mean - 0.65) > 1e-12) throw new Error(`mean ${used.points[0].mean}`);
+  if (curves.find((c) => c.condition === "gradmm")!.points.map((p) => p.x).join() !== "200,1000") {
+    throw new Error("gradmm points");
+  }
+  if (selected.length !== 3) throw new Error(`${selected.length} runs selected`);
+});
+
+Deno.test("conditionName: every condition named, the method and real-used's size shown", () => {
+  const names = CONDITIONS.map((c) => conditionName(c, { method: "refine-lm", realN: 50 }));
+  if (new Set(names).size !== CONDITIONS.length) throw new Error(`names collide: ${names.join(" | ")}`);
+  if (!conditionName("real-used", { realN: 50 }).includes("N = 50")) throw new Error("real-used's size");
+  if (!conditionName("gradmm-filtered", { method: "refine-lm" }).includes("refine-lm")) {
+    throw new Error("the method of the --synth-method conditions");
+  }
+  if (conditionName("gradmm-official", { method: "refine-lm" }).includes("refine-lm")) {
+    throw new Error("gradmm-official is the official method whatever --synth-method says");
+  }
+  if (conditionName("gradmm", { method: "official" }) !== CONDITION_NAMES.gradmm) {
+    throw new Error("the official method needs no mention");
   }
 });

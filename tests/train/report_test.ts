@@ -70,3 +70,30 @@ Deno.test("markdownTable escapes pipes", () => {
   const t = markdownTable(["a", "b"], [["x|y", "2"]]);
   if (t !== "| a | b |\n|---|---|\n| x\\|y | 2 |") throw new Error(t);
 });
+
+Deno.test("renderChart: a one-point curve is a marker in the legend, a many-point one a line", () => {
+  const legendLines = (
+    curves: { name: string; points: { x: number; mean: number; std: number; n: number }[] }[],
+  ) => {
+    const svg = renderChart({ title: "t", xLabel: "N", yLabel: "acc", curves });
+    // Legend lines are the only stroke-width="2" <line>s (curves are polylines).
+    return (svg.match(/<line [^>]*stroke-width="2"/g) ?? []).length;
+  };
+  const many = {
+    name: "curve",
+    points: [{ x: 8, mean: 50, std: 0, n: 1 }, { x: 80, mean: 60, std: 0, n: 1 }],
+  };
+  const point = { name: "fixed set", points: [{ x: 5, mean: 55, std: 1, n: 3 }] };
+  if (legendLines([many]) !== 1) throw new Error("a curve needs its legend line");
+  if (legendLines([many, point]) !== 1) throw new Error("a single point must not get a legend line");
+});
+
+Deno.test("renderChart: the legend column widens for long names", () => {
+  const widthOf = (name: string) => {
+    const svg = renderChart({ title: "t", xLabel: "N", yLabel: "acc", curves: [{ name, points: [] }] });
+    return Number(svg.match(/width="(\d+)"/)![1]);
+  };
+  const long = "a condition name much longer than the legend's usual column";
+  if (widthOf("real") !== 760) throw new Error(`short names keep the usual width, got ${widthOf("real")}`);
+  if (!(widthOf(long) >= 530 + 7 * long.length)) throw new Error(`width ${widthOf(long)} for a long name`);
+});
