@@ -21,11 +21,20 @@
  *      and adds no repeated token bigram; all rows' swaps together when that is still better.
  *
  * The NLL cap is the decode's own mean NLL plus `nllSlack`: no real example is read, so a DP run
- * stays post-processing.
+ * stays post-processing. With an `nllTarget` (e.g. the real texts' own mean NLL, which synth
+ * measures when asked to), the objective gains a hinge μ·max(0, NLL − target) and the cap
+ * ratchets down towards the target: above it no swap may raise the NLL, below it the NLL may rise
+ * up to it. The decoded text's fluency then ends near the real text's whatever the model, where a
+ * fixed λ over- or under-shoots (the d128 and d256 fixtures need very different λ).
+ *
+ * Candidates per position are the top-k by cosine to the negative gradient plus the language
+ * model's own `lmTop` most likely allowed tokens in the left context: the gradient alone rarely
+ * proposes the fluent word.
  */
-import { mul } from "../autograd/ops/elementwise.ts";
+import { add, mul } from "../autograd/ops/elementwise.ts";
 import { logSoftmax } from "../autograd/ops/softmax.ts";
-import { reshape, slice } from "../autograd/ops/shape.ts";
+import { concat, reshape, slice } from "../autograd/ops/shape.ts";
+import { topk } from "../autograd/ops/topk.ts";
 import { backward } from "../autograd/tape.ts";
 import { noGrad } from "../autograd/grad_mode.ts";
 import { scope, Tensor } from "../autograd/tensor.ts";
@@ -46,7 +55,41 @@ export interface LmRefineSettings {
   lambda: number;
   /** The batch mean NLL may rise at most this much above the decode's own. */
   nllSlack: number;
+  /**
+   * Aim the batch mean NLL (nats/token) at this value (see the module comment); "real" or
+   * "real+X": the mean NLL of the class's real examples (plus X), which runSynth measures
+   * (reading them: not with DP); absent = no target, the cap stays at the decode's own NLL +
+   * `nllSlack`.
+   */
+  nllTarget?: NllTarget;
+  /** Weight μ of the hinge above the target (default {@link NLL_TARGET_WEIGHT}). */
+  targetWeight?: number;
+  /** The language model's most likely allowed tokens added to each position's candidates (≥ 0). */
+  lmTop?: number;
 }
+
+/** An NLL target: nats/token, or relative to the real examples' own mean NLL ("real", "real+0.2"). */
+export type NllTarget = number | "real" | `real+${number}`;
+
+/**
+ * The real-relative offset of a target ("real" → 0, "real+0.2" → 0.2), or null for a number.
+ * Throws a RangeError for anything else.
+ */
+export function realTargetOffset(target: NllTarget): number | null {
+  if (typeof target === "number") {
+    if (!Number.isFinite(target)) throw new RangeError(`NLL target must be finite, got ${target}`);
+    return null;
+  }
+  const m = /^real(?:\+(\d+(?:\.\d*)?|\.\d+))?$/.exec(target);
+  if (!m) throw new RangeError(`NLL target must be a number, 'real' or 'real+X' (X ≥ 0), got '${target}'`);
+  return m[1] === undefined ? 0 : Number(m[1]);
+}
+
+/**
+ * Weight μ of the hinge above the NLL target, in matching-loss units per nat/token: large enough
+ * that, above the target, reading better wins over small matching gains.
+ */
+export const NLL_TARGET_WEIGHT = 0.2;
 
 /** Defaults chosen on the CPU measurements (docs/quality/). */
 export const LM_REFINE_DEFAULTS: LmRefineSettings = {
@@ -55,6 +98,7 @@ export const LM_REFINE_DEFAULTS: LmRefineSettings = {
   topk: 32,
   lambda: 0.15,
   nllSlack: 0,
+  lmTop: 8,
 };
 
 /** Passes one iteration costs (gradient 2, candidate hidden states 1, NLL 1, joint check 1). */
@@ -87,7 +131,10 @@ export interface SwapScan {
 
 /**
  * The gradient of the matching loss and the LM log-probabilities of `ids` from one forward +
- * backward, turned into k swap candidates per free position with their predicted effects.
+ * backward, turned into swap candidates per free position with their predicted effects: the
+ * top-`k` tokens by cosine to the negative gradient, then (positions ≥ 1) the language model's
+ * `lmTop` most likely allowed tokens after the left context. `scan.k` is k + lmTop; a slot that
+ * has no candidate holds the current token (a no-op, which pickSwaps skips).
  */
 export async function scanSwaps(
   problem: RoundProblem,
@@ -95,12 +142,14 @@ export async function scanSwaps(
   free: number,
   kind: MatchingKind,
   k: number,
+  lmTop = 0,
 ): Promise<SwapScan> {
   const { model } = problem;
   const ctx = model.ctx;
   const [b, t] = [ids.length, ids[0].length];
   const d = model.embedRows.shape[1];
   const projector = { ...problem.projector, topk: k };
+  const width = k + lmTop;
   return await scope(ctx, async () => {
     const embedded = noGrad(ctx, () => model.embed(Tensor.from(ctx, Float32Array.from(ids.flat()), [b, t])));
     const x = Tensor.empty(ctx, [b, t, d], { requiresGrad: true, name: "refine-lm-x" });
@@ -111,19 +160,34 @@ export async function scanSwaps(
     const grad = x.grad!;
     try {
       const candT = noGrad(ctx, () => topkCosine(projector, mul(grad, Tensor.full(ctx, [1], -1))));
-      const cands = Int32Array.from(await candT.read(), Math.round);
+      const cosIds = await candT.read();
       const g = await grad.read();
       const cur = await embedded.read();
-      const candE = await noGrad(ctx, () => model.embed(reshape(candT, [b, t * k]))).read();
-      const logp = await logProbsBefore(model, hidden, free);
-      const firstOrder = new Float64Array(b * t * k);
-      const logpGain = new Float64Array(b * t * k);
+      const logp = await logProbsBefore(problem, hidden, free, lmTop);
+      const cands = new Int32Array(b * t * width);
+      for (let row = 0; row < b; row++) {
+        for (let pos = 0; pos < t; pos++) {
+          const at = row * t + pos;
+          for (let j = 0; j < width; j++) {
+            const lmRow = pos > 0 && pos < free ? row * (free - 1) + pos - 1 : -1;
+            cands[at * width + j] = j < k
+              ? Math.round(cosIds[at * k + j])
+              : lmRow >= 0
+              ? logp.top[lmRow * lmTop + j - k]
+              : ids[row][pos];
+          }
+        }
+      }
+      const candE = await noGrad(ctx, () => model.embed(Tensor.from(ctx, Float32Array.from(cands), [b, t * width])))
+        .read();
+      const firstOrder = new Float64Array(b * t * width);
+      const logpGain = new Float64Array(b * t * width);
       for (let row = 0; row < b; row++) {
         for (let pos = 0; pos < free; pos++) {
           const at = row * t + pos;
           const lpRow = pos > 0 ? (row * (free - 1) + pos - 1) * logp.vocab : -1;
-          for (let j = 0; j < k; j++) {
-            const n = at * k + j;
+          for (let j = 0; j < width; j++) {
+            const n = at * width + j;
             let dot = 0;
             for (let i = 0; i < d; i++) dot += g[at * d + i] * (candE[n * d + i] - cur[at * d + i]);
             firstOrder[n] = dot;
@@ -131,7 +195,7 @@ export async function scanSwaps(
           }
         }
       }
-      return { k, ids: cands, firstOrder, logpGain };
+      return { k: width, ids: cands, firstOrder, logpGain };
     } finally {
       grad.dispose();
       x.grad = null;
@@ -141,28 +205,42 @@ export async function scanSwaps(
 
 /**
  * Log-probabilities of the next token after positions 0 … free−2 of every row (the predictions
- * for positions 1 … free−1), read back as [B·(free−1), V], computed in row blocks that fit a
- * storage binding.
+ * for positions 1 … free−1), read back as [B·(free−1), V], and each prediction's `lmTop` most
+ * likely allowed ids (`top`, [B·(free−1), lmTop]), computed in row blocks that fit a storage
+ * binding.
  */
 async function logProbsBefore(
-  model: RoundProblem["model"],
+  problem: RoundProblem,
   hidden: Tensor,
   free: number,
-): Promise<{ data: Float32Array; vocab: number }> {
+  lmTop: number,
+): Promise<{ data: Float32Array; vocab: number; top: Int32Array }> {
+  const { model, projector } = problem;
   const ctx = model.ctx;
   const [b, , d] = hidden.shape;
   const vocab = model.headRows.shape[0];
   const n = b * (free - 1);
   const data = new Float32Array(n * vocab);
-  if (n === 0) return { data, vocab };
+  const top = new Int32Array(n * lmTop);
+  if (n === 0) return { data, vocab, top };
   const perBlock = Math.max(1, Math.floor(ctx.limits.maxStorageBufferBindingSize / (vocab * 4)));
   const h = noGrad(ctx, () => reshape(slice(hidden, 1, 0, free - 1), [n, d]));
+  // Banned ids (the projector's filter) get a large negative, so they never make the top.
+  const ban = lmTop === 0 ? null : projector.chunks.length === 1
+    ? projector.chunks[0].banPenalty
+    : noGrad(ctx, () => concat(projector.chunks.map((c) => c.banPenalty), 0));
   for (let r = 0; r < n; r += perBlock) {
     const end = Math.min(n, r + perBlock);
-    const lp = await noGrad(ctx, () => scope(ctx, () => logSoftmax(model.head(slice(h, 0, r, end))).read()));
-    data.set(lp, r * vocab);
+    await scope(ctx, async () => {
+      const [lp, best] = noGrad(ctx, () => {
+        const lp = logSoftmax(model.head(slice(h, 0, r, end)));
+        return [lp, ban ? topk(add(lp, ban), lmTop).indices : null];
+      });
+      data.set(await lp.read(), r * vocab);
+      if (best) top.set(Int32Array.from(await best.read(), Math.round), r * lmTop);
+    });
   }
-  return { data, vocab };
+  return { data, vocab, top };
 }
 
 /**
@@ -269,23 +347,37 @@ export async function refineTokensLm(
   const meanOf = (xs: number[]) => xs.reduce((a, x) => a + x, 0) / xs.length;
   let nllRows = await rowNll(current);
   const nllBefore = meanOf(nllRows);
-  const nllCap = nllBefore + s.nllSlack;
+  if (typeof s.nllTarget === "string") {
+    throw new RangeError(`refineTokensLm: resolve the NLL target '${s.nllTarget}' to a number first`);
+  }
+  const target = s.nllTarget;
+  const mu = s.targetWeight ?? NLL_TARGET_WEIGHT;
+  // Without a target the cap is fixed; with one it ratchets down to the target (module comment).
+  let nllCap = nllBefore + s.nllSlack;
+  const lowerCap = () => {
+    if (target !== undefined) nllCap = Math.max(target, Math.min(nllCap, meanOf(nllRows) + s.nllSlack));
+  };
+  lowerCap();
   const before = await scope(ctx, () => discreteMatchingLoss(problem, current, kind).item());
   let passes = 2;
   // A repeated bigram costs what one more nat on one token would.
   const perToken = 1 / (b * Math.max(1, free - 1));
-  const objective = (l: number, nll: number, repeats: number) => l + s.lambda * (nll + perToken * repeats);
+  const above = (nll: number) => (target === undefined ? 0 : Math.max(0, nll - target));
+  const objective = (l: number, nll: number, repeats: number) =>
+    l + s.lambda * (nll + perToken * repeats) + mu * above(nll);
   // Swaps rejected since their row last changed: scoring them again would give the same answer.
   const tabu = new Set<string>();
   let swaps = 0;
   for (let it = 0; it < s.iterations; it++) {
-    const scan = await scanSwaps(problem, current, free, kind, s.topk);
+    const scan = await scanSwaps(problem, current, free, kind, s.topk, s.lmTop ?? 0);
     passes += 2;
+    // Above the target, the hinge adds its weight to λ in the first-order ranking.
+    const lambdaNow = s.lambda + (above(meanOf(nllRows)) > 0 ? mu : 0);
     const proposals = pickSwaps(
       scan,
       freeOf(current),
       free,
-      s.lambda,
+      lambdaNow,
       s.proposals,
       tabu,
       nllCap - meanOf(nllRows),
@@ -346,11 +438,13 @@ export async function refineTokensLm(
       accepted = [best];
     }
     swaps += accepted.length;
+    lowerCap();
     for (const j of accepted) {
       const row = proposals[j].row;
       for (const key of [...tabu]) if (key.startsWith(`${row},`)) tabu.delete(key);
     }
   }
+  console.error("DEBUG", JSON.stringify({ target, nllBefore, nll: meanOf(nllRows), before, swaps, cap: nllCap }));
   // The running loss mixes Gram rescoring and direct forwards; report the direct one.
   const matchLoss = await scope(ctx, () => discreteMatchingLoss(problem, current, kind).item());
   passes++;

@@ -23,7 +23,8 @@ import { computeTarget, disposeTarget, type TargetReport } from "./target.ts";
 import { stripSuffix, type TaskSpec } from "../data/tasks.ts";
 import { bannedTokenMask } from "./tokenFilter.ts";
 import { type RefineSettings, refineTokens } from "./refine.ts";
-import { type LmRefineSettings, refineTokensLm } from "./refine_lm.ts";
+import { type LmRefineSettings, realTargetOffset, refineTokensLm } from "./refine_lm.ts";
+import { mean } from "../train/quality.ts";
 import { disposeProjector, makeProjector } from "./zstep.ts";
 
 /**
@@ -205,6 +206,12 @@ export async function runSynth(
   if (o.perClass % o.batch !== 0) {
     throw new SynthError(`--per-class (${o.perClass}) must be a multiple of --batch (${o.batch})`);
   }
+  const realOffset = o.refineLm?.nllTarget === undefined ? null : realTargetOffset(o.refineLm.nllTarget);
+  if (o.dp && realOffset !== null) {
+    throw new SynthError(
+      `refine-lm's NLL target '${o.refineLm!.nllTarget}' reads the real examples, which a DP run may not: give the target in nats/token`,
+    );
+  }
   const { byClass } = selectReal(task, data, o);
   const suffixIds = codec.encode(task.suffix);
   if (suffixIds.length === 0) throw new SynthError(`the suffix '${task.suffix}' encodes to no tokens`);
@@ -272,6 +279,11 @@ export async function runSynth(
         dp,
       );
       await onEvent({ kind: "target", classIndex: c, report });
+      // refine-lm's NLL target "real(+X)": this class's real texts' own mean NLL (plus X).
+      const refineLm = realOffset === null ? o.refineLm : {
+        ...o.refineLm!,
+        nllTarget: realOffset + mean(await sequenceMeanNll(model, byClass[c].map((t) => codec.encode(t)))),
+      };
       const onehot = oneHot(ctx, new Array(o.batch).fill(labelIds[c]), model.headRows.shape[0]).keep();
       const prefixIds = codec.encode(task.decodePrefix(c));
       try {
@@ -332,7 +344,7 @@ export async function runSynth(
                 result.ids,
                 labelIds[c],
                 o.admm.matching,
-                o.refineLm,
+                refineLm!,
               );
               result.ids = refined.ids;
               result.matchLoss = refined.matchLoss;

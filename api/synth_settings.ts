@@ -10,7 +10,7 @@ import { PAPER_SETTINGS } from "../admm/problem.ts";
 import { BLEND_LM_TOP } from "../admm/blend_decode.ts";
 import type { MatchingKind } from "../admm/matching.ts";
 import { REFINE_DEFAULTS } from "../admm/refine.ts";
-import { LM_REFINE_DEFAULTS } from "../admm/refine_lm.ts";
+import { LM_REFINE_DEFAULTS, type NllTarget, realTargetOffset } from "../admm/refine_lm.ts";
 import type { DpCalibration } from "../admm/dp.ts";
 import { SynthError, type SynthOptions } from "../admm/synth.ts";
 import { getTask, type TaskSpec } from "../data/tasks.ts";
@@ -76,6 +76,11 @@ export interface SynthSettings {
   /** Weight λ of the batch's mean NLL in refine-lm's objective (default 0.15). */
   refineLambda?: number;
   /**
+   * refine-lm's NLL target (admm/refine_lm.ts): nats/token, or "real" / "real+X" for the class's
+   * real examples' own mean NLL (plus X; not with DP). Absent: no target.
+   */
+  refineNllTarget?: NllTarget;
+  /**
    * β of the match-aware z-step decode (admm/blend_decode.ts): LM log-prob + β·cosine over the
    * top-k cosine candidates and the model's top-8 tokens, no repeated bigram. Absent: official.
    */
@@ -118,6 +123,21 @@ export function resolveSynthSettings(s: SynthSettings, cpuAdapter: boolean): Res
   }
   if (method !== "refine-lm" && s.refineLambda !== undefined) {
     throw new SynthError("refineLambda needs method 'refine-lm'");
+  }
+  if (method !== "refine-lm" && s.refineNllTarget !== undefined) {
+    throw new SynthError("refineNllTarget needs method 'refine-lm'");
+  }
+  if (s.refineNllTarget !== undefined) {
+    try {
+      if (realTargetOffset(s.refineNllTarget) !== null && s.dp) {
+        throw new SynthError(
+          `refineNllTarget '${s.refineNllTarget}' reads the real examples, which a DP run may not: give it in nats/token`,
+        );
+      }
+    } catch (e) {
+      if (e instanceof RangeError) throw new SynthError(`refineNllTarget: ${e.message}`);
+      throw e;
+    }
   }
   if (s.decodeBeta !== undefined && !(Number.isFinite(s.decodeBeta) && s.decodeBeta >= 0)) {
     throw new SynthError(`decodeBeta must be a finite number ≥ 0, got ${s.decodeBeta}`);
@@ -174,6 +194,7 @@ export function resolveSynthSettings(s: SynthSettings, cpuAdapter: boolean): Res
         iterations: s.refineIterations ?? LM_REFINE_DEFAULTS.iterations,
         nllSlack: s.refineNllSlack ?? LM_REFINE_DEFAULTS.nllSlack,
         lambda: s.refineLambda ?? LM_REFINE_DEFAULTS.lambda,
+        ...(s.refineNllTarget === undefined ? {} : { nllTarget: s.refineNllTarget }),
       }
       : undefined,
   };

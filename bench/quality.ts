@@ -31,6 +31,8 @@ import {
   LM_REFINE_DEFAULTS,
   LM_REFINE_PASSES_PER_ITERATION,
   type LmRefineSettings,
+  NLL_TARGET_WEIGHT,
+  type NllTarget,
 } from "../admm/refine_lm.ts";
 import { runSynth, type SynthOptions, type SynthRecord } from "../admm/synth.ts";
 import { selectReal } from "../data/examples.ts";
@@ -98,18 +100,24 @@ const args = parseArgs({
     beta: { type: "string", default: "2" },
     "no-repeat": { type: "boolean", default: false },
     "lm-slack": { type: "string", default: String(LM_REFINE_DEFAULTS.nllSlack) },
+    "nll-target": { type: "string", default: "real" },
+    "lm-top": { type: "string", default: "8" },
+    "target-weight": { type: "string", default: String(NLL_TARGET_WEIGHT) },
+    proposals: { type: "string", default: String(LM_REFINE_DEFAULTS.proposals) },
     "shared": { type: "string", default: "../shared" },
     out: { type: "string", default: "docs/quality/cpu" },
     merge: { type: "string" },
   },
 });
 const v = args.values;
+const targetOf = (x: string): NllTarget => (x.startsWith("real") ? x as NllTarget : Number(x));
 const outer = Number(v.outer), inner = Number(v.inner), init = Number(v.init);
 const batch = Number(v.batch), rounds = Number(v.rounds), seed = Number(v.seed);
 const refineLmBase: LmRefineSettings = {
   ...LM_REFINE_DEFAULTS,
   lambda: Number(v.lambda),
   nllSlack: Number(v["lm-slack"]),
+  proposals: Number(v.proposals),
 };
 const blend = { beta: Number(v.beta), lmTop: BLEND_LM_TOP, noRepeat: v["no-repeat"]! };
 const startedAt = new Date().toISOString();
@@ -245,16 +253,25 @@ for (const modelName of merged ? [] : v.models!.split(",")) {
           nllSlack: fluent ? 0 : REFINE_DEFAULTS.nllSlack,
           iterations: Math.max(0, Math.floor(left / REFINE_PASSES_PER_ITERATION)),
         };
-      } else if (method === "refine-lm" || method === "blend-lm") {
+      } else if (["refine-lm", "blend-lm", "refine-target", "blend-target"].includes(method)) {
         // The official (or blend) decode at half the outer steps, then LM-aware swaps for
         // loss + λ·NLL.
         admm = admmOf(Math.ceil(outer / 2), "total");
-        if (method === "blend-lm") admm.blend = blend;
+        if (method.startsWith("blend")) admm.blend = blend;
         const left = official - admmPasses(admm) - 3;
         refineLm = {
           ...refineLmBase,
           iterations: Math.max(0, Math.floor(left / LM_REFINE_PASSES_PER_ITERATION)),
         };
+        // "-target": aim the NLL at the real examples' own, with the LM's top tokens as candidates.
+        if (method.endsWith("-target")) {
+          refineLm = {
+            ...refineLm,
+            nllTarget: targetOf(v["nll-target"]!),
+            lmTop: Number(v["lm-top"]),
+            targetWeight: Number(v["target-weight"]),
+          };
+        }
       } else throw new Error(`unknown method '${method}'`);
       const options: SynthOptions = { ...base, admm, refine, refineLm };
       const records: SynthRecord[] = [];
@@ -265,9 +282,8 @@ for (const modelName of merged ? [] : v.models!.split(",")) {
       const passes = admmPasses(admm) + (refine ? 2 + refine.iterations * REFINE_PASSES_PER_ITERATION : 0) +
         (refineLm ? 3 + refineLm.iterations * LM_REFINE_PASSES_PER_ITERATION : 0);
       measure(
-        method.startsWith("blend")
-          ? `${method} β=${blend.beta}${blend.noRepeat ? " no-repeat" : ""}`
-          : method,
+        (method.startsWith("blend") ? `${method} β=${blend.beta}${blend.noRepeat ? " no-repeat" : ""}` : method) +
+          (refineLm?.nllTarget !== undefined ? ` (NLL target ${refineLm.nllTarget}, μ ${refineLm.targetWeight}, LM top ${refineLm.lmTop})` : ""),
         passes * rounds * task.labelWords.length,
         records.map((r) => r.text),
         records.map((r) => r.label),

@@ -52,6 +52,7 @@ import {
   writeFileAtomic,
 } from "./io.ts";
 import { bundledModel } from "../host/assets.ts";
+import type { NllTarget } from "../admm/refine_lm.ts";
 import { readLabelled } from "./finetune.ts";
 import { openModel } from "./model.ts";
 import { openSynthModel, parseRecords, synthProgressPrinter, tuneForSynth } from "./synth.ts";
@@ -122,7 +123,8 @@ Synthesis (passed to synth; unset flags take synth's defaults, CPU-sized on a CP
   --synth-batch N  --synth-outer-steps N  --synth-inner-steps N  --synth-init-candidates N
   --synth-rho R  --synth-top-k K  --synth-select total|discrete  --synth-lr X  --synth-length N
   --synth-method official|discrete|refine|refine-lm  --synth-refine-iterations N
-  --synth-refine-nll-slack X  --synth-refine-lambda X (refine-lm)  --synth-decode-beta B
+  --synth-refine-nll-slack X  --synth-refine-lambda X  --synth-refine-nll-target T (refine-lm)
+  --synth-decode-beta B
   --synth-paper           the paper's generation settings even on a CPU adapter
   --dp-epsilon E  [--dp-delta D] [--dp-clip C]   adds the DP conditions
 
@@ -163,6 +165,7 @@ const SYNTH_PASSTHROUGH: Record<string, string> = {
   "synth-refine-iterations": "refine-iterations",
   "synth-refine-nll-slack": "refine-nll-slack",
   "synth-refine-lambda": "refine-lambda",
+  "synth-refine-nll-target": "refine-nll-target",
   "synth-decode-beta": "decode-beta",
   "synth-lr": "lr",
   "synth-length": "length",
@@ -200,6 +203,8 @@ function synthSettingsOf(synthArgs: Record<string, string>): SynthSettings {
   const s = settings as SynthSettings;
   if (synthArgs.select !== undefined) s.select = synthArgs.select as SynthSettings["select"];
   if (synthArgs.method !== undefined) s.method = synthArgs.method as SynthSettings["method"];
+  const target = synthArgs["refine-nll-target"];
+  if (target !== undefined) s.refineNllTarget = target.startsWith("real") ? target as NllTarget : Number(target);
   if (synthArgs["dp-epsilon"] !== undefined) {
     const dpNumber = (k: string, opts: Parameters<typeof numberFlag>[4]) =>
       synthArgs[k] === undefined ? undefined : numberFlag("experiment", k, synthArgs[k], 0, opts);
@@ -219,6 +224,7 @@ const METHOD_ARGS = [
   "refine-iterations",
   "refine-nll-slack",
   "refine-lambda",
+  "refine-nll-target",
   "decode-beta",
 ];
 
@@ -244,6 +250,7 @@ const SETTING_FLAGS: Record<string, string> = {
   refineIterations: "--synth-refine-iterations",
   refineNllSlack: "--synth-refine-nll-slack",
   refineLambda: "--synth-refine-lambda",
+  refineNllTarget: "--synth-refine-nll-target",
   decodeBeta: "--synth-decode-beta",
 };
 
@@ -579,6 +586,7 @@ export const experimentCommand: Command = {
       "synth-refine-iterations": { type: "string" },
       "synth-refine-nll-slack": { type: "string" },
       "synth-refine-lambda": { type: "string" },
+      "synth-refine-nll-target": { type: "string" },
       "synth-decode-beta": { type: "string" },
       "synth-lr": { type: "string" },
       "synth-length": { type: "string" },

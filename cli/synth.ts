@@ -6,6 +6,7 @@
  */
 import { type ResolvedShard, resolveShard } from "../admm/shard.ts";
 import type { SynthOptions } from "../admm/synth.ts";
+import { type NllTarget, realTargetOffset } from "../admm/refine_lm.ts";
 import type { SynthSettings } from "../api/synth_settings.ts";
 import type { SynthMethod } from "../api/defaults.ts";
 import { customTask, getTask, type TaskSpec } from "../data/tasks.ts";
@@ -86,6 +87,8 @@ GRADMM (defaults: the paper's; CPU adapters use smaller ones unless --paper)
   --refine-iterations N   refinement iterations (40; each ≈ 5 forward/backward passes)
   --refine-nll-slack X    nats/token the NLL may rise during refinement (refine 0.3, refine-lm 0)
   --refine-lambda X       refine-lm: weight λ of the mean NLL in the objective (0.15)
+  --refine-nll-target T   refine-lm: aim the batch's mean NLL at T nats/token, or at the class's
+                          real examples' own ('real', 'real+X'; not with DP)
   --seed N                seed for the real pool, initialisation and DP noise (42)
   --paper                 use the paper's settings even on a CPU adapter
 
@@ -105,6 +108,18 @@ Examples
   deno run -A cli.ts synth --dp-epsilon 4 --dp-delta 1e-5 --json
 
 Old flag names still accepted: --real (now --real-n), --topk (now --top-k).`;
+
+/** --refine-nll-target: a number of nats/token, 'real' or 'real+X'. */
+function nllTargetFlag(given: string | undefined): NllTarget | undefined {
+  if (given === undefined) return undefined;
+  const target: NllTarget = given.startsWith("real") ? given as NllTarget : Number(given);
+  try {
+    realTargetOffset(target);
+  } catch {
+    throw new UsageError(`synth: --refine-nll-target must be nats/token, 'real' or 'real+X', got '${given}'`);
+  }
+  return target;
+}
 
 function parseList(s: string, what: string): number[] {
   const out = s.split(",").map((x) => Number(x.trim()));
@@ -269,6 +284,7 @@ export const synthCommand: Command = {
       "refine-iterations": { type: "string" },
       "refine-nll-slack": { type: "string" },
       "refine-lambda": { type: "string" },
+      "refine-nll-target": { type: "string" },
       seed: { type: "string" },
       paper: { type: "boolean" },
       "dp-epsilon": { type: "string" },
@@ -343,6 +359,9 @@ export const synthCommand: Command = {
     if (method !== "refine-lm" && v["refine-lambda"] !== undefined) {
       throw new UsageError("synth: --refine-lambda needs --method refine-lm");
     }
+    if (method !== "refine-lm" && v["refine-nll-target"] !== undefined) {
+      throw new UsageError("synth: --refine-nll-target needs --method refine-lm");
+    }
     const settings: SynthSettings = {
       task,
       realPool: opt("real-pool", { min: 1, integer: true }),
@@ -364,6 +383,7 @@ export const synthCommand: Command = {
       refineIterations: opt("refine-iterations", { min: 0, integer: true }),
       refineNllSlack: opt("refine-nll-slack", { min: 0 }),
       refineLambda: opt("refine-lambda", { min: 0 }),
+      refineNllTarget: nllTargetFlag(v["refine-nll-target"]),
       dp: dpRequested
         ? {
           epsilon: opt("dp-epsilon", { min: 1e-9 })!,
