@@ -97,6 +97,7 @@ export * from "./autograd/ops/embedding.ts";
 export * from "./autograd/ops/rope.ts";
 export * from "./autograd/ops/attention.ts";
 export * from "./autograd/ops/topk.ts";
+export * from "./autograd/ops/gather.ts";
 export {
   Adam,
   type AdamOptions,
