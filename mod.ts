@@ -243,6 +243,9 @@ export {
   LM_REFINE_DEFAULTS,
   type LmRefineResult,
   type LmRefineSettings,
+  NLL_TARGET_WEIGHT,
+  type NllTarget,
+  realTargetOffset,
   refineTokensLm,
 } from "./admm/refine_lm.ts";
 export {

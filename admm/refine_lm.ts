@@ -35,6 +35,7 @@ import { add, mul } from "../autograd/ops/elementwise.ts";
 import { logSoftmax } from "../autograd/ops/softmax.ts";
 import { concat, reshape, slice } from "../autograd/ops/shape.ts";
 import { topk } from "../autograd/ops/topk.ts";
+import { gatherLast } from "../autograd/ops/gather.ts";
 import { backward } from "../autograd/tape.ts";
 import { noGrad } from "../autograd/grad_mode.ts";
 import { scope, Tensor } from "../autograd/tensor.ts";
@@ -163,7 +164,7 @@ export async function scanSwaps(
       const cosIds = await candT.read();
       const g = await grad.read();
       const cur = await embedded.read();
-      const logp = await logProbsBefore(problem, hidden, free, lmTop);
+      const logp = await nextTokenLogProbs(problem, hidden, free, lmTop);
       const cands = new Int32Array(b * t * width);
       for (let row = 0; row < b; row++) {
         for (let pos = 0; pos < t; pos++) {
@@ -178,20 +179,34 @@ export async function scanSwaps(
           }
         }
       }
-      const candE = await noGrad(ctx, () => model.embed(Tensor.from(ctx, Float32Array.from(cands), [b, t * width])))
+      // Per prediction: the candidates' log-probabilities, then the current token's.
+      const per = width + 1;
+      const wanted = new Int32Array(b * (free - 1) * per);
+      for (let row = 0; row < b; row++) {
+        for (let pos = 1; pos < free; pos++) {
+          const r = row * (free - 1) + pos - 1;
+          wanted.set(cands.subarray((row * t + pos) * width, (row * t + pos + 1) * width), r * per);
+          wanted[r * per + width] = ids[row][pos];
+        }
+      }
+      const lp = await logp.lookup(wanted, per);
+      const candE = await noGrad(
+        ctx,
+        () => model.embed(Tensor.from(ctx, Float32Array.from(cands), [b, t * width])),
+      )
         .read();
       const firstOrder = new Float64Array(b * t * width);
       const logpGain = new Float64Array(b * t * width);
       for (let row = 0; row < b; row++) {
         for (let pos = 0; pos < free; pos++) {
           const at = row * t + pos;
-          const lpRow = pos > 0 ? (row * (free - 1) + pos - 1) * logp.vocab : -1;
+          const r = pos > 0 ? row * (free - 1) + pos - 1 : -1;
           for (let j = 0; j < width; j++) {
             const n = at * width + j;
             let dot = 0;
             for (let i = 0; i < d; i++) dot += g[at * d + i] * (candE[n * d + i] - cur[at * d + i]);
             firstOrder[n] = dot;
-            if (lpRow >= 0) logpGain[n] = logp.data[lpRow + cands[n]] - logp.data[lpRow + ids[row][pos]];
+            if (r >= 0) logpGain[n] = lp[r * per + j] - lp[r * per + width];
           }
         }
       }
@@ -204,43 +219,57 @@ export async function scanSwaps(
 }
 
 /**
- * Log-probabilities of the next token after positions 0 … free−2 of every row (the predictions
- * for positions 1 … free−1), read back as [B·(free−1), V], and each prediction's `lmTop` most
- * likely allowed ids (`top`, [B·(free−1), lmTop]), computed in row blocks that fit a storage
- * binding.
+ * The model's next-token log-probabilities after positions 0 … free−2 of every row (the
+ * predictions for positions 1 … free−1, row r = row·(free−1) + pos−1), left on the GPU in row
+ * blocks that fit a storage binding (they live in the caller's scope), and each prediction's
+ * `lmTop` most likely allowed ids (`top`, [B·(free−1), lmTop]). `lookup` reads back only the
+ * entries asked for: `ids` [B·(free−1), per] → their log-probabilities, same layout. (The full
+ * [B·(free−1), V] table would be ~50k floats per position across the bus.)
  */
-async function logProbsBefore(
+async function nextTokenLogProbs(
   problem: RoundProblem,
   hidden: Tensor,
   free: number,
   lmTop: number,
-): Promise<{ data: Float32Array; vocab: number; top: Int32Array }> {
+): Promise<{ top: Int32Array; lookup: (ids: Int32Array, per: number) => Promise<Float32Array> }> {
   const { model, projector } = problem;
   const ctx = model.ctx;
   const [b, , d] = hidden.shape;
   const vocab = model.headRows.shape[0];
   const n = b * (free - 1);
-  const data = new Float32Array(n * vocab);
   const top = new Int32Array(n * lmTop);
-  if (n === 0) return { data, vocab, top };
   const perBlock = Math.max(1, Math.floor(ctx.limits.maxStorageBufferBindingSize / (vocab * 4)));
-  const h = noGrad(ctx, () => reshape(slice(hidden, 1, 0, free - 1), [n, d]));
   // Banned ids (the projector's filter) get a large negative, so they never make the top.
-  const ban = lmTop === 0 ? null : projector.chunks.length === 1
+  const ban = lmTop === 0
+    ? null
+    : projector.chunks.length === 1
     ? projector.chunks[0].banPenalty
     : noGrad(ctx, () => concat(projector.chunks.map((c) => c.banPenalty), 0));
-  for (let r = 0; r < n; r += perBlock) {
-    const end = Math.min(n, r + perBlock);
-    await scope(ctx, async () => {
-      const [lp, best] = noGrad(ctx, () => {
-        const lp = logSoftmax(model.head(slice(h, 0, r, end)));
-        return [lp, ban ? topk(add(lp, ban), lmTop).indices : null];
-      });
-      data.set(await lp.read(), r * vocab);
-      if (best) top.set(Int32Array.from(await best.read(), Math.round), r * lmTop);
-    });
+  const blocks: { start: number; end: number; logp: Tensor }[] = [];
+  if (n > 0) {
+    const h = noGrad(ctx, () => reshape(slice(hidden, 1, 0, free - 1), [n, d]));
+    for (let r = 0; r < n; r += perBlock) {
+      const end = Math.min(n, r + perBlock);
+      const logp = noGrad(ctx, () => logSoftmax(model.head(slice(h, 0, r, end))));
+      blocks.push({ start: r, end, logp });
+      if (ban) {
+        const best = noGrad(ctx, () => topk(add(logp, ban), lmTop).indices);
+        top.set(Int32Array.from(await best.read(), Math.round), r * lmTop);
+      }
+    }
   }
-  return { data, vocab, top };
+  const lookup = async (ids: Int32Array, per: number) => {
+    const out = new Float32Array(n * per);
+    for (const { start, end, logp } of blocks) {
+      const index = Tensor.from(ctx, Float32Array.from(ids.subarray(start * per, end * per)), [
+        end - start,
+        per,
+      ]);
+      out.set(await noGrad(ctx, () => gatherLast(logp, index)).read(), start * per);
+    }
+    return out;
+  };
+  return { top, lookup };
 }
 
 /**
@@ -444,7 +473,6 @@ export async function refineTokensLm(
       for (const key of [...tabu]) if (key.startsWith(`${row},`)) tabu.delete(key);
     }
   }
-  console.error("DEBUG", JSON.stringify({ target, nllBefore, nll: meanOf(nllRows), before, swaps, cap: nllCap }));
   // The running loss mixes Gram rescoring and direct forwards; report the direct one.
   const matchLoss = await scope(ctx, () => discreteMatchingLoss(problem, current, kind).item());
   passes++;

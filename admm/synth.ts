@@ -138,7 +138,13 @@ export type SynthEvent =
     /** The (ε, δ) the run spends and on what assumptions (DP runs only). */
     privacy?: PrivacyAccount;
   }
-  | { kind: "target"; classIndex: number; report: TargetReport }
+  | {
+    kind: "target";
+    classIndex: number;
+    report: TargetReport;
+    /** refine-lm's NLL target for this class in nats/token, when it has one. */
+    nllTarget?: number;
+  }
   | { kind: "step"; key: RoundKey; progress: RoundProgress }
   | { kind: "round"; key: RoundKey; records: SynthRecord[]; timings: Record<string, number> };
 
@@ -209,7 +215,9 @@ export async function runSynth(
   const realOffset = o.refineLm?.nllTarget === undefined ? null : realTargetOffset(o.refineLm.nllTarget);
   if (o.dp && realOffset !== null) {
     throw new SynthError(
-      `refine-lm's NLL target '${o.refineLm!.nllTarget}' reads the real examples, which a DP run may not: give the target in nats/token`,
+      `refine-lm's NLL target '${
+        o.refineLm!.nllTarget
+      }' reads the real examples, which a DP run may not: give the target in nats/token`,
     );
   }
   const { byClass } = selectReal(task, data, o);
@@ -278,12 +286,18 @@ export async function runSynth(
         codec.padId ?? 0,
         dp,
       );
-      await onEvent({ kind: "target", classIndex: c, report });
       // refine-lm's NLL target "real(+X)": this class's real texts' own mean NLL (plus X).
       const refineLm = realOffset === null ? o.refineLm : {
         ...o.refineLm!,
         nllTarget: realOffset + mean(await sequenceMeanNll(model, byClass[c].map((t) => codec.encode(t)))),
       };
+      const nllTarget = refineLm?.nllTarget as number | undefined;
+      await onEvent({
+        kind: "target",
+        classIndex: c,
+        report,
+        ...(nllTarget === undefined ? {} : { nllTarget }),
+      });
       const onehot = oneHot(ctx, new Array(o.batch).fill(labelIds[c]), model.headRows.shape[0]).keep();
       const prefixIds = codec.encode(task.decodePrefix(c));
       try {

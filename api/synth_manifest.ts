@@ -144,7 +144,8 @@ export class SynthLedger {
       this.allowedTokens = e.allowedTokens;
       this.privacy = e.privacy;
     } else if (e.kind === "target") {
-      this.targets[this.labelWords[e.classIndex]] = e.report;
+      const nll = e.nllTarget === undefined ? {} : { refineNllTarget: e.nllTarget };
+      this.targets[this.labelWords[e.classIndex]] = { ...e.report, ...nll };
     } else if (e.kind === "round") {
       this.records.push(...e.records);
       this.completed.push(e.key);

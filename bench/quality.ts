@@ -282,8 +282,12 @@ for (const modelName of merged ? [] : v.models!.split(",")) {
       const passes = admmPasses(admm) + (refine ? 2 + refine.iterations * REFINE_PASSES_PER_ITERATION : 0) +
         (refineLm ? 3 + refineLm.iterations * LM_REFINE_PASSES_PER_ITERATION : 0);
       measure(
-        (method.startsWith("blend") ? `${method} β=${blend.beta}${blend.noRepeat ? " no-repeat" : ""}` : method) +
-          (refineLm?.nllTarget !== undefined ? ` (NLL target ${refineLm.nllTarget}, μ ${refineLm.targetWeight}, LM top ${refineLm.lmTop})` : ""),
+        (method.startsWith("blend")
+          ? `${method} β=${blend.beta}${blend.noRepeat ? " no-repeat" : ""}`
+          : method) +
+          (refineLm?.nllTarget !== undefined
+            ? ` (NLL target ${refineLm.nllTarget}, μ ${refineLm.targetWeight}, LM top ${refineLm.lmTop})`
+            : ""),
         passes * rounds * task.labelWords.length,
         records.map((r) => r.text),
         records.map((r) => r.label),

@@ -204,7 +204,9 @@ function synthSettingsOf(synthArgs: Record<string, string>): SynthSettings {
   if (synthArgs.select !== undefined) s.select = synthArgs.select as SynthSettings["select"];
   if (synthArgs.method !== undefined) s.method = synthArgs.method as SynthSettings["method"];
   const target = synthArgs["refine-nll-target"];
-  if (target !== undefined) s.refineNllTarget = target.startsWith("real") ? target as NllTarget : Number(target);
+  if (target !== undefined) {
+    s.refineNllTarget = target.startsWith("real") ? target as NllTarget : Number(target);
+  }
   if (synthArgs["dp-epsilon"] !== undefined) {
     const dpNumber = (k: string, opts: Parameters<typeof numberFlag>[4]) =>
       synthArgs[k] === undefined ? undefined : numberFlag("experiment", k, synthArgs[k], 0, opts);

@@ -226,7 +226,8 @@ export function synthProgressPrinter(shard: ResolvedShard | undefined): SynthPro
               `(${
                 (r.noiseNorm! / r.signalNorm).toExponential(2)
               }× the signal), ${r.clipped} example(s) clipped`
-            : ""),
+            : "") +
+          (e.nllTarget === undefined ? "" : `; refine-lm NLL target ${e.nllTarget.toFixed(3)} nats/token`),
       );
     } else if (e.kind === "step") {
       progress?.update(

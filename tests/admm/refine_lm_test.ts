@@ -11,7 +11,9 @@ import { discreteMatchingLoss, lastHidden, type RoundProblem } from "../../admm/
 import { makeTarget, matchingLoss, oneHot } from "../../admm/matching.ts";
 import {
   batchRepeatedBigrams,
+  type NllTarget,
   pickSwaps,
+  realTargetOffset,
   refineTokensLm,
   scanSwaps,
   type SwapScan,
@@ -39,6 +41,17 @@ Deno.test("batch bigram repeats count across rows and adjacent duplicates, with 
   assert.strictEqual(batchRepeatedBigrams(rows, { row: 1, pos: 1, id: 1 }), 0); // 4 1 6
   assert.strictEqual(batchRepeatedBigrams([[1, 2, 3], [1, 5, 3]], { row: 1, pos: 1, id: 2 }), 2); // 1 2 3 twice
   assert.deepStrictEqual(rows, [[1, 2, 3], [4, 5, 6]], "the swap must not change the rows");
+});
+
+Deno.test("NLL targets: numbers, 'real' and 'real+X' parse; anything else is refused", () => {
+  assert.strictEqual(realTargetOffset(4.5), null);
+  assert.strictEqual(realTargetOffset("real"), 0);
+  assert.strictEqual(realTargetOffset("real+0.3"), 0.3);
+  assert.strictEqual(realTargetOffset("real+.5"), 0.5);
+  for (const bad of ["real-1", "realistic", "real+", "5", "real+x"]) {
+    assert.throws(() => realTargetOffset(bad as NllTarget), RangeError, bad);
+  }
+  assert.throws(() => realTargetOffset(NaN), RangeError);
 });
 
 Deno.test("swap proposals: lowest predicted change first; no row token, repeat, tabu or NLL-room breach", () => {
@@ -197,6 +210,46 @@ Deno.test({
       assert.deepStrictEqual(r.slice(-2), suffixIds);
       for (const id of r.slice(0, -2)) assert.strictEqual(banned[id], 0, `banned id ${id}`);
     }
+
+    // With the model's top-m tokens as extra candidates: they are allowed ids, the first is the
+    // most likely allowed token (no cosine candidate gains more log-prob), and their log-prob
+    // gains (looked up on the GPU) still match the exact NLL change at the last free position.
+    const m = 3;
+    const lmScan = await scanSwaps(problem, ids, free, "cos", k, m);
+    assert.strictEqual(lmScan.k, k + m);
+    const at = (row * length + pos) * (k + m);
+    for (let j = k; j < k + m; j++) assert.strictEqual(banned[lmScan.ids[at + j]], 0, "banned LM candidate");
+    for (let j = 0; j < k + m; j++) {
+      assert.ok(
+        lmScan.logpGain[at + k] >= lmScan.logpGain[at + j] - 1e-4,
+        `candidate ${j} beats the LM's top`,
+      );
+    }
+    const lmSwapped = ids[row].map((v, t) => (t === pos ? lmScan.ids[at + k + 1] : v));
+    const [lmAfter] = await sequenceNll(model, [lmSwapped.slice(0, free)]);
+    assert.ok(
+      Math.abs(-lmScan.logpGain[at + k + 1] - (lmAfter.nll - before.nll)) < 2e-3,
+      `LM candidate's log-prob gain ${lmScan.logpGain[at + k + 1]} vs NLL change ${lmAfter.nll - before.nll}`,
+    );
+
+    // An NLL target below the start: the hinge pulls the NLL down and the cap never lets it rise.
+    // One above it: the NLL may rise, but never past the target.
+    for (const shift of [-2, 1]) {
+      const nllTarget = out.nllBefore + shift;
+      const aimed = await refineTokensLm(problem, ids, label, "cos", { ...settings, nllTarget, lmTop: m });
+      assert.ok(aimed.swaps > 0, `target ${shift}: no swap accepted`);
+      assert.ok(
+        aimed.nll <= Math.max(nllTarget, aimed.nllBefore) + 1e-6,
+        `target ${shift}: NLL ${aimed.nll}`,
+      );
+      if (shift < 0) assert.ok(aimed.nll < aimed.nllBefore, `target below: NLL did not fall (${aimed.nll})`);
+    }
+    await c.sync();
+    assert.strictEqual(c.pool.stats.buffersLive, live, "buffers leaked by the targeted refinement");
+    await assert.rejects(
+      () => refineTokensLm(problem, ids, label, "cos", { ...settings, nllTarget: "real" }),
+      /resolve the NLL target/,
+    );
 
     problem.onehot.dispose();
     target.residuals.dispose();

@@ -354,6 +354,18 @@ cases.push({
   code: 2,
   pattern: /^error: synth: --refine-lambda needs --method refine-lm/,
   alone: false,
+}, {
+  name: "synth: --refine-nll-target not a number or real(+X)",
+  argv: [...base("synth"), "--method", "refine-lm", "--refine-nll-target", "realish"],
+  code: 2,
+  pattern: /^error: synth: --refine-nll-target must be nats\/token, 'real' or 'real\+X'/,
+  alone: false,
+}, {
+  name: "synth: --refine-nll-target real with DP",
+  argv: [...base("synth"), "--method", "refine-lm", "--refine-nll-target", "real", "--dp-epsilon", "4"],
+  code: 2,
+  pattern: /reads the real examples, which a DP run may not/,
+  alone: false,
 });
 const missingRequired: [string, string][] = [
   ["eval", "--data"],

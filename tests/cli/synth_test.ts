@@ -83,6 +83,48 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "synth --method refine-lm --refine-nll-target real+0.5: the target is the real texts' NLL + 0.5, per class",
+  ...gpuTest,
+  fn: async () => {
+    const dir = await Deno.makeTempDir();
+    const model = fixtureModel("tiny-gpt2");
+    const out = join(dir, "t.jsonl");
+    const args = ["--method", "refine-lm", "--refine-iterations", "2", "--model", model, "--out", out];
+    if (await synth([...TINY, ...args, "--refine-nll-target", "real+0.5"]) !== 0) {
+      throw new Error("synth failed");
+    }
+    const manifest = JSON.parse(Deno.readTextFileSync(join(dir, "t.manifest.json")));
+    if (manifest.settings.refineLm?.nllTarget !== "real+0.5") {
+      throw new Error(`settings lack the target: ${JSON.stringify(manifest.settings.refineLm)}`);
+    }
+    // The resolved targets: measured per class, and 0.5 above those of a run aimed at "real".
+    const targetsOf = (m: { targets: Record<string, { refineNllTarget?: number }> }) =>
+      Object.values(m.targets).map((t) => t.refineNllTarget!);
+    const plus = targetsOf(manifest);
+    if (plus.length !== 2 || plus.some((t) => !Number.isFinite(t))) {
+      throw new Error(`per-class targets missing: ${JSON.stringify(manifest.targets)}`);
+    }
+    if (plus[0] === plus[1]) {
+      throw new Error("both classes got the same target: it was not measured per class");
+    }
+    if (lines(out).length !== 8) throw new Error("expected 8 records");
+    const real = join(dir, "r.jsonl");
+    const argsReal = args.map((a) => (a === out ? real : a));
+    if (await synth([...TINY, ...argsReal, "--refine-nll-target", "real"]) !== 0) {
+      throw new Error("synth failed");
+    }
+    const bare = targetsOf(JSON.parse(Deno.readTextFileSync(join(dir, "r.manifest.json"))));
+    plus.forEach((t, c) => {
+      if (Math.abs(t - bare[c] - 0.5) > 1e-9) {
+        throw new Error(`class ${c}: target ${t} vs real ${bare[c]} + 0.5`);
+      }
+    });
+    await Deno.remove(dir, { recursive: true });
+  },
+});
+
+Deno.test({
   name: "synth on gpt2-d128 (short): texts use only allowed tokens and the loss is reported",
   ...gpuTest,
   fn: async () => {
