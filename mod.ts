@@ -308,8 +308,11 @@ export {
   EVALUATE_DEFAULTS,
   FINETUNE_DEFAULTS,
   GENERATE_DEFAULTS,
+  LM_GUIDED_DEFAULTS,
   SYNTH_DEFAULTS,
+  SYNTH_METHODS,
   type SynthMethod,
+  usesLmRefine,
 } from "./api/defaults.ts";
 export { type LoadedModel, type ModelInput, type ModelLoadOptions } from "./api/model.ts";
 export {

@@ -99,7 +99,7 @@ export const LM_REFINE_DEFAULTS: LmRefineSettings = {
   topk: 32,
   lambda: 0.15,
   nllSlack: 0,
-  lmTop: 8,
+  lmTop: 0,
 };
 
 /** Passes one iteration costs (gradient 2, candidate hidden states 1, NLL 1, joint check 1). */

@@ -9,11 +9,42 @@ import { PAPER_SETTINGS } from "../admm/problem.ts";
 import { REFINE_DEFAULTS } from "../admm/refine.ts";
 import type { DpCalibration } from "../admm/dp.ts";
 import type { MatchingKind } from "../admm/matching.ts";
+import type { NllTarget } from "../admm/refine_lm.ts";
 
 export { FINETUNE_DEFAULTS } from "../train/finetune.ts";
 
 /** How a synth round picks the texts it keeps (admm/refine.ts, docs/gradmm-decisions.md). */
-export type SynthMethod = "official" | "discrete" | "refine" | "refine-lm";
+export type SynthMethod = "official" | "discrete" | "refine" | "refine-lm" | "lm-guided";
+
+/** Every {@link SynthMethod}, in the order help texts list them. */
+export const SYNTH_METHODS: readonly SynthMethod[] = [
+  "lm-guided",
+  "official",
+  "discrete",
+  "refine",
+  "refine-lm",
+];
+
+/** Whether a method ends with refine-lm's LM-aware token swaps (so its λ and NLL target apply). */
+export function usesLmRefine(method: SynthMethod): boolean {
+  return method === "refine-lm" || method === "lm-guided";
+}
+
+/**
+ * The "lm-guided" method (the default; docs/gradmm-decisions.md): the match-aware decode in the
+ * z-step, then refine-lm's swaps aimed at the real examples' own NLL, with the model's top tokens
+ * among the candidates.
+ */
+export const LM_GUIDED_DEFAULTS = {
+  /** β of the blend decode (admm/blend_decode.ts). */
+  decodeBeta: 40,
+  /** NLL target of the refinement: the class's real examples' mean NLL + 0.1 (without DP). */
+  nllTarget: "real+0.1" as NllTarget,
+  /** λ of the NLL in refine-lm's objective: small, the target does the steering. */
+  lambda: 0.03,
+  /** The model's most likely tokens added to each position's swap candidates. */
+  lmTop: 8,
+} as const;
 
 /** The synth settings a caller may leave out, with the paper's values (docs/algorithm.md#settings). */
 export const SYNTH_DEFAULTS = {
@@ -45,8 +76,8 @@ export const SYNTH_DEFAULTS = {
   initCandidates: PAPER_SETTINGS.initCandidates,
   /** Matching loss. */
   loss: PAPER_SETTINGS.matching as MatchingKind,
-  /** The official code path. */
-  method: "official" as SynthMethod,
+  /** LM-guided decode and refinement; "official" is the paper's code path. */
+  method: "lm-guided" as SynthMethod,
   /** Refinement iterations (method "refine"). */
   refineIterations: REFINE_DEFAULTS.iterations,
   /** Nats/token a text's NLL may rise during refinement (method "refine"). */
@@ -62,6 +93,11 @@ export const CPU_SYNTH_DEFAULTS = {
   outerSteps: 6,
   innerSteps: 10,
   initCandidates: 16,
+  /**
+   * lm-guided: half the outer steps, and as many refinement iterations as the other half's
+   * passes buy (3·22 = 66 passes ≈ 13 iterations of 5), so that its run costs what official's does.
+   */
+  lmGuided: { outerSteps: 3, refineIterations: 13 },
 } as const;
 
 /** Differential-privacy settings left out when `epsilon` is given. */

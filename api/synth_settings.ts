@@ -14,7 +14,15 @@ import { LM_REFINE_DEFAULTS, type NllTarget, realTargetOffset } from "../admm/re
 import type { DpCalibration } from "../admm/dp.ts";
 import { SynthError, type SynthOptions } from "../admm/synth.ts";
 import { getTask, type TaskSpec } from "../data/tasks.ts";
-import { CPU_SYNTH_DEFAULTS, DP_DEFAULTS, SYNTH_DEFAULTS, type SynthMethod } from "./defaults.ts";
+import {
+  CPU_SYNTH_DEFAULTS,
+  DP_DEFAULTS,
+  LM_GUIDED_DEFAULTS,
+  SYNTH_DEFAULTS,
+  SYNTH_METHODS,
+  type SynthMethod,
+  usesLmRefine,
+} from "./defaults.ts";
 
 /** Differential privacy for a synth run: `epsilon` turns it on; the rest has defaults. */
 export interface SynthDpSettings {
@@ -64,13 +72,16 @@ export interface SynthSettings {
   loss?: MatchingKind;
   /** Which iterate is decoded (default: "total" for the official method, else "discrete"). */
   select?: "total" | "discrete";
-  /** "official" (the paper's code path), "discrete", "refine" or "refine-lm" (docs/quality/). */
+  /**
+   * "lm-guided" (default), "official" (the paper's code path), "discrete", "refine" or
+   * "refine-lm" (docs/gradmm-decisions.md).
+   */
   method?: SynthMethod;
-  /** Refinement iterations (methods "refine" and "refine-lm"). */
+  /** Refinement iterations (methods "refine", "refine-lm" and "lm-guided"). */
   refineIterations?: number;
   /**
    * Nats/token the NLL may rise during refinement: a text's ("refine", default 0.3) or the
-   * batch mean's ("refine-lm", default 0).
+   * batch mean's ("refine-lm" and "lm-guided", default 0).
    */
   refineNllSlack?: number;
   /** Weight λ of the batch's mean NLL in refine-lm's objective (default 0.15). */
@@ -108,24 +119,30 @@ export function resolveSynthSettings(s: SynthSettings, cpuAdapter: boolean): Res
   const pick = <T>(given: T | undefined, paper: T, small: T) => given ?? (cpu ? small : paper);
   const task = typeof s.task === "object" ? s.task : getTask(s.task ?? SYNTH_DEFAULTS.task);
   const method = s.method ?? SYNTH_DEFAULTS.method;
-  if (!["official", "discrete", "refine", "refine-lm"].includes(method)) {
-    throw new SynthError(`method must be official, discrete, refine or refine-lm, got '${method}'`);
+  if (!SYNTH_METHODS.includes(method)) {
+    throw new SynthError(`method must be ${SYNTH_METHODS.join(", ")}, got '${method}'`);
   }
-  // refine-lm starts from the official decode, the most fluent one.
-  const select = s.select ?? (method === "official" || method === "refine-lm" ? "total" : "discrete");
+  const guided = method === "lm-guided";
+  const lmRefine = usesLmRefine(method);
+  // refine-lm and lm-guided start from the total-loss decode, the most fluent one.
+  const select = s.select ?? (method === "official" || lmRefine ? "total" : "discrete");
   if (select !== "total" && select !== "discrete") {
     throw new SynthError(`select must be total or discrete, got '${select}'`);
   }
   const loss = s.loss ?? SYNTH_DEFAULTS.loss;
   if (loss !== "cos" && loss !== "l2") throw new SynthError(`loss must be cos or l2, got '${loss}'`);
-  if (!method.startsWith("refine") && (s.refineIterations !== undefined || s.refineNllSlack !== undefined)) {
-    throw new SynthError("refineIterations and refineNllSlack need method 'refine' or 'refine-lm'");
+  if (
+    method !== "refine" && !lmRefine && (s.refineIterations !== undefined || s.refineNllSlack !== undefined)
+  ) {
+    throw new SynthError(
+      "refineIterations and refineNllSlack need method 'refine', 'refine-lm' or 'lm-guided'",
+    );
   }
-  if (method !== "refine-lm" && s.refineLambda !== undefined) {
-    throw new SynthError("refineLambda needs method 'refine-lm'");
+  if (!lmRefine && s.refineLambda !== undefined) {
+    throw new SynthError("refineLambda needs method 'refine-lm' or 'lm-guided'");
   }
-  if (method !== "refine-lm" && s.refineNllTarget !== undefined) {
-    throw new SynthError("refineNllTarget needs method 'refine-lm'");
+  if (!lmRefine && s.refineNllTarget !== undefined) {
+    throw new SynthError("refineNllTarget needs method 'refine-lm' or 'lm-guided'");
   }
   if (s.refineNllTarget !== undefined) {
     try {
@@ -143,6 +160,12 @@ export function resolveSynthSettings(s: SynthSettings, cpuAdapter: boolean): Res
     throw new SynthError(`decodeBeta must be a finite number ≥ 0, got ${s.decodeBeta}`);
   }
   const perClass = pick(s.perClass, SYNTH_DEFAULTS.perClass, CPU_SYNTH_DEFAULTS.perClass);
+  const cpuOuter = guided ? CPU_SYNTH_DEFAULTS.lmGuided.outerSteps : CPU_SYNTH_DEFAULTS.outerSteps;
+  const refineIterations = s.refineIterations ??
+    (guided && cpu ? CPU_SYNTH_DEFAULTS.lmGuided.refineIterations : LM_REFINE_DEFAULTS.iterations);
+  // lm-guided decodes with the blend unless told otherwise; a DP run has no real-relative target.
+  const decodeBeta = s.decodeBeta ?? (guided ? LM_GUIDED_DEFAULTS.decodeBeta : undefined);
+  const nllTarget = s.refineNllTarget ?? (guided && !s.dp ? LM_GUIDED_DEFAULTS.nllTarget : undefined);
   const rhos = s.rho === undefined ? [...SYNTH_DEFAULTS.rho] : Array.isArray(s.rho) ? [...s.rho] : [s.rho];
   // Key order matters: the settings record in a manifest is compared as JSON text on resume.
   const options: SynthOptions = {
@@ -157,7 +180,7 @@ export function resolveSynthSettings(s: SynthSettings, cpuAdapter: boolean): Res
     seed: s.seed ?? SYNTH_DEFAULTS.seed,
     admm: {
       ...PAPER_SETTINGS,
-      outerSteps: pick(s.outerSteps, SYNTH_DEFAULTS.outerSteps, CPU_SYNTH_DEFAULTS.outerSteps),
+      outerSteps: pick(s.outerSteps, SYNTH_DEFAULTS.outerSteps, cpuOuter),
       innerSteps: pick(s.innerSteps, SYNTH_DEFAULTS.innerSteps, CPU_SYNTH_DEFAULTS.innerSteps),
       lr: s.lr ?? SYNTH_DEFAULTS.lr,
       initCandidates: pick(
@@ -169,9 +192,9 @@ export function resolveSynthSettings(s: SynthSettings, cpuAdapter: boolean): Res
       select,
       freezeSuffixGradient: task.freezeSuffixGradient,
       // Only when asked for: an official run's settings record stays as it was.
-      ...(s.decodeBeta === undefined
+      ...(decodeBeta === undefined
         ? {}
-        : { blend: { beta: s.decodeBeta, lmTop: BLEND_LM_TOP, noRepeat: true } }),
+        : { blend: { beta: decodeBeta, lmTop: BLEND_LM_TOP, noRepeat: true } }),
     },
     dp: s.dp
       ? {
@@ -188,13 +211,14 @@ export function resolveSynthSettings(s: SynthSettings, cpuAdapter: boolean): Res
         nllSlack: s.refineNllSlack ?? REFINE_DEFAULTS.nllSlack,
       }
       : undefined,
-    refineLm: method === "refine-lm"
+    refineLm: lmRefine
       ? {
         ...LM_REFINE_DEFAULTS,
-        iterations: s.refineIterations ?? LM_REFINE_DEFAULTS.iterations,
+        iterations: refineIterations,
         nllSlack: s.refineNllSlack ?? LM_REFINE_DEFAULTS.nllSlack,
-        lambda: s.refineLambda ?? LM_REFINE_DEFAULTS.lambda,
-        ...(s.refineNllTarget === undefined ? {} : { nllTarget: s.refineNllTarget }),
+        lambda: s.refineLambda ?? (guided ? LM_GUIDED_DEFAULTS.lambda : LM_REFINE_DEFAULTS.lambda),
+        ...(guided ? { lmTop: LM_GUIDED_DEFAULTS.lmTop } : {}),
+        ...(nllTarget === undefined ? {} : { nllTarget }),
       }
       : undefined,
   };

@@ -11,12 +11,17 @@
  * (refine: from the best projection; refine-lm: from the official decode, for loss + λ·NLL).
  * "blend" is the official method with the match-aware decode (admm/blend_decode.ts, weight
  * --beta, --no-repeat skips tokens that repeat a bigram; a decode still counts as one forward);
- * "blend-lm" is refine-lm on top of it.
+ * "blend-lm" is refine-lm on top of it. "refine-target" / "blend-target" add refine-lm's NLL
+ * target (--nll-target, default "real": the class's real examples' own NLL; --target-weight μ)
+ * and the model's top --lm-top tokens as swap candidates. "lm-guided" is synth's default method
+ * with the settings synth resolves for it (blend-target with api/defaults.ts's LM_GUIDED_DEFAULTS).
  * The JSON also keeps every text of every row (`texts_all`), for reading them.
  *
  *   deno task quality [--models d128,d256] [--tasks sst2,rotten_tomatoes]
- *                     [--methods official,discrete,refine,refine-fluent,refine-lm,blend,blend-lm]
- *                     [--beta 2] [--no-repeat] [--lambda 0.15]
+ *                     [--methods official,discrete,refine,refine-fluent,refine-lm,blend,blend-lm,
+ *                                refine-target,blend-target,lm-guided]
+ *                     [--beta 2] [--no-repeat] [--lambda 0.15] [--nll-target real] [--target-weight 0.2]
+ *                     [--lm-top 8] [--proposals 32]
  *                     [--lm-slack 0] [--outer 10] [--inner 20] [--init 50] [--rounds 1] [--seed 3]
  *                     [--out docs/quality/NAME]
  *   deno task quality --merge a.json,b.json --out docs/quality/NAME   (report only: rows of earlier runs)
@@ -35,6 +40,7 @@ import {
   type NllTarget,
 } from "../admm/refine_lm.ts";
 import { runSynth, type SynthOptions, type SynthRecord } from "../admm/synth.ts";
+import { resolveSynthSettings } from "../api/synth_settings.ts";
 import { selectReal } from "../data/examples.ts";
 import { BLEND_LM_TOP } from "../admm/blend_decode.ts";
 import { sequenceMeanNll } from "../models/perplexity.ts";
@@ -89,7 +95,7 @@ const args = parseArgs({
   options: {
     models: { type: "string", default: "d128,d256" },
     tasks: { type: "string", default: "sst2,rotten_tomatoes" },
-    methods: { type: "string", default: "official,discrete,refine,refine-lm" },
+    methods: { type: "string", default: "official,discrete,refine,refine-lm,lm-guided" },
     outer: { type: "string", default: "10" },
     inner: { type: "string", default: "20" },
     init: { type: "string", default: "50" },
@@ -272,6 +278,21 @@ for (const modelName of merged ? [] : v.models!.split(",")) {
             targetWeight: Number(v["target-weight"]),
           };
         }
+      } else if (method === "lm-guided") {
+        // synth's default, with the settings synth itself resolves: half the outer steps, the rest
+        // of the budget in swap iterations.
+        const outerSteps = Math.ceil(outer / 2);
+        const left = official - admmPasses(admmOf(outerSteps, "total")) - 3;
+        const { options } = resolveSynthSettings({
+          method: "lm-guided",
+          outerSteps,
+          innerSteps: inner,
+          initCandidates: init,
+          refineIterations: Math.max(0, Math.floor(left / LM_REFINE_PASSES_PER_ITERATION)),
+          task,
+        }, false);
+        admm = options.admm;
+        refineLm = options.refineLm;
       } else throw new Error(`unknown method '${method}'`);
       const options: SynthOptions = { ...base, admm, refine, refineLm };
       const records: SynthRecord[] = [];

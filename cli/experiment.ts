@@ -122,7 +122,7 @@ Fine-tuning (the official harness's loss; see 'finetune --help')
 Synthesis (passed to synth; unset flags take synth's defaults, CPU-sized on a CPU adapter)
   --synth-batch N  --synth-outer-steps N  --synth-inner-steps N  --synth-init-candidates N
   --synth-rho R  --synth-top-k K  --synth-select total|discrete  --synth-lr X  --synth-length N
-  --synth-method official|discrete|refine|refine-lm  --synth-refine-iterations N
+  --synth-method lm-guided|official|discrete|refine|refine-lm  --synth-refine-iterations N
   --synth-refine-nll-slack X  --synth-refine-lambda X  --synth-refine-nll-target T (refine-lm)
   --synth-decode-beta B
   --synth-paper           the paper's generation settings even on a CPU adapter
@@ -691,7 +691,7 @@ export const experimentCommand: Command = {
       if (options("gradmm") === options("gradmm-official")) {
         throw new UsageError(
           "experiment: condition gradmm-official would repeat gradmm: its synth settings are the official " +
-            "ones; give --synth-method discrete, refine or refine-lm (or --synth-decode-beta), or drop gradmm-official",
+            "ones; give --synth-method lm-guided, discrete, refine or refine-lm (or --synth-decode-beta), or drop gradmm-official",
         );
       }
     }

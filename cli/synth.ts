@@ -8,7 +8,7 @@ import { type ResolvedShard, resolveShard } from "../admm/shard.ts";
 import type { SynthOptions } from "../admm/synth.ts";
 import { type NllTarget, realTargetOffset } from "../admm/refine_lm.ts";
 import type { SynthSettings } from "../api/synth_settings.ts";
-import type { SynthMethod } from "../api/defaults.ts";
+import { SYNTH_DEFAULTS, SYNTH_METHODS, type SynthMethod, usesLmRefine } from "../api/defaults.ts";
 import { customTask, getTask, type TaskSpec } from "../data/tasks.ts";
 import { defaultContext } from "../kernels/device.ts";
 import type { CausalLM } from "../models/model.ts";
@@ -73,22 +73,26 @@ GRADMM (defaults: the paper's; CPU adapters use smaller ones unless --paper)
   --init-candidates N     random initial batches to pick from (paper 500, CPU 16)
   --length N              tokens per sequence incl. suffix (default: mean real length per class)
   --loss cos|l2           matching loss (cos)
-  --decode-beta B         blend decode: LM log-prob + B·cosine, top-k ∪ LM top 8 (default: official)
-  --select total|discrete which iterate to decode: official 'total' or the best projected tokens
-  --method M              official (the paper's code path, default) | discrete (= --select
-                          discrete) | refine (best projection, then token swaps proposed from the
-                          matching-loss gradient, kept only when the exact loss drops and the
-                          text's NLL stays within --refine-nll-slack of its start; admm/refine.ts)
-                          | refine-lm (the official decode, then swaps ranked by the gradient and
-                          the model's log-probabilities, kept when loss + λ·mean NLL drops and the
-                          batch's mean NLL stays within --refine-nll-slack of its start;
-                          admm/refine_lm.ts; at half --outer-steps it costs what official costs)
+  --method M              lm-guided (default): the match-aware decode (--decode-beta 40), then
+                          token swaps ranked by the matching gradient and the model's
+                          log-probabilities, aimed at the real examples' own NLL + 0.1 (CPU: 3
+                          outer steps + 13 swap iterations, what official's 6 cost)
+                          | official (the paper's code path, exact parity; = --official)
+                          | discrete (= --select discrete) | refine (best projection, then swaps
+                          kept only when the exact loss drops; admm/refine.ts) | refine-lm (the
+                          official decode, then swaps for loss + λ·mean NLL; admm/refine_lm.ts)
+                          Measured: docs/gradmm-decisions.md
   --official              same as --method official
-  --refine-iterations N   refinement iterations (40; each ≈ 5 forward/backward passes)
-  --refine-nll-slack X    nats/token the NLL may rise during refinement (refine 0.3, refine-lm 0)
-  --refine-lambda X       refine-lm: weight λ of the mean NLL in the objective (0.15)
-  --refine-nll-target T   refine-lm: aim the batch's mean NLL at T nats/token, or at the class's
-                          real examples' own ('real', 'real+X'; not with DP)
+  --decode-beta B         blend decode: LM log-prob + B·cosine, top-k ∪ LM top 8 (lm-guided 40;
+                          otherwise the official decode)
+  --select total|discrete which iterate to decode: official 'total' or the best projected tokens
+  --refine-iterations N   refinement iterations (40, lm-guided on CPU 13; each ≈ 5 passes)
+  --refine-nll-slack X    nats/token the NLL may rise during refinement (refine 0.3, else 0)
+  --refine-lambda X       weight λ of the mean NLL in the swaps' objective (refine-lm 0.15,
+                          lm-guided 0.03)
+  --refine-nll-target T   aim the batch's mean NLL at T nats/token, or at the class's real
+                          examples' own ('real', 'real+X'; not with DP; lm-guided: real+0.1
+                          without DP, none with it)
   --seed N                seed for the real pool, initialisation and DP noise (42)
   --paper                 use the paper's settings even on a CPU adapter
 
@@ -326,11 +330,10 @@ export const synthCommand: Command = {
       throw new UsageError(`synth: --loss must be cos or l2, got '${loss}'`);
     }
     const method = (v.official ? "official" : v.method) as SynthMethod | undefined;
-    if (method !== undefined && !["official", "discrete", "refine", "refine-lm"].includes(method)) {
-      throw new UsageError(
-        `synth: --method must be official, discrete, refine or refine-lm, got '${method}'`,
-      );
+    if (method !== undefined && !SYNTH_METHODS.includes(method)) {
+      throw new UsageError(`synth: --method must be ${SYNTH_METHODS.join(", ")}, got '${method}'`);
     }
+    const lmRefine = usesLmRefine(method ?? SYNTH_DEFAULTS.method);
     if (v.official && v.method !== undefined && v.method !== "official") {
       throw new UsageError(`synth: --official contradicts --method ${v.method}; pass one of them`);
     }
@@ -350,18 +353,18 @@ export const synthCommand: Command = {
       throw new UsageError("synth: --dp-calibration needs --dp-epsilon");
     }
     if (
-      !method?.startsWith("refine") &&
+      method !== "refine" && !lmRefine &&
       (v["refine-iterations"] !== undefined || v["refine-nll-slack"] !== undefined)
     ) {
       throw new UsageError(
-        "synth: --refine-iterations and --refine-nll-slack need --method refine or refine-lm",
+        "synth: --refine-iterations and --refine-nll-slack need --method lm-guided, refine or refine-lm",
       );
     }
-    if (method !== "refine-lm" && v["refine-lambda"] !== undefined) {
-      throw new UsageError("synth: --refine-lambda needs --method refine-lm");
+    if (!lmRefine && v["refine-lambda"] !== undefined) {
+      throw new UsageError("synth: --refine-lambda needs --method lm-guided or refine-lm");
     }
-    if (method !== "refine-lm" && v["refine-nll-target"] !== undefined) {
-      throw new UsageError("synth: --refine-nll-target needs --method refine-lm");
+    if (!lmRefine && v["refine-nll-target"] !== undefined) {
+      throw new UsageError("synth: --refine-nll-target needs --method lm-guided or refine-lm");
     }
     const settings: SynthSettings = {
       task,

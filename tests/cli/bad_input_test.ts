@@ -349,10 +349,10 @@ cases.push({
   pattern: /^error: synth: --refine-lambda/,
   alone: false,
 }, {
-  name: "synth: --refine-lambda without --method refine-lm",
-  argv: [...base("synth"), "--refine-lambda", "0.1"],
+  name: "synth: --refine-lambda with --official",
+  argv: [...base("synth"), "--official", "--refine-lambda", "0.1"],
   code: 2,
-  pattern: /^error: synth: --refine-lambda needs --method refine-lm/,
+  pattern: /^error: synth: --refine-lambda needs --method lm-guided or refine-lm/,
   alone: false,
 }, {
   name: "synth: --refine-nll-target not a number or real(+X)",

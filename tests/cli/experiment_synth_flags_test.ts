@@ -44,18 +44,26 @@ function refusal(settings: Parameters<typeof checkSynthSettings>[0]): string {
 }
 
 Deno.test("checkSynthSettings: synth's own checks, worded with experiment's flags", () => {
-  for (const method of ["official", "discrete", "refine", "refine-lm"] as const) {
+  for (const method of ["lm-guided", "official", "discrete", "refine", "refine-lm"] as const) {
     checkSynthSettings({ method }); // every method synth accepts
   }
   checkSynthSettings({ method: "refine-lm", refineLambda: 0.2, refineNllSlack: 0.1, decodeBeta: 2 });
   assert.match(
     refusal({ method: "nonsense" as "official" }),
-    /^experiment: --synth-method must be official, discrete, refine or refine-lm/,
+    /^experiment: --synth-method must be lm-guided, official, discrete, refine, refine-lm/,
   );
-  assert.match(refusal({ refineLambda: 0.2 }), /--synth-refine-lambda needs --synth-method 'refine-lm'/);
+  checkSynthSettings({ refineLambda: 0.2, refineNllTarget: "real+0.2" }); // the default, lm-guided, takes them
+  assert.match(
+    refusal({ method: "official", refineLambda: 0.2 }),
+    /--synth-refine-lambda needs --synth-method 'refine-lm' or 'lm-guided'/,
+  );
+  assert.match(
+    refusal({ refineNllTarget: "real", dp: { epsilon: 4 } }),
+    /--synth-refine-nll-target 'real' reads the real examples/,
+  );
   assert.match(
     refusal({ method: "official", refineNllSlack: 0.1 }),
-    /--synth-refine-nll-slack need --synth-method 'refine' or 'refine-lm'/,
+    /--synth-refine-nll-slack need --synth-method 'refine', 'refine-lm' or 'lm-guided'/,
   );
   assert.match(refusal({ method: "refine", refineLambda: 1 }), /--synth-refine-lambda/);
   assert.match(

@@ -170,10 +170,10 @@ Deno.test({
       [...base, "--real-pool", "50"],
       [...base, "--synth-rho", "0.5,0.7"],
       [...base, "--synth-method", "nonsense"],
-      [...base, "--synth-refine-lambda", "0.2"],
+      [...base, "--synth-method", "official", "--synth-refine-lambda", "0.2"],
       [...base, "--synth-method", "refine", "--synth-refine-lambda", "0.2"],
       [...base, "--synth-method", "refine-lm", "--synth-decode-beta=-1"],
-      [...base, "--conditions", "gradmm,gradmm-official"],
+      [...base, "--synth-method", "official", "--conditions", "gradmm,gradmm-official"],
     ];
     for (const args of cases) {
       const code = await main(args);
