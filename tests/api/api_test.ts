@@ -11,6 +11,7 @@ import {
   finetune,
   generate,
   GENERATE_DEFAULTS,
+  LM_GUIDED_DEFAULTS,
   parseJsonl,
   resolveSynthSettings,
   runSynth,
@@ -34,8 +35,24 @@ Deno.test("resolveSynthSettings: the paper's defaults, CPU-sized ones on a CPU a
   assert.equal(paper.options.admm.select, "total");
   assert.equal(paper.options.refine, undefined);
 
+  // The default method is lm-guided: the blend decode, and refine-lm aimed at the real NLL.
+  assert.equal(paper.options.admm.blend?.beta, LM_GUIDED_DEFAULTS.decodeBeta);
+  assert.equal(paper.options.refineLm?.nllTarget, LM_GUIDED_DEFAULTS.nllTarget);
+  assert.equal(paper.options.refineLm?.lambda, LM_GUIDED_DEFAULTS.lambda);
+  // With DP no target (it would read the real examples); --official: the paper's path, untouched.
+  assert.equal(resolveSynthSettings({ dp: { epsilon: 4 } }, false).options.refineLm?.nllTarget, undefined);
+  const official = resolveSynthSettings({ method: "official" }, false).options;
+  assert.equal(official.admm.blend, undefined);
+  assert.equal(official.refineLm, undefined);
+
   const cpu = resolveSynthSettings({}, true);
   assert.equal(cpu.cpuDefaults, true);
+  assert.equal(cpu.options.admm.outerSteps, CPU_SYNTH_DEFAULTS.lmGuided.outerSteps);
+  assert.equal(cpu.options.refineLm?.iterations, CPU_SYNTH_DEFAULTS.lmGuided.refineIterations);
+  assert.equal(
+    resolveSynthSettings({ method: "official" }, true).options.admm.outerSteps,
+    CPU_SYNTH_DEFAULTS.outerSteps,
+  );
   assert.equal(cpu.options.perClass, CPU_SYNTH_DEFAULTS.perClass);
   assert.equal(cpu.options.admm.innerSteps, CPU_SYNTH_DEFAULTS.innerSteps);
   assert.equal(cpu.options.admm.initCandidates, CPU_SYNTH_DEFAULTS.initCandidates);
@@ -48,13 +65,24 @@ Deno.test("resolveSynthSettings: the paper's defaults, CPU-sized ones on a CPU a
   assert.deepEqual(given.options.rhos, [0.3]);
   assert.equal(given.options.admm.select, "discrete");
   assert.equal(given.options.refine?.iterations, 3);
-  assert.throws(() => resolveSynthSettings({ refineIterations: 3 }, false), SynthError);
+  assert.throws(() => resolveSynthSettings({ method: "official", refineIterations: 3 }, false), SynthError);
   assert.throws(() => resolveSynthSettings({ task: "nope" }, false), /unknown task 'nope'/);
 });
 
 /** Small synth settings, as flags and as options (--topk, --seed, --lr, --real-pool left to the defaults). */
-const FLAGS = ["--per-class", "4", "--batch", "2", "--outer-steps", "2", "--inner-steps", "2"];
-const SMALL = { perClass: 4, batch: 2, outerSteps: 2, innerSteps: 2 };
+const FLAGS = [
+  "--per-class",
+  "4",
+  "--batch",
+  "2",
+  "--outer-steps",
+  "2",
+  "--inner-steps",
+  "2",
+  "--refine-iterations",
+  "2",
+];
+const SMALL = { perClass: 4, batch: 2, outerSteps: 2, innerSteps: 2, refineIterations: 2 };
 const MORE_FLAGS = ["--init-candidates", "2", "--real", "8", "--length", "8"];
 const MORE = { initCandidates: 2, real: 8, length: 8 };
 

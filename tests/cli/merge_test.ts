@@ -33,6 +33,8 @@ const TINY = [
   "16",
   "--length",
   "8",
+  "--refine-iterations",
+  "2",
 ];
 
 async function ok(argv: string[]): Promise<string> {
