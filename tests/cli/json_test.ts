@@ -57,6 +57,8 @@ const SYNTH = [
   "16",
   "--length",
   "6",
+  "--refine-iterations",
+  "2",
 ];
 
 Deno.test({
