@@ -78,7 +78,7 @@ Deno.test({
 });
 
 Deno.test("settings: the blend enters the settings record only when asked for", () => {
-  const official = synthSettingsRecord(resolveSynthSettings({}, true).options);
+  const official = synthSettingsRecord(resolveSynthSettings({ method: "official" }, true).options);
   const blended = synthSettingsRecord(resolveSynthSettings({ decodeBeta: 2 }, true).options);
   const admm = (r: Record<string, unknown>) => r.admm as Record<string, unknown>;
   if ("blend" in admm(official)) throw new Error(`official record has a blend: ${JSON.stringify(official)}`);

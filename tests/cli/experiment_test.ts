@@ -64,6 +64,9 @@ Deno.test({
       "20",
       "--synth-length",
       "6",
+      // The default method's swap iterations (13 on a CPU adapter) would dominate the test's time.
+      "--synth-refine-iterations",
+      "2",
       "--filter-real-n",
       "4",
       "--filter-shots",
