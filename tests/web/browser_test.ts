@@ -114,6 +114,8 @@ async function cliSynth(): Promise<SynthResult["records"]> {
         "--data",
         join(REPO_ROOT, "assets", "sst2-validation.jsonl"),
         ...Object.entries(flags).flatMap(([k, v]) => [`--${k}`, String(v)]),
+        // The page runs the paper's method (web/demo.ts), not synth's lm-guided default.
+        "--official",
         "--out",
         out,
       ],
