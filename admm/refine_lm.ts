@@ -87,6 +87,21 @@ export function realTargetOffset(target: NllTarget): number | null {
 }
 
 /**
+ * Reads an NLL target as a user writes it: "4.8" → 4.8, "real" / "real+0.2" as they are.
+ * Throws a RangeError (from {@link realTargetOffset}) for anything else.
+ */
+export function parseNllTarget(text: string): NllTarget {
+  const trimmed = text.trim();
+  const target: NllTarget = trimmed.startsWith("real")
+    ? trimmed as NllTarget
+    : trimmed === ""
+    ? Number.NaN
+    : Number(trimmed);
+  realTargetOffset(target);
+  return target;
+}
+
+/**
  * Weight μ of the hinge above the NLL target, in matching-loss units per nat/token: large enough
  * that, above the target, reading better wins over small matching gains.
  */

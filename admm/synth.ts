@@ -287,11 +287,12 @@ export async function runSynth(
         dp,
       );
       // refine-lm's NLL target "real(+X)": this class's real texts' own mean NLL (plus X).
-      const refineLm = realOffset === null ? o.refineLm : {
-        ...o.refineLm!,
-        nllTarget: realOffset + mean(await sequenceMeanNll(model, byClass[c].map((t) => codec.encode(t)))),
-      };
-      const nllTarget = refineLm?.nllTarget as number | undefined;
+      const given = o.refineLm?.nllTarget;
+      const nllTarget = typeof given === "string"
+        ? realTargetOffset(given)! +
+          mean(await sequenceMeanNll(model, byClass[c].map((t) => codec.encode(t))))
+        : given;
+      const refineLm = o.refineLm && { ...o.refineLm, nllTarget };
       await onEvent({
         kind: "target",
         classIndex: c,

@@ -37,7 +37,7 @@ import {
   LM_REFINE_PASSES_PER_ITERATION,
   type LmRefineSettings,
   NLL_TARGET_WEIGHT,
-  type NllTarget,
+  parseNllTarget,
 } from "../admm/refine_lm.ts";
 import { runSynth, type SynthOptions, type SynthRecord } from "../admm/synth.ts";
 import { resolveSynthSettings } from "../api/synth_settings.ts";
@@ -116,7 +116,6 @@ const args = parseArgs({
   },
 });
 const v = args.values;
-const targetOf = (x: string): NllTarget => (x.startsWith("real") ? x as NllTarget : Number(x));
 const outer = Number(v.outer), inner = Number(v.inner), init = Number(v.init);
 const batch = Number(v.batch), rounds = Number(v.rounds), seed = Number(v.seed);
 const refineLmBase: LmRefineSettings = {
@@ -273,7 +272,7 @@ for (const modelName of merged ? [] : v.models!.split(",")) {
         if (method.endsWith("-target")) {
           refineLm = {
             ...refineLm,
-            nllTarget: targetOf(v["nll-target"]!),
+            nllTarget: parseNllTarget(v["nll-target"]!),
             lmTop: Number(v["lm-top"]),
             targetWeight: Number(v["target-weight"]),
           };

@@ -52,7 +52,7 @@ import {
   writeFileAtomic,
 } from "./io.ts";
 import { bundledModel } from "../host/assets.ts";
-import type { NllTarget } from "../admm/refine_lm.ts";
+import { parseNllTarget } from "../admm/refine_lm.ts";
 import { readLabelled } from "./finetune.ts";
 import { openModel } from "./model.ts";
 import { openSynthModel, parseRecords, synthProgressPrinter, tuneForSynth } from "./synth.ts";
@@ -205,7 +205,13 @@ function synthSettingsOf(synthArgs: Record<string, string>): SynthSettings {
   if (synthArgs.method !== undefined) s.method = synthArgs.method as SynthSettings["method"];
   const target = synthArgs["refine-nll-target"];
   if (target !== undefined) {
-    s.refineNllTarget = target.startsWith("real") ? target as NllTarget : Number(target);
+    try {
+      s.refineNllTarget = parseNllTarget(target);
+    } catch {
+      throw new UsageError(
+        `experiment: --synth-refine-nll-target must be nats/token, 'real' or 'real+X', got '${target}'`,
+      );
+    }
   }
   if (synthArgs["dp-epsilon"] !== undefined) {
     const dpNumber = (k: string, opts: Parameters<typeof numberFlag>[4]) =>

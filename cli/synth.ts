@@ -6,7 +6,7 @@
  */
 import { type ResolvedShard, resolveShard } from "../admm/shard.ts";
 import type { SynthOptions } from "../admm/synth.ts";
-import { type NllTarget, realTargetOffset } from "../admm/refine_lm.ts";
+import { type NllTarget, parseNllTarget } from "../admm/refine_lm.ts";
 import type { SynthSettings } from "../api/synth_settings.ts";
 import { SYNTH_DEFAULTS, SYNTH_METHODS, type SynthMethod, usesLmRefine } from "../api/defaults.ts";
 import { customTask, getTask, type TaskSpec } from "../data/tasks.ts";
@@ -116,13 +116,11 @@ Old flag names still accepted: --real (now --real-n), --topk (now --top-k).`;
 /** --refine-nll-target: a number of nats/token, 'real' or 'real+X'. */
 function nllTargetFlag(given: string | undefined): NllTarget | undefined {
   if (given === undefined) return undefined;
-  const target: NllTarget = given.startsWith("real") ? given as NllTarget : Number(given);
   try {
-    realTargetOffset(target);
+    return parseNllTarget(given);
   } catch {
     throw new UsageError(`synth: --refine-nll-target must be nats/token, 'real' or 'real+X', got '${given}'`);
   }
-  return target;
 }
 
 function parseList(s: string, what: string): number[] {

@@ -12,6 +12,7 @@ import { makeTarget, matchingLoss, oneHot } from "../../admm/matching.ts";
 import {
   batchRepeatedBigrams,
   type NllTarget,
+  parseNllTarget,
   pickSwaps,
   realTargetOffset,
   refineTokensLm,
@@ -52,6 +53,12 @@ Deno.test("NLL targets: numbers, 'real' and 'real+X' parse; anything else is ref
     assert.throws(() => realTargetOffset(bad as NllTarget), RangeError, bad);
   }
   assert.throws(() => realTargetOffset(NaN), RangeError);
+  // As users write them (flags): the same vocabulary, numbers read as numbers.
+  assert.strictEqual(parseNllTarget("4.5"), 4.5);
+  assert.strictEqual(parseNllTarget(" real+0.3 "), "real+0.3");
+  for (const bad of ["", "4.5x", "realish", "real-1", "Infinity"]) {
+    assert.throws(() => parseNllTarget(bad), RangeError, bad);
+  }
 });
 
 Deno.test("swap proposals: lowest predicted change first; no row token, repeat, tabu or NLL-room breach", () => {

@@ -366,6 +366,13 @@ cases.push({
   code: 2,
   pattern: /reads the real examples, which a DP run may not/,
   alone: false,
+}, {
+  name: "experiment: --synth-refine-nll-target not a number or real(+X)",
+  argv: [...base("experiment"), "--synth-refine-nll-target", "4.5x"],
+  code: 2,
+  pattern:
+    /^error: experiment: --synth-refine-nll-target must be nats\/token, 'real' or 'real\+X', got '4.5x'/,
+  alone: false,
 });
 const missingRequired: [string, string][] = [
   ["eval", "--data"],
