@@ -13,8 +13,8 @@ import {
   loadModel,
   loadTokenizer,
   type ModelSource,
-  PAPER_SETTINGS,
   parseJsonl,
+  resolveSynthSettings,
   runSynth,
   type SynthRecord,
   type Tokenizer,
@@ -107,7 +107,9 @@ function codecOf(tok: Tokenizer): TextCodec {
 
 /**
  * Runs synth on the SST-2 task with the page's small settings: `data` is the JSONL text, `source`
- * its name for error messages. Returns the records in the order they were made.
+ * its name for error messages. The settings go through the same resolver as the CLI's and the
+ * library's (api/synth_settings.ts), so the page runs what `cli.ts synth` runs with the same
+ * flags on the same kind of adapter. Returns the records in the order they were made.
  */
 export async function demoSynth(
   m: DemoModel,
@@ -117,30 +119,27 @@ export async function demoSynth(
   onEvent: (e: SynthEvent) => void,
 ): Promise<SynthRecord[]> {
   const examples = parseJsonl(data, { source });
-  const task = getTask("sst2");
+  const { options } = resolveSynthSettings({
+    task: "sst2",
+    method: s.method,
+    ...(s.method === "official" ? {} : { refineIterations: s.refineIterations }),
+    realPool: Math.max(s.real, 2 * s.real),
+    real: s.real,
+    perClass: s.perClass,
+    batch: s.batch,
+    topk: s.topk,
+    length: s.length,
+    seed: s.seed,
+    outerSteps: s.outerSteps,
+    innerSteps: s.innerSteps,
+    initCandidates: s.initCandidates,
+  }, m.model.ctx.isCpuAdapter);
   const records: SynthRecord[] = [];
   await runSynth(
     m.model,
     codecOf(m.tokenizer),
     examples,
-    {
-      task,
-      realPool: Math.max(s.real, 2 * s.real),
-      real: s.real,
-      perClass: s.perClass,
-      batch: s.batch,
-      rhos: [PAPER_SETTINGS.rho],
-      topk: s.topk,
-      length: s.length,
-      seed: s.seed,
-      admm: {
-        ...PAPER_SETTINGS,
-        outerSteps: s.outerSteps,
-        innerSteps: s.innerSteps,
-        initCandidates: s.initCandidates,
-        freezeSuffixGradient: task.freezeSuffixGradient,
-      },
-    },
+    options,
     () => false,
     (e) => {
       if (e.kind === "round") records.push(...e.records);

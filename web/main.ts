@@ -16,7 +16,13 @@ import {
   pickedFolder,
   servedFolder,
 } from "./demo.ts";
-import { type DemoParams, type DemoSynthSettings, parseDemoParams } from "./params.ts";
+import {
+  DEMO_METHODS,
+  type DemoMethod,
+  type DemoParams,
+  type DemoSynthSettings,
+  parseDemoParams,
+} from "./params.ts";
 import { formatSeconds, SynthProgressTracker } from "./progress.ts";
 
 const DATA_URL = "assets/sst2-validation.jsonl";
@@ -136,7 +142,11 @@ function synthSettingsFromForm(): DemoSynthSettings {
     }
     return v;
   };
+  const method = el<HTMLSelectElement>("method").value;
+  if (!(DEMO_METHODS as readonly string[]).includes(method)) throw new Error(`unknown method '${method}'`);
   const s = {
+    method: method as DemoMethod,
+    refineIterations: n("refine"),
     perClass: n("perClass"),
     batch: n("batch"),
     outerSteps: n("outer"),
@@ -250,7 +260,9 @@ function fillForms(p: DemoParams): void {
   el<HTMLTextAreaElement>("prompt").value = p.prompt;
   input("tokens").value = String(p.tokens);
   const s = p.synth;
+  el<HTMLSelectElement>("method").value = s.method;
   const fields: [string, number][] = [
+    ["refine", s.refineIterations],
     ["perClass", s.perClass],
     ["batch", s.batch],
     ["outer", s.outerSteps],

@@ -9,8 +9,17 @@
 /** What the page runs on its own after loading, if anything. */
 export type AutoRun = "generate" | "synth" | null;
 
+/** The synth methods the page offers: synth's default and the paper's code path. */
+export const DEMO_METHODS = ["lm-guided", "official"] as const;
+/** One of {@link DEMO_METHODS}. */
+export type DemoMethod = typeof DEMO_METHODS[number];
+
 /** The small synth run the page offers (tiny defaults: SwiftShader and lavapipe are slow). */
 export interface DemoSynthSettings {
+  /** "lm-guided" (synth's default) or "official" (the paper's method). */
+  method: DemoMethod;
+  /** lm-guided's token-swap iterations after the decode (ignored by "official"). */
+  refineIterations: number;
   /** Synthetic texts per class. */
   perClass: number;
   /** Texts optimised jointly per round (perClass must be a multiple). */
@@ -48,6 +57,8 @@ export const DEFAULT_PARAMS: DemoParams = {
   prompt: "The movie was",
   tokens: 20,
   synth: {
+    method: "lm-guided",
+    refineIterations: 2,
     perClass: 2,
     batch: 2,
     outerSteps: 2,
@@ -86,7 +97,13 @@ export function parseDemoParams(search: string): DemoParams {
   let model = q.get("model") ?? d.model;
   if (!model.endsWith("/")) model += "/";
   const s = d.synth;
+  const method = q.get("method") || s.method;
+  if (!(DEMO_METHODS as readonly string[]).includes(method)) {
+    throw new ParamError(`query parameter method=${method}: expected ${DEMO_METHODS.join(" or ")}`);
+  }
   const synth: DemoSynthSettings = {
+    method: method as DemoMethod,
+    refineIterations: intParam(q, "refine", s.refineIterations, 0, 1000),
     perClass: intParam(q, "perClass", s.perClass, 1, 1000),
     batch: intParam(q, "batch", s.batch, 1, 256),
     outerSteps: intParam(q, "outer", s.outerSteps, 1, 1000),

@@ -28,7 +28,18 @@ if (SKIP) {
 // A prompt whose greedy continuation runs the full length on gpt2-d128 (no early EOS).
 const PROMPT = "I went to the cinema and";
 const TOKENS = 20;
-const SYNTH = { perClass: 2, batch: 2, outer: 2, inner: 2, init: 4, topk: 50, length: 10, real: 16 };
+// The page's default method (lm-guided, synth's default) with 2 swap iterations after the decode.
+const SYNTH = {
+  perClass: 2,
+  batch: 2,
+  outer: 2,
+  inner: 2,
+  init: 4,
+  topk: 50,
+  length: 10,
+  real: 16,
+  refine: 2,
+};
 
 interface GenerateResult {
   kind: "generate";
@@ -100,6 +111,7 @@ async function cliSynth(): Promise<SynthResult["records"]> {
       length: SYNTH.length,
       "real-n": SYNTH.real,
       "real-pool": 2 * SYNTH.real,
+      "refine-iterations": SYNTH.refine,
       seed: 42,
       rho: 0.7,
     };
@@ -114,8 +126,6 @@ async function cliSynth(): Promise<SynthResult["records"]> {
         "--data",
         join(REPO_ROOT, "assets", "sst2-validation.jsonl"),
         ...Object.entries(flags).flatMap(([k, v]) => [`--${k}`, String(v)]),
-        // The page runs the paper's method (web/demo.ts), not synth's lm-guided default.
-        "--official",
         "--out",
         out,
       ],

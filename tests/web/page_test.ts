@@ -19,6 +19,11 @@ Deno.test("demo params: defaults, overrides, and one clear error per bad value",
   assert.equal(p.synth.batch, 2);
   assert.equal(p.synth.outerSteps, 3);
   assert.equal(p.synth.innerSteps, DEFAULT_PARAMS.synth.innerSteps);
+  assert.equal(p.synth.method, "lm-guided", "the page's default is synth's default method");
+  const official = parseDemoParams("?method=official&refine=5");
+  assert.equal(official.synth.method, "official");
+  assert.equal(official.synth.refineIterations, 5);
+  assert.throws(() => parseDemoParams("?method=refine"), /method=refine: expected lm-guided or official/);
   assert.throws(() => parseDemoParams("?auto=train"), /auto=train: expected 'generate' or 'synth'/);
   assert.throws(() => parseDemoParams("?tokens=2.5"), ParamError);
   assert.throws(() => parseDemoParams("?tokens=0"), /tokens=0: expected a whole number from 1/);
