@@ -67,11 +67,6 @@ export interface LmRefineSettings {
   targetWeight?: number;
   /** The language model's most likely allowed tokens added to each position's candidates (≥ 0). */
   lmTop?: number;
-  /**
-   * β values of the blend decode that the round's final decode tries; the batch with the lowest
-   * J starts the swaps (admm/decode_beta.ts). Needs the blend decode. Absent: one decode.
-   */
-  decodeBetas?: number[];
 }
 
 /** An NLL target: nats/token, or relative to the real examples' own mean NLL ("real", "real+0.2"). */
@@ -375,27 +370,6 @@ export function pickSwaps(
 }
 
 /**
- * The objective J of a batch of `b` texts with `free` free tokens each: matching loss + λ·(batch
- * mean NLL + repeated bigrams per token) + μ·max(0, NLL − target) (module comment). A repeated
- * bigram costs what one more nat on one token would. `s.nllTarget` must be a number or absent.
- */
-export function lmObjective(
-  s: LmRefineSettings,
-  b: number,
-  free: number,
-): (matchLoss: number, nll: number, repeats: number) => number {
-  if (typeof s.nllTarget === "string") {
-    throw new RangeError(`lmObjective: resolve the NLL target '${s.nllTarget}' to a number first`);
-  }
-  const target = s.nllTarget;
-  const mu = s.targetWeight ?? NLL_TARGET_WEIGHT;
-  const perToken = 1 / (b * Math.max(1, free - 1));
-  return (matchLoss, nll, repeats) =>
-    matchLoss + s.lambda * (nll + perToken * repeats) +
-    (target === undefined ? 0 : mu * Math.max(0, nll - target));
-}
-
-/**
  * Refines a round's decoded `ids` ([B][T], suffix included; only the free positions before the
  * suffix change) for matching loss + λ·NLL, never letting the batch mean NLL exceed its starting
  * value + `nllSlack`, never raising J and never adding a repeated token bigram to the batch.
@@ -421,6 +395,7 @@ export async function refineTokensLm(
     throw new RangeError(`refineTokensLm: resolve the NLL target '${s.nllTarget}' to a number first`);
   }
   const target = s.nllTarget;
+  const mu = s.targetWeight ?? NLL_TARGET_WEIGHT;
   // Without a target the cap is fixed; with one it ratchets down to the target (module comment).
   let nllCap = nllBefore + s.nllSlack;
   const lowerCap = () => {
@@ -429,8 +404,11 @@ export async function refineTokensLm(
   lowerCap();
   const before = await scope(ctx, () => discreteMatchingLoss(problem, current, kind).item());
   let passes = 2;
+  // A repeated bigram costs what one more nat on one token would.
+  const perToken = 1 / (b * Math.max(1, free - 1));
   const above = (nll: number) => (target === undefined ? 0 : Math.max(0, nll - target));
-  const objective = lmObjective(s, b, free);
+  const objective = (l: number, nll: number, repeats: number) =>
+    l + s.lambda * (nll + perToken * repeats) + mu * above(nll);
   // Swaps rejected since their row last changed: scoring them again would give the same answer.
   const tabu = new Set<string>();
   let swaps = 0;
@@ -438,7 +416,7 @@ export async function refineTokensLm(
     const scan = await scanSwaps(problem, current, free, kind, s.topk, s.lmTop ?? 0);
     passes += 2;
     // Above the target, the hinge adds its weight to λ in the first-order ranking.
-    const lambdaNow = s.lambda + (above(meanOf(nllRows)) > 0 ? s.targetWeight ?? NLL_TARGET_WEIGHT : 0);
+    const lambdaNow = s.lambda + (above(meanOf(nllRows)) > 0 ? mu : 0);
     const proposals = pickSwaps(
       scan,
       freeOf(current),

@@ -108,7 +108,7 @@ async function initialise(problem: RoundProblem, s: AdmmSettings, suffixEmbeds: 
     }));
 }
 
-/** Engine choices of {@link runRound} that do not change its result, and its final-decode hook. */
+/** Engine choices of {@link runRound} that do not change its result. */
 export interface RoundOptions {
   /**
    * Replay the x-step as a captured step graph after its second step, and the z-step after its
@@ -116,14 +116,6 @@ export interface RoundOptions {
    * faster).
    */
   stepGraphs?: boolean;
-  /**
-   * Replaces the decode of the chosen iterate when the z-step uses the blend rule (select "total"):
-   * called with a decoder of that iterate at a given β; returns its pick and the pick's matching
-   * loss (admm/decode_beta.ts chooses among several β).
-   */
-  finalDecode?: (
-    decodeAt: (beta: number) => Promise<number[][]>,
-  ) => Promise<{ ids: number[][]; matchLoss: number }>;
 }
 
 /** Runs one round. `onProgress` is called after every outer step. */
@@ -228,27 +220,15 @@ export async function runRound(
 
   t0 = performance.now();
   let finalIds: number[][];
-  let finalLoss: number | null = null;
-  const blend = problem.projector.blend;
   if (s.select === "discrete" && bestDiscreteIds) {
     finalIds = bestDiscreteIds;
-    finalLoss = bestDiscrete;
-  } else if (options.finalDecode && blend) {
-    const source = bestX ?? x;
-    const decodeAt = (beta: number) =>
-      projectIds(
-        { ...problem.projector, blend: { ...blend, beta } },
-        source,
-        problem.prefixIds,
-        problem.suffixIds,
-      );
-    ({ ids: finalIds, matchLoss: finalLoss } = await options.finalDecode(decodeAt));
   } else {
     const source = bestX ?? x;
     finalIds = await projectIds(problem.projector, source, problem.prefixIds, problem.suffixIds);
   }
-  const matchLoss = finalLoss ??
-    await scope(ctx, () => discreteMatchingLoss(problem, finalIds, s.matching).item());
+  const matchLoss = s.select === "discrete" && bestDiscreteIds
+    ? bestDiscrete
+    : await scope(ctx, () => discreteMatchingLoss(problem, finalIds, s.matching).item());
   timings.final = performance.now() - t0;
 
   inner.dispose();

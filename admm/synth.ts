@@ -24,7 +24,6 @@ import { stripSuffix, type TaskSpec } from "../data/tasks.ts";
 import { bannedTokenMask } from "./tokenFilter.ts";
 import { type RefineSettings, refineTokens } from "./refine.ts";
 import { type LmRefineSettings, realTargetOffset, refineTokensLm } from "./refine_lm.ts";
-import { chooseDecodeBeta } from "./decode_beta.ts";
 import { mean } from "../train/quality.ts";
 import { disposeProjector, makeProjector } from "./zstep.ts";
 
@@ -147,14 +146,7 @@ export type SynthEvent =
     nllTarget?: number;
   }
   | { kind: "step"; key: RoundKey; progress: RoundProgress }
-  | {
-    kind: "round";
-    key: RoundKey;
-    records: SynthRecord[];
-    timings: Record<string, number>;
-    /** The β the final decode chose from refine-lm's ladder (`decodeBetas`), when it had one. */
-    decodeBeta?: number;
-  };
+  | { kind: "round"; key: RoundKey; records: SynthRecord[]; timings: Record<string, number> };
 
 /** Raised for settings that cannot work with the data (checked before any GPU work). */
 export class SynthError extends Error {
@@ -221,13 +213,6 @@ export async function runSynth(
     throw new SynthError(`--per-class (${o.perClass}) must be a multiple of --batch (${o.batch})`);
   }
   const realOffset = o.refineLm?.nllTarget === undefined ? null : realTargetOffset(o.refineLm.nllTarget);
-  const ladder = o.refineLm?.decodeBetas;
-  if (ladder !== undefined) {
-    if (!o.admm.blend) throw new SynthError("decodeBetas needs the blend decode (decodeBeta)");
-    if (ladder.length === 0 || ladder.some((b) => !(Number.isFinite(b) && b >= 0))) {
-      throw new SynthError(`decodeBetas must be finite numbers ≥ 0, got [${ladder.join(", ")}]`);
-    }
-  }
   if (o.dp && realOffset !== null) {
     throw new SynthError(
       `refine-lm's NLL target '${
@@ -333,22 +318,10 @@ export async function runSynth(
               batch: o.batch,
               seed: deriveSeed(o.seed, rho, c, r),
             };
-            // lm-guided: the final decode tries a ladder of β and keeps the batch the swaps
-            // would score best (admm/decode_beta.ts).
-            let decodeBeta: number | undefined;
-            const ladder = refineLm?.decodeBetas;
-            const finalDecode = ladder && o.admm.blend
-              ? async (decodeAt: (beta: number) => Promise<number[][]>) => {
-                const chosen = await chooseDecodeBeta(problem, decodeAt, ladder, o.admm.matching, refineLm!);
-                decodeBeta = chosen.beta;
-                return chosen;
-              }
-              : undefined;
             const result = await runRound(
               problem,
               { ...o.admm, rho, freezeSuffixGradient: o.admm.freezeSuffixGradient },
               (progress) => onEvent({ kind: "step", key, progress }),
-              { finalDecode },
             );
             // A diverged optimisation (ρ or lr too large) decodes garbage that looks like success:
             // stop before the round is written. Only scalars already read back are checked.
@@ -404,13 +377,7 @@ export async function runSynth(
               match_loss_init: reportedLoss(result.matchLossInit),
               nll: nll[i],
             }));
-            await onEvent({
-              kind: "round",
-              key,
-              records,
-              timings: result.timings,
-              ...(decodeBeta === undefined ? {} : { decodeBeta }),
-            });
+            await onEvent({ kind: "round", key, records, timings: result.timings });
           }
         }
       } finally {

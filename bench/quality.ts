@@ -43,7 +43,6 @@ import { runSynth, type SynthOptions, type SynthRecord } from "../admm/synth.ts"
 import { resolveSynthSettings } from "../api/synth_settings.ts";
 import { selectReal } from "../data/examples.ts";
 import { BLEND_LM_TOP } from "../admm/blend_decode.ts";
-import { PASSES_PER_DECODE_BETA } from "../admm/decode_beta.ts";
 import { sequenceMeanNll } from "../models/perplexity.ts";
 import { computeTarget, disposeTarget, lastLayerFactors } from "../admm/target.ts";
 import { getTask } from "../data/tasks.ts";
@@ -91,11 +90,6 @@ export function admmPasses(s: Pick<AdmmSettings, "initCandidates" | "outerSteps"
   return s.initCandidates + s.outerSteps * (2 + 2 * s.innerSteps) + (s.select === "total" ? 2 : 0);
 }
 
-/** Passes a final-decode β ladder adds to the one decode + loss a round always has. */
-function ladderPasses(betas: readonly number[]): number {
-  return betas.length === 0 ? 0 : betas.length * PASSES_PER_DECODE_BETA - 2;
-}
-
 const args = parseArgs({
   args: Deno.args,
   options: {
@@ -116,7 +110,6 @@ const args = parseArgs({
     "lm-top": { type: "string", default: "8" },
     "target-weight": { type: "string", default: String(NLL_TARGET_WEIGHT) },
     proposals: { type: "string", default: String(LM_REFINE_DEFAULTS.proposals) },
-    betas: { type: "string", default: "48,40,33,27" },
     "shared": { type: "string", default: "../shared" },
     out: { type: "string", default: "docs/quality/cpu" },
     merge: { type: "string" },
@@ -284,12 +277,11 @@ for (const modelName of merged ? [] : v.models!.split(",")) {
             targetWeight: Number(v["target-weight"]),
           };
         }
-      } else if (method === "lm-guided" || method === "lm-ladder") {
+      } else if (method === "lm-guided") {
         // synth's default, with the settings synth itself resolves: half the outer steps, the rest
-        // of the budget in swap iterations. "lm-ladder": the final decode tries --betas.
+        // of the budget in swap iterations.
         const outerSteps = Math.ceil(outer / 2);
-        const betas = method === "lm-ladder" ? v.betas!.split(",").map(Number) : [];
-        const left = official - admmPasses(admmOf(outerSteps, "total")) - 3 - ladderPasses(betas);
+        const left = official - admmPasses(admmOf(outerSteps, "total")) - 3;
         const { options } = resolveSynthSettings({
           method: "lm-guided",
           outerSteps,
@@ -299,27 +291,23 @@ for (const modelName of merged ? [] : v.models!.split(",")) {
           task,
         }, false);
         admm = options.admm;
-        refineLm = betas.length ? { ...options.refineLm!, decodeBetas: betas } : options.refineLm;
+        refineLm = options.refineLm;
       } else throw new Error(`unknown method '${method}'`);
       const options: SynthOptions = { ...base, admm, refine, refineLm };
       const records: SynthRecord[] = [];
       const t0 = performance.now();
-      const chosenBetas: number[] = [];
       await runSynth(model, codec, data, options, () => false, (e) => {
         if (e.kind === "round") records.push(...e.records);
-        if (e.kind === "round" && e.decodeBeta !== undefined) chosenBetas.push(e.decodeBeta);
       });
       const passes = admmPasses(admm) + (refine ? 2 + refine.iterations * REFINE_PASSES_PER_ITERATION : 0) +
-        (refineLm ? 3 + refineLm.iterations * LM_REFINE_PASSES_PER_ITERATION : 0) +
-        ladderPasses(refineLm?.decodeBetas ?? []);
+        (refineLm ? 3 + refineLm.iterations * LM_REFINE_PASSES_PER_ITERATION : 0);
       measure(
         (method.startsWith("blend")
           ? `${method} β=${blend.beta}${blend.noRepeat ? " no-repeat" : ""}`
           : method) +
           (refineLm?.nllTarget !== undefined
             ? ` (NLL target ${refineLm.nllTarget}, μ ${refineLm.targetWeight}, LM top ${refineLm.lmTop})`
-            : "") +
-          (refineLm?.decodeBetas ? ` β ladder ${refineLm.decodeBetas} (chose ${chosenBetas})` : ""),
+            : ""),
         passes * rounds * task.labelWords.length,
         records.map((r) => r.text),
         records.map((r) => r.label),
