@@ -36,8 +36,11 @@ export function usesLmRefine(method: SynthMethod): boolean {
  * among the candidates.
  */
 export const LM_GUIDED_DEFAULTS = {
-  /** β of the blend decode (admm/blend_decode.ts). */
-  decodeBeta: 40,
+  /**
+   * β of the blend decode (admm/blend_decode.ts). 30 rather than 40: the swaps lower the NLL only
+   * slowly, so the decode must start near real-text NLL (docs/gradmm-decisions.md has the table).
+   */
+  decodeBeta: 30,
   /** NLL target of the refinement: the class's real examples' mean NLL + 0.1 (without DP). */
   nllTarget: "real+0.1" as NllTarget,
   /** λ of the NLL in refine-lm's objective: small, the target does the steering. */
