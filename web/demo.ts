@@ -8,7 +8,6 @@ import {
   bytesSource,
   type CausalLM,
   generateText,
-  getTask,
   type GpuContext,
   loadModel,
   loadTokenizer,
