@@ -16,13 +16,7 @@ import {
   pickedFolder,
   servedFolder,
 } from "./demo.ts";
-import {
-  DEMO_METHODS,
-  type DemoMethod,
-  type DemoParams,
-  type DemoSynthSettings,
-  parseDemoParams,
-} from "./params.ts";
+import { type DemoParams, type DemoSynthSettings, isDemoMethod, parseDemoParams } from "./params.ts";
 import { formatSeconds, SynthProgressTracker } from "./progress.ts";
 
 const DATA_URL = "assets/sst2-validation.jsonl";
@@ -143,9 +137,9 @@ function synthSettingsFromForm(): DemoSynthSettings {
     return v;
   };
   const method = el<HTMLSelectElement>("method").value;
-  if (!(DEMO_METHODS as readonly string[]).includes(method)) throw new Error(`unknown method '${method}'`);
+  if (!isDemoMethod(method)) throw new Error(`unknown method '${method}'`);
   const s = {
-    method: method as DemoMethod,
+    method,
     refineIterations: n("refine"),
     perClass: n("perClass"),
     batch: n("batch"),

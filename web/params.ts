@@ -14,6 +14,11 @@ export const DEMO_METHODS = ["lm-guided", "official"] as const;
 /** One of {@link DEMO_METHODS}. */
 export type DemoMethod = typeof DEMO_METHODS[number];
 
+/** Whether `name` is one of {@link DEMO_METHODS}. */
+export function isDemoMethod(name: string): name is DemoMethod {
+  return (DEMO_METHODS as readonly string[]).includes(name);
+}
+
 /** The small synth run the page offers (tiny defaults: SwiftShader and lavapipe are slow). */
 export interface DemoSynthSettings {
   /** "lm-guided" (synth's default) or "official" (the paper's method). */
@@ -98,11 +103,11 @@ export function parseDemoParams(search: string): DemoParams {
   if (!model.endsWith("/")) model += "/";
   const s = d.synth;
   const method = q.get("method") || s.method;
-  if (!(DEMO_METHODS as readonly string[]).includes(method)) {
+  if (!isDemoMethod(method)) {
     throw new ParamError(`query parameter method=${method}: expected ${DEMO_METHODS.join(" or ")}`);
   }
   const synth: DemoSynthSettings = {
-    method: method as DemoMethod,
+    method,
     refineIterations: intParam(q, "refine", s.refineIterations, 0, 1000),
     perClass: intParam(q, "perClass", s.perClass, 1, 1000),
     batch: intParam(q, "batch", s.batch, 1, 256),
