@@ -255,7 +255,8 @@ export class GpuContext {
       this.paramBufferSize = 1 << 20;
       this.paramBuffer = this.device.createBuffer({
         size: this.paramBufferSize,
-        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+        // STORAGE too: the vec4 matmul reads its parameters as storage (kernels/matmul.ts).
+        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
       });
     }
     return this.paramBuffer;

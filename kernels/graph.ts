@@ -173,7 +173,7 @@ export class StepGraph {
     if (paramBytes > 0) {
       paramBuffer = ctx.device.createBuffer({
         size: paramBytes,
-        usage: GPUBufferUsage.UNIFORM,
+        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.STORAGE, // as GpuContext's parameter arena
         mappedAtCreation: true,
       });
       const view = new Uint8Array(paramBuffer.getMappedRange());

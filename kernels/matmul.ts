@@ -182,16 +182,23 @@ interface Layout {
 const PARAMS_STRUCT = /* wgsl */ `
 struct P { m: u32, n: u32, k: u32, batch: u32, sA: u32, sB: u32, sC: u32, tilesN: u32, tilesM: u32 }`;
 
+/**
+ * Where a variant reads its parameters: `uniform`, or `storage` for the vec4 variant (see
+ * {@link vec4ParamSpace}). A storage read is copied into a local once, in the prologue.
+ */
+export type ParamSpace = "uniform" | "storage";
+
 /** The bindings: A and B as `array<f32>`, or as `array<vec4<f32>>` when `vecA`/`vecB`. */
-function bindings(l: Layout, vecA = false, vecB = false): string {
+function bindings(l: Layout, vecA = false, vecB = false, space: ParamSpace = "uniform"): string {
   const elem = (v: boolean) => (v ? "vec4<f32>" : "f32");
+  const params = space === "uniform" ? "var<uniform> p: P;" : "var<storage, read> params: P;";
   return /* wgsl */ `${PARAMS_STRUCT}
 @group(0) @binding(0) var<storage, read> A: array<${elem(vecA)}>;
 @group(0) @binding(1) var<storage, read> B: array<${elem(vecB)}>;
 @group(0) @binding(2) var<storage, read_write> C: array<f32>;
 ${l.bias ? "@group(0) @binding(3) var<storage, read> bias: array<f32>;\n" : ""}@group(0) @binding(${
     l.bias ? 4 : 3
-  }) var<uniform> p: P;`;
+  }) ${params}`;
 }
 
 /**
@@ -199,11 +206,11 @@ ${l.bias ? "@group(0) @binding(3) var<storage, read> bias: array<f32>;\n" : ""}@
  * coordinates, and the base offsets of the three matrices. The early return depends only on the
  * workgroup, so it keeps the rest of the shader in uniform control flow.
  */
-function prologue(wgSize: string): string {
+function prologue(wgSize: string, space: ParamSpace = "uniform"): string {
   return /* wgsl */ `
 @compute @workgroup_size(${wgSize})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-        @builtin(local_invocation_index) lid: u32) {
+        @builtin(local_invocation_index) lid: u32) {${space === "storage" ? "\n  let p = params;" : ""}
   let tile = wid.x + wid.y * nwg.x;
   if (tile >= p.tilesN * p.tilesM * p.batch) { return; }
   let tn = tile % p.tilesN;
@@ -447,6 +454,20 @@ export function vec4Operands(dims: MatmulDims): { vecA: boolean; vecB: boolean }
   };
 }
 
+/**
+ * Where the vec4 kernel reads its parameters. Mesa 22.3's lavapipe takes a uniform that bounds a
+ * loop (here K) as "inlinable", and for some launches of the 12×12 kernel it then compiles a new
+ * variant with the values folded in at every dispatch and never frees it: ~1.4 MB and several ms
+ * per dispatch (fine-tuning gpt2-d128 grew by 23 MB a step, 24 GB in ~1,000 steps). A storage
+ * read is never inlined: fine-tuning gpt2-d128 then ran with flat memory and 17% faster, synth
+ * 13% faster, same outputs. Tiles above 12×12 keep the uniform: no growth was seen with them
+ * (768×3072×800 Aᵀ·B and others, 60 launches each), and with storage a cold 24×32 kernel compiled
+ * in 14 s instead of 3 and ran 1024³ 20% slower. tests/kernels/matmul_memory_test.ts checks it.
+ */
+export function vec4ParamSpace(t: MatmulTuning): ParamSpace {
+  return t.tm * t.tn <= 144 ? "storage" : "uniform";
+}
+
 function vec4Wgsl(l: Layout, t: MatmulTuning, vecA: boolean, vecB: boolean, kInner: boolean): string {
   const { tm, tn, wgx, wgy } = t;
   const bm = tm * wgy;
@@ -550,8 +571,9 @@ function vec4Wgsl(l: Layout, t: MatmulTuning, vecA: boolean, vecB: boolean, kInn
       );
     }
   }
-  return /* wgsl */ `${bindings(l, vecA, vecB)}
-${prologue(`${wgx * wgy}`)}
+  const space = vec4ParamSpace(t);
+  return /* wgsl */ `${bindings(l, vecA, vecB, space)}
+${prologue(`${wgx * wgy}`, space)}
   let m0 = tm * ${bm}u + (lid / ${wgx}u) * ${tm}u;
   let n0 = tn * ${bn}u + (lid % ${wgx}u) * ${tn}u;
   ${decl.join("\n  ")}

@@ -30,8 +30,14 @@ export class GpuOutOfMemoryError extends Error {
 /** Every tensor buffer can be read by kernels, written by kernels and copied in and out. */
 export const TENSOR_USAGE = 0x0080 /* STORAGE */ | 0x0004 /* COPY_SRC */ | 0x0008; /* COPY_DST */
 
-/** Keep at most this many free buffers of one size class (older ones are destroyed). */
-const MAX_FREE_PER_CLASS = 32;
+/**
+ * Keep at most this many free buffers of one size class (later releases are destroyed). A free
+ * list never holds more than the class's peak of live buffers, so the cap only bounds what a
+ * transient peak leaves behind. It was 32: a gpt2-d128 training step has more live activations of
+ * one class than that, so ~80 buffers were destroyed and re-created every step (fine-tuning ran
+ * 13% faster on llvmpipe with 256, and allocated nothing after the first step).
+ */
+export const MAX_FREE_PER_CLASS = 256;
 
 /**
  * Rounds a request up to its size class: powers of two up to 1 MiB, then steps of 1/8 of the

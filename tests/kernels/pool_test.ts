@@ -1,5 +1,5 @@
 import assert from "node:assert";
-import { BufferPool, formatBytes, sizeClass } from "../../kernels/pool.ts";
+import { BufferPool, formatBytes, MAX_FREE_PER_CLASS, sizeClass } from "../../kernels/pool.ts";
 import { scope, Tensor } from "../../autograd/tensor.ts";
 import { exp, mul, scale } from "../../autograd/ops/elementwise.ts";
 import { backward } from "../../autograd/tape.ts";
@@ -79,14 +79,14 @@ Deno.test({
 });
 
 Deno.test({
-  name: "pool: at most 32 free buffers are kept per size class; oversized requests fail clearly",
+  name: "pool: at most MAX_FREE_PER_CLASS free buffers are kept per size class; oversized requests fail clearly",
   ...gpuTest,
   fn: async () => {
     const c = await ctx();
     const pool = new BufferPool(c.device, c.limits.maxBufferSize);
-    const bufs = Array.from({ length: 40 }, () => pool.acquire(48));
+    const bufs = Array.from({ length: MAX_FREE_PER_CLASS + 8 }, () => pool.acquire(48));
     for (const b of bufs) pool.release(b);
-    assert.strictEqual(pool.stats.bytesPooled, 32 * 64);
+    assert.strictEqual(pool.stats.bytesPooled, MAX_FREE_PER_CLASS * 64);
     assert.strictEqual(pool.stats.buffersLive, 0);
     pool.trim();
     // A pool with a 1 MiB maximum: the check is the pool's, whatever the adapter allows.
