@@ -37,7 +37,10 @@ Deno.test({
       for (let i = 0; i < 80; i++) await launch();
       const grown = rssMiB()! - before;
       // Before the fix: ~110 MiB on lavapipe. A few MiB of allocator noise are normal.
-      assert(grown < 30, `host memory grew by ${grown.toFixed(1)} MiB over 80 launches on ${c.adapter.description}`);
+      assert(
+        grown < 30,
+        `host memory grew by ${grown.toFixed(1)} MiB over 80 launches on ${c.adapter.description}`,
+      );
     } finally {
       for (const buf of [a, b, out]) c.pool.release(buf);
     }
@@ -47,6 +50,9 @@ Deno.test({
 Deno.test("matmul: the 12×12 vec4 kernel reads its parameters from storage, larger tiles from a uniform", () => {
   const small = matmulWgsl("vec4", { transA: true, vecA: true, vecB: true }, VEC4_TUNING);
   const large = matmulWgsl("vec4", { vecA: true, vecB: true }, VEC4_LARGE_TUNING);
-  assertEquals([small.includes("var<storage, read> params: P;"), small.includes("var<uniform>")], [true, false]);
+  assertEquals([small.includes("var<storage, read> params: P;"), small.includes("var<uniform>")], [
+    true,
+    false,
+  ]);
   assertEquals([large.includes("var<uniform> p: P;"), large.includes("params")], [true, false]);
 });

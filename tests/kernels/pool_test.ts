@@ -79,7 +79,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "pool: at most MAX_FREE_PER_CLASS free buffers are kept per size class; oversized requests fail clearly",
+  name:
+    "pool: at most MAX_FREE_PER_CLASS free buffers are kept per size class; oversized requests fail clearly",
   ...gpuTest,
   fn: async () => {
     const c = await ctx();
