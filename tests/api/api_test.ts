@@ -25,6 +25,7 @@ import { folderSource, loadModel, loadTokenizer, synth as hostSynth } from "../.
 import { ctx, gpuTest } from "../helpers.ts";
 import { fixture, fixtureModel } from "../fixtures.ts";
 import { runCli } from "../cli/capture.ts";
+import { synthFlags } from "../synth_flags.ts";
 
 Deno.test("resolveSynthSettings: the paper's defaults, CPU-sized ones on a CPU adapter, given values kept", () => {
   const paper = resolveSynthSettings({}, false);
@@ -70,21 +71,10 @@ Deno.test("resolveSynthSettings: the paper's defaults, CPU-sized ones on a CPU a
 });
 
 /** Small synth settings, as flags and as options (--topk, --seed, --lr, --real-pool left to the defaults). */
-const FLAGS = [
-  "--per-class",
-  "4",
-  "--batch",
-  "2",
-  "--outer-steps",
-  "2",
-  "--inner-steps",
-  "2",
-  "--refine-iterations",
-  "2",
-];
 const SMALL = { perClass: 4, batch: 2, outerSteps: 2, innerSteps: 2, refineIterations: 2 };
-const MORE_FLAGS = ["--init-candidates", "2", "--real", "8", "--length", "8"];
+const FLAGS = synthFlags(SMALL);
 const MORE = { initCandidates: 2, real: 8, length: 8 };
+const MORE_FLAGS = synthFlags(MORE);
 
 Deno.test({
   name: "synth(): records and settings equal the CLI's for the same inputs; defaults are the CLI's",

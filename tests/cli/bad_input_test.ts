@@ -11,6 +11,7 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { gpuTest } from "../helpers.ts";
 import { runCli } from "./capture.ts";
+import { synthFlags } from "../synth_flags.ts";
 
 const assert: (condition: unknown, message?: string) => asserts condition = nodeAssert.ok;
 
@@ -21,28 +22,18 @@ const TMP = await Deno.makeTempDir({ prefix: "gradmm-bad-input-" });
 const tmp = (...p: string[]) => join(TMP, ...p);
 
 /** Small synth settings, so the cases that do reach the GPU stay short. */
-const TINY = [
-  "--per-class",
-  "2",
-  "--batch",
-  "2",
-  "--outer-steps",
-  "1",
-  "--inner-steps",
-  "1",
-  "--init-candidates",
-  "1",
-  "--real-pool",
-  "8",
-  "--real-n",
-  "4",
-  "--top-k",
-  "8",
-  "--length",
-  "8",
-  "--max-rounds",
-  "1",
-];
+const TINY = synthFlags({
+  perClass: 2,
+  batch: 2,
+  outerSteps: 1,
+  innerSteps: 1,
+  initCandidates: 1,
+  realPool: 8,
+  realN: 4,
+  topK: 8,
+  length: 8,
+  maxRounds: 1,
+});
 
 function sha256(path: string): string | null {
   try {

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { gpuTest } from "../helpers.ts";
 import { fixtureModel, fixtureSst2 } from "../fixtures.ts";
+import { synthFlags, TINY_SYNTH } from "../synth_flags.ts";
 import { runCli } from "./capture.ts";
 
 const TMP = await Deno.makeTempDir({ prefix: "gradmm-json-" });
@@ -39,26 +40,7 @@ const SYNTH = [
   MODEL,
   "--data",
   TEST,
-  "--per-class",
-  "2",
-  "--batch",
-  "2",
-  "--outer-steps",
-  "1",
-  "--inner-steps",
-  "1",
-  "--init-candidates",
-  "2",
-  "--top-k",
-  "20",
-  "--real-n",
-  "8",
-  "--real-pool",
-  "16",
-  "--length",
-  "6",
-  "--refine-iterations",
-  "2",
+  ...synthFlags({ ...TINY_SYNTH, perClass: 2, outerSteps: 1, innerSteps: 1, length: 6 }),
 ];
 
 Deno.test({

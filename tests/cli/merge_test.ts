@@ -10,32 +10,10 @@ import { gpuTest } from "../helpers.ts";
 import { shared } from "../shared.ts";
 import { runCli } from "./capture.ts";
 import { manifestSansTime } from "../synth_manifest.ts";
+import { synthFlags, TINY_SYNTH } from "../synth_flags.ts";
 
 // 2 classes × 2 ρ × 2 rounds = 8 rounds; 3 shards get 3, 3 and 2 of them.
-const TINY = [
-  "--per-class",
-  "4",
-  "--batch",
-  "2",
-  "--rho",
-  "0.7,0.3",
-  "--outer-steps",
-  "1",
-  "--inner-steps",
-  "2",
-  "--init-candidates",
-  "2",
-  "--top-k",
-  "20",
-  "--real-n",
-  "8",
-  "--real-pool",
-  "16",
-  "--length",
-  "8",
-  "--refine-iterations",
-  "2",
-];
+const TINY = synthFlags({ ...TINY_SYNTH, rho: "0.7,0.3", outerSteps: 1 });
 
 async function ok(argv: string[]): Promise<string> {
   const r = await runCli(argv);

@@ -6,30 +6,9 @@ import { join } from "node:path";
 import { main } from "../../cli.ts";
 import { gpuTest } from "../helpers.ts";
 import { fixtureModel } from "../fixtures.ts";
+import { synthFlags, TINY_SYNTH } from "../synth_flags.ts";
 
-const TINY = [
-  "--per-class",
-  "4",
-  "--batch",
-  "2",
-  "--outer-steps",
-  "2",
-  "--inner-steps",
-  "2",
-  "--init-candidates",
-  "2",
-  "--top-k",
-  "20",
-  "--real-n",
-  "8",
-  "--real-pool",
-  "16",
-  "--length",
-  "8",
-  // The default method's swap iterations (13 on a CPU adapter) would dominate a test's time.
-  "--refine-iterations",
-  "2",
-];
+const TINY = synthFlags(TINY_SYNTH);
 
 async function synth(args: string[]): Promise<number> {
   return await main(["synth", ...args]);
@@ -76,7 +55,13 @@ Deno.test({
     if (a !== b) throw new Error(`resumed run differs from the uninterrupted one:\n${a}\n---\n${b}`);
 
     // A rerun with other settings must refuse to mix them into the same file.
-    const code = await synth([...TINY.map((x) => (x === "8" ? "9" : x)), "--model", model, "--out", parts])
+    const code = await synth([
+      ...synthFlags({ ...TINY_SYNTH, realN: 9, length: 9 }),
+      "--model",
+      model,
+      "--out",
+      parts,
+    ])
       .catch(
         () => 2,
       );

@@ -13,6 +13,7 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { ROOT } from "../fixtures.ts";
 import { manifestSansTime } from "../synth_manifest.ts";
+import { synthFlags } from "../synth_flags.ts";
 
 const NEEDED = ["sbatch", "sinfo", "slurmctld", "slurmd", "munged"];
 const SEARCH = [...(Deno.env.get("PATH") ?? "").split(":"), "/usr/sbin", "/sbin"];
@@ -39,23 +40,16 @@ const SYNTH = [
   join(ROOT, "assets", "gpt2-d128"),
   "--data",
   join(ROOT, "assets", "sst2-validation.jsonl"),
-  "--per-class",
-  "4",
-  "--batch",
-  "2",
-  "--outer-steps",
-  "1",
-  "--inner-steps",
-  "2",
-  "--init-candidates",
-  "2",
-  "--real-pool",
-  "8",
-  "--real-n",
-  "4",
-  // The default method's swap iterations (13 on a CPU adapter) would dominate the test's time.
-  "--refine-iterations",
-  "2",
+  ...synthFlags({
+    perClass: 4,
+    batch: 2,
+    outerSteps: 1,
+    innerSteps: 2,
+    initCandidates: 2,
+    realPool: 8,
+    realN: 4,
+    refineIterations: 2, // the default (13 on a CPU adapter) would dominate the test's time
+  }),
 ];
 
 function sh(s: string): string {
