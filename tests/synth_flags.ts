@@ -23,10 +23,26 @@ export const TINY_SYNTH: SynthSettings = {
   refineIterations: 2,
 };
 
-/** `{ perClass: 4, topK: 20 }` → `["--per-class", "4", "--top-k", "20"]`. */
-export function synthFlags(settings: SynthSettings): string[] {
+/**
+ * The synth part of a tiny `experiment` (passed as `--synth-…` flags): one outer and one inner
+ * step per round.
+ */
+export const EXPERIMENT_SYNTH: SynthSettings = {
+  batch: 2,
+  outerSteps: 1,
+  innerSteps: 1,
+  initCandidates: 2,
+  topK: 20,
+  length: 6,
+};
+
+/**
+ * `{ perClass: 4, topK: 20 }` → `["--per-class", "4", "--top-k", "20"]`; with `prefix` "synth-",
+ * `--synth-per-class` and so on (experiment's flags for its synth runs).
+ */
+export function synthFlags(settings: SynthSettings, prefix = ""): string[] {
   return Object.entries(settings).flatMap(([name, value]) => [
-    `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`,
+    `--${prefix}${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`,
     String(value),
   ]);
 }

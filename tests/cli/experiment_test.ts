@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { main } from "../../cli.ts";
 import { gpuTest } from "../helpers.ts";
 import { fixtureModel, fixtureSst2 } from "../fixtures.ts";
+import { EXPERIMENT_SYNTH, synthFlags } from "../synth_flags.ts";
 
 function sample(path: string, n: number): string {
   return Deno.readTextFileSync(path).split("\n").filter((l) => l.trim()).slice(0, n).join("\n") + "\n";
@@ -52,18 +53,7 @@ Deno.test({
       "1",
       "--lr",
       "0.01",
-      "--synth-batch",
-      "2",
-      "--synth-outer-steps",
-      "1",
-      "--synth-inner-steps",
-      "1",
-      "--synth-init-candidates",
-      "2",
-      "--synth-top-k",
-      "20",
-      "--synth-length",
-      "6",
+      ...synthFlags(EXPERIMENT_SYNTH, "synth-"),
       // The default method's swap iterations (13 on a CPU adapter) would dominate the test's time.
       "--synth-refine-iterations",
       "2",
@@ -222,18 +212,7 @@ async function tinySetup(): Promise<{ dir: string; out: string; common: string[]
     "2",
     "--lr",
     "0.01",
-    "--synth-batch",
-    "2",
-    "--synth-outer-steps",
-    "1",
-    "--synth-inner-steps",
-    "1",
-    "--synth-init-candidates",
-    "2",
-    "--synth-top-k",
-    "20",
-    "--synth-length",
-    "6",
+    ...synthFlags(EXPERIMENT_SYNTH, "synth-"),
   ];
   return { dir, out, common };
 }

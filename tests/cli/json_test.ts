@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { gpuTest } from "../helpers.ts";
 import { fixtureModel, fixtureSst2 } from "../fixtures.ts";
-import { synthFlags, TINY_SYNTH } from "../synth_flags.ts";
+import { EXPERIMENT_SYNTH, synthFlags, TINY_SYNTH } from "../synth_flags.ts";
 import { runCli } from "./capture.ts";
 
 const TMP = await Deno.makeTempDir({ prefix: "gradmm-json-" });
@@ -149,18 +149,7 @@ Deno.test({
       "4",
       "--filter-real-n",
       "4",
-      "--synth-batch",
-      "2",
-      "--synth-outer-steps",
-      "1",
-      "--synth-inner-steps",
-      "1",
-      "--synth-init-candidates",
-      "2",
-      "--synth-top-k",
-      "20",
-      "--synth-length",
-      "6",
+      ...synthFlags(EXPERIMENT_SYNTH, "synth-"),
     ])).result;
     const report = JSON.parse(Deno.readTextFileSync(join(expDir, "report.json")));
     assert.equal(x.complete, true);
