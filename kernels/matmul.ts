@@ -184,7 +184,7 @@ struct P { m: u32, n: u32, k: u32, batch: u32, sA: u32, sB: u32, sC: u32, tilesN
 
 /**
  * Where a variant reads its parameters: `uniform`, or `storage` for the vec4 variant (see
- * {@link vec4ParamSpace}). A storage read is copied into a local once, in the prologue.
+ * {@link VEC4_PARAM_SPACE}). A storage read is copied into a local once, in the prologue.
  */
 export type ParamSpace = "uniform" | "storage";
 
@@ -455,18 +455,15 @@ export function vec4Operands(dims: MatmulDims): { vecA: boolean; vecB: boolean }
 }
 
 /**
- * Where the vec4 kernel reads its parameters. Mesa 22.3's lavapipe takes a uniform that bounds a
- * loop (here K) as "inlinable", and for some launches of the 12×12 kernel it then compiles a new
- * variant with the values folded in at every dispatch and never frees it: ~1.4 MB and several ms
- * per dispatch (fine-tuning gpt2-d128 grew by 23 MB a step, 24 GB in ~1,000 steps). A storage
- * read is never inlined: fine-tuning gpt2-d128 then ran with flat memory and 17% faster, synth
- * 13% faster, same outputs. Tiles above 12×12 keep the uniform: no growth was seen with them
- * (768×3072×800 Aᵀ·B and others, 60 launches each), and with storage a cold 24×32 kernel compiled
- * in 14 s instead of 3 and ran 1024³ 20% slower. tests/kernels/matmul_memory_test.ts checks it.
+ * The vec4 kernel (the CPU adapters' default) reads its parameters from storage, not a uniform.
+ * Mesa 22.3's lavapipe takes a uniform that bounds a loop (here K) as "inlinable", and for some
+ * launches it then compiles a new variant with the values folded in at every dispatch and never
+ * frees it: Aᵀ·B at 128×384×720 grew by ~0.2 MB per launch with 12×12 tiles and by 2–5 MB with
+ * 16×16 to 24×32 ones; fine-tuning gpt2-d128 grew by 23 MB a step (24 GB in ~1,000 steps). A
+ * storage read is never inlined: fine-tuning then ran with flat memory and 17% faster, synth 13%
+ * faster, same outputs (docs/bench-cpu.md, "Host memory"). tests/kernels/matmul_memory_test.ts.
  */
-export function vec4ParamSpace(t: MatmulTuning): ParamSpace {
-  return t.tm * t.tn <= 144 ? "storage" : "uniform";
-}
+export const VEC4_PARAM_SPACE: ParamSpace = "storage";
 
 function vec4Wgsl(l: Layout, t: MatmulTuning, vecA: boolean, vecB: boolean, kInner: boolean): string {
   const { tm, tn, wgx, wgy } = t;
@@ -571,9 +568,8 @@ function vec4Wgsl(l: Layout, t: MatmulTuning, vecA: boolean, vecB: boolean, kInn
       );
     }
   }
-  const space = vec4ParamSpace(t);
-  return /* wgsl */ `${bindings(l, vecA, vecB, space)}
-${prologue(`${wgx * wgy}`, space)}
+  return /* wgsl */ `${bindings(l, vecA, vecB, VEC4_PARAM_SPACE)}
+${prologue(`${wgx * wgy}`, VEC4_PARAM_SPACE)}
   let m0 = tm * ${bm}u + (lid / ${wgx}u) * ${tm}u;
   let n0 = tn * ${bn}u + (lid % ${wgx}u) * ${tn}u;
   ${decl.join("\n  ")}

@@ -1,7 +1,7 @@
 /**
  * Host memory of repeated matmul launches. On Mesa 22.3's lavapipe a vec4 kernel that read K from
  * a uniform was recompiled at every dispatch with the value folded in, and the variants were never
- * freed: ~1.4 MB per launch of Aᵀ·B at 128×128×64 (see `vec4ParamSpace` in kernels/matmul.ts).
+ * freed: ~1.4 MB per launch of Aᵀ·B at 128×128×64 (see `VEC4_PARAM_SPACE` in kernels/matmul.ts).
  * On other adapters the check passes trivially; it exists for the CPU adapters that CI runs on.
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
@@ -47,12 +47,14 @@ Deno.test({
   },
 });
 
-Deno.test("matmul: the 12×12 vec4 kernel reads its parameters from storage, larger tiles from a uniform", () => {
-  const small = matmulWgsl("vec4", { transA: true, vecA: true, vecB: true }, VEC4_TUNING);
-  const large = matmulWgsl("vec4", { vecA: true, vecB: true }, VEC4_LARGE_TUNING);
-  assertEquals([small.includes("var<storage, read> params: P;"), small.includes("var<uniform>")], [
-    true,
-    false,
-  ]);
-  assertEquals([large.includes("var<uniform> p: P;"), large.includes("params")], [true, false]);
+Deno.test("matmul: every vec4 tiling reads its parameters from storage, the other variants from a uniform", () => {
+  for (const tuning of [VEC4_TUNING, VEC4_LARGE_TUNING, { tm: 16, tn: 16, wgx: 2, wgy: 4, bk: 4 }]) {
+    const wgsl = matmulWgsl("vec4", { transA: true, vecA: true, vecB: true }, tuning);
+    assertEquals([wgsl.includes("var<storage, read> params: P;"), wgsl.includes("var<uniform>")], [
+      true,
+      false,
+    ]);
+  }
+  const blocked = matmulWgsl("blocked", { vecA: true, vecB: true });
+  assertEquals([blocked.includes("var<uniform> p: P;"), blocked.includes("params")], [true, false]);
 });
