@@ -42,7 +42,7 @@ import {
 import { runSynth, type SynthOptions, type SynthRecord } from "../admm/synth.ts";
 import { resolveSynthSettings } from "../api/synth_settings.ts";
 import { selectReal } from "../data/examples.ts";
-import { BLEND_LM_TOP } from "../admm/blend_decode.ts";
+import { BLEND_LM_TOP, type BlendDecode } from "../admm/blend_decode.ts";
 import { sequenceMeanNll } from "../models/perplexity.ts";
 import { computeTarget, disposeTarget, lastLayerFactors } from "../admm/target.ts";
 import { getTask } from "../data/tasks.ts";
@@ -83,6 +83,21 @@ interface Row {
   texts_all: string[];
   /** When the invocation that measured this row started (rows of several runs can be merged). */
   run?: string;
+}
+
+/**
+ * A row's method name with the settings that tell its runs apart: the blend decode's β (the
+ * methods that decode with it, lm-guided included) and the NLL target of the refinement.
+ */
+function methodLabel(method: string, blend: BlendDecode, refineLm: LmRefineSettings | undefined): string {
+  const decodes = method.startsWith("blend") || method === "lm-guided";
+  const beta = decodes ? ` β=${blend.beta}${blend.noRepeat ? " no-repeat" : ""}` : "";
+  const target = refineLm?.nllTarget !== undefined
+    ? ` (NLL target ${refineLm.nllTarget}, μ ${
+      refineLm.targetWeight ?? NLL_TARGET_WEIGHT
+    }, LM top ${refineLm.lmTop})`
+    : "";
+  return method + beta + target;
 }
 
 /** Passes of one ADMM round (see the module comment). */
@@ -302,12 +317,7 @@ for (const modelName of merged ? [] : v.models!.split(",")) {
       const passes = admmPasses(admm) + (refine ? 2 + refine.iterations * REFINE_PASSES_PER_ITERATION : 0) +
         (refineLm ? 3 + refineLm.iterations * LM_REFINE_PASSES_PER_ITERATION : 0);
       measure(
-        (method.startsWith("blend")
-          ? `${method} β=${blend.beta}${blend.noRepeat ? " no-repeat" : ""}`
-          : method) +
-          (refineLm?.nllTarget !== undefined
-            ? ` (NLL target ${refineLm.nllTarget}, μ ${refineLm.targetWeight}, LM top ${refineLm.lmTop})`
-            : ""),
+        methodLabel(method, admm.blend ?? blend, refineLm),
         passes * rounds * task.labelWords.length,
         records.map((r) => r.text),
         records.map((r) => r.label),
