@@ -503,7 +503,7 @@ ${
       : ""
   }
 - GRADMM texts: the first N/${task.labelWords.length} texts per class of one synth run per seed (method ${
-    r.synth.args.method ?? "official"
+    r.synth.args.method ?? SYNTH_DEFAULTS.method
   })${
     r.filter
       ? `; filtered: the first ${r.filter.oversample}× that many per class, filtered to N/${task.labelWords.length} per class (label consistency ${

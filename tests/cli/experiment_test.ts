@@ -100,6 +100,7 @@ Deno.test({
         "Model selection",
         "deno run -A cli.ts experiment",
         "distinct-2",
+        "per seed (method lm-guided)", // synth's default method when --synth-method is not given
       ]
     ) {
       if (!md.includes(s)) throw new Error(`report.md lacks '${s}'`);
