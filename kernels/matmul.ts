@@ -186,7 +186,7 @@ struct P { m: u32, n: u32, k: u32, batch: u32, sA: u32, sB: u32, sC: u32, tilesN
  * Where a variant reads its parameters: `uniform`, or `storage` for the vec4 variant (see
  * {@link VEC4_PARAM_SPACE}). A storage read is copied into a local once, in the prologue.
  */
-export type ParamSpace = "uniform" | "storage";
+type ParamSpace = "uniform" | "storage";
 
 /** The bindings: A and B as `array<f32>`, or as `array<vec4<f32>>` when `vecA`/`vecB`. */
 function bindings(l: Layout, vecA = false, vecB = false, space: ParamSpace = "uniform"): string {
@@ -463,7 +463,7 @@ export function vec4Operands(dims: MatmulDims): { vecA: boolean; vecB: boolean }
  * storage read is never inlined: fine-tuning then ran with flat memory and 17% faster, synth 13%
  * faster, same outputs (docs/bench-cpu.md, "Host memory"). tests/kernels/matmul_memory_test.ts.
  */
-export const VEC4_PARAM_SPACE: ParamSpace = "storage";
+const VEC4_PARAM_SPACE: ParamSpace = "storage";
 
 function vec4Wgsl(l: Layout, t: MatmulTuning, vecA: boolean, vecB: boolean, kInner: boolean): string {
   const { tm, tn, wgx, wgy } = t;
