@@ -86,12 +86,15 @@ interface Row {
 }
 
 /**
- * A row's method name with the settings that tell its runs apart: the blend decode's β (the
- * methods that decode with it, lm-guided included) and the NLL target of the refinement.
+ * A row's method name with the settings that tell its runs apart: the blend decode's β, for the
+ * methods that decode with it (blend, blend-*, lm-guided), and the NLL target of the refinement.
  */
-function methodLabel(method: string, blend: BlendDecode, refineLm: LmRefineSettings | undefined): string {
-  const decodes = method.startsWith("blend") || method === "lm-guided";
-  const beta = decodes ? ` β=${blend.beta}${blend.noRepeat ? " no-repeat" : ""}` : "";
+function methodLabel(
+  method: string,
+  blend: BlendDecode | undefined,
+  refineLm: LmRefineSettings | undefined,
+): string {
+  const beta = blend ? ` β=${blend.beta}${blend.noRepeat ? " no-repeat" : ""}` : "";
   const target = refineLm?.nllTarget !== undefined
     ? ` (NLL target ${refineLm.nllTarget}, μ ${
       refineLm.targetWeight ?? NLL_TARGET_WEIGHT
@@ -317,7 +320,7 @@ for (const modelName of merged ? [] : v.models!.split(",")) {
       const passes = admmPasses(admm) + (refine ? 2 + refine.iterations * REFINE_PASSES_PER_ITERATION : 0) +
         (refineLm ? 3 + refineLm.iterations * LM_REFINE_PASSES_PER_ITERATION : 0);
       measure(
-        methodLabel(method, admm.blend ?? blend, refineLm),
+        methodLabel(method, admm.blend, refineLm),
         passes * rounds * task.labelWords.length,
         records.map((r) => r.text),
         records.map((r) => r.label),
