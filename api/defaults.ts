@@ -37,10 +37,11 @@ export function usesLmRefine(method: SynthMethod): boolean {
  */
 export const LM_GUIDED_DEFAULTS = {
   /**
-   * β of the blend decode (admm/blend_decode.ts). 30 rather than 40: the swaps lower the NLL only
-   * slowly, so the decode must start near real-text NLL (docs/gradmm-decisions.md has the table).
+   * β of the blend decode (admm/blend_decode.ts). 35: with most of the budget in swaps (CPU: 1
+   * outer step + 21 iterations) the swaps bring the NLL down from there, and a lower β costs
+   * matching loss and diversity (docs/gradmm-decisions.md has the tables).
    */
-  decodeBeta: 30,
+  decodeBeta: 35,
   /** NLL target of the refinement: the class's real examples' mean NLL + 0.1 (without DP). */
   nllTarget: "real+0.1" as NllTarget,
   /** λ of the NLL in refine-lm's objective: small, the target does the steering. */
@@ -97,10 +98,12 @@ export const CPU_SYNTH_DEFAULTS = {
   innerSteps: 10,
   initCandidates: 16,
   /**
-   * lm-guided: half the outer steps, and as many refinement iterations as the other half's
-   * passes buy (3·22 = 66 passes ≈ 13 iterations of 5), so that its run costs what official's does.
+   * lm-guided: one outer step, and as many refinement iterations as official's other five buy
+   * (official: 16 + 6·22 + 2 = 150 passes per round; lm-guided: 16 + 22 + 2 + 3 + 21·5 = 148), so
+   * that its run costs what official's does. Swaps lower the loss more per pass than outer steps
+   * do once the first decode exists (docs/gradmm-decisions.md).
    */
-  lmGuided: { outerSteps: 3, refineIterations: 13 },
+  lmGuided: { outerSteps: 1, refineIterations: 21 },
 } as const;
 
 /** Differential-privacy settings left out when `epsilon` is given. */

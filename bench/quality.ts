@@ -7,7 +7,8 @@
  *
  * Budget: passes = batched forward passes + backward passes (a constrained decode counts as one
  * forward). Official: K init forwards + O·(1 decode + 1 loss + 2·I) + 2 for the final decode and
- * loss. The refine methods run half the outer steps and spend the rest on refinement iterations
+ * loss. The refine methods run half the outer steps (lm-guided: one, as synth does on a CPU
+ * adapter; --refine-outer sets it for all of them) and spend the rest on refinement iterations
  * (refine: from the best projection; refine-lm: from the official decode, for loss + λ·NLL).
  * "blend" is the official method with the match-aware decode (admm/blend_decode.ts, weight
  * --beta, --no-repeat skips tokens that repeat a bigram; a decode still counts as one forward);
@@ -23,6 +24,7 @@
  *                     [--beta 2] [--no-repeat] [--lambda 0.15] [--nll-target real] [--target-weight 0.2]
  *                     [--lm-top 8] [--proposals 32]
  *                     [--lm-slack 0] [--outer 10] [--inner 20] [--init 50] [--rounds 1] [--seed 3]
+ *                     [--refine-outer N]   (outer steps of the refine methods; default ⌈outer/2⌉)
  *                     [--out docs/quality/NAME]
  *   deno task quality --merge a.json,b.json --out docs/quality/NAME   (report only: rows of earlier runs)
  */
@@ -39,8 +41,10 @@ import {
   NLL_TARGET_WEIGHT,
   parseNllTarget,
 } from "../admm/refine_lm.ts";
+import { admmPasses, roundPasses } from "../admm/passes.ts";
 import { runSynth, type SynthOptions, type SynthRecord } from "../admm/synth.ts";
 import { resolveSynthSettings } from "../api/synth_settings.ts";
+import { CPU_SYNTH_DEFAULTS } from "../api/defaults.ts";
 import { selectReal } from "../data/examples.ts";
 import { BLEND_LM_TOP, type BlendDecode } from "../admm/blend_decode.ts";
 import { sequenceMeanNll } from "../models/perplexity.ts";
@@ -103,11 +107,6 @@ function methodLabel(
   return method + beta + target;
 }
 
-/** Passes of one ADMM round (see the module comment). */
-export function admmPasses(s: Pick<AdmmSettings, "initCandidates" | "outerSteps" | "innerSteps" | "select">) {
-  return s.initCandidates + s.outerSteps * (2 + 2 * s.innerSteps) + (s.select === "total" ? 2 : 0);
-}
-
 const args = parseArgs({
   args: Deno.args,
   options: {
@@ -128,6 +127,7 @@ const args = parseArgs({
     "lm-top": { type: "string", default: "8" },
     "target-weight": { type: "string", default: String(NLL_TARGET_WEIGHT) },
     proposals: { type: "string", default: String(LM_REFINE_DEFAULTS.proposals) },
+    "refine-outer": { type: "string" },
     "shared": { type: "string", default: "../shared" },
     out: { type: "string", default: "docs/quality/cpu" },
     merge: { type: "string" },
@@ -135,6 +135,14 @@ const args = parseArgs({
 });
 const v = args.values;
 const outer = Number(v.outer), inner = Number(v.inner), init = Number(v.init);
+// The refine methods' own outer steps (the rest of the budget goes to swap iterations): half the
+// official run's unless --refine-outer moves the split.
+const refineOuter = v["refine-outer"] === undefined ? Math.ceil(outer / 2) : Number(v["refine-outer"]);
+if (!Number.isInteger(refineOuter) || refineOuter < 1 || refineOuter > outer) {
+  throw new Error(
+    `--refine-outer must be an integer from 1 to --outer (${outer}), got '${v["refine-outer"]}'`,
+  );
+}
 const batch = Number(v.batch), rounds = Number(v.rounds), seed = Number(v.seed);
 const refineLmBase: LmRefineSettings = {
   ...LM_REFINE_DEFAULTS,
@@ -269,7 +277,7 @@ for (const modelName of merged ? [] : v.models!.split(",")) {
         // Half the outer steps, the rest of the budget refines. "refine" starts from the best
         // discrete projection; "refine-fluent" from the official decode and lets no row's NLL rise.
         const fluent = method === "refine-fluent";
-        admm = admmOf(Math.ceil(outer / 2), fluent ? "total" : "discrete");
+        admm = admmOf(refineOuter, fluent ? "total" : "discrete");
         const left = official - admmPasses(admm) - 2;
         refine = {
           ...REFINE_DEFAULTS,
@@ -279,7 +287,7 @@ for (const modelName of merged ? [] : v.models!.split(",")) {
       } else if (["refine-lm", "blend-lm", "refine-target", "blend-target"].includes(method)) {
         // The official (or blend) decode at half the outer steps, then LM-aware swaps for
         // loss + λ·NLL.
-        admm = admmOf(Math.ceil(outer / 2), "total");
+        admm = admmOf(refineOuter, "total");
         if (method.startsWith("blend")) admm.blend = blend;
         const left = official - admmPasses(admm) - 3;
         refineLm = {
@@ -296,9 +304,11 @@ for (const modelName of merged ? [] : v.models!.split(",")) {
           };
         }
       } else if (method === "lm-guided") {
-        // synth's default, with the settings synth itself resolves: half the outer steps, the rest
-        // of the budget in swap iterations.
-        const outerSteps = Math.ceil(outer / 2);
+        // synth's default, with the settings synth itself resolves: its CPU split (one outer step)
+        // unless --refine-outer gives another, the rest of the budget in swap iterations.
+        const outerSteps = v["refine-outer"] === undefined
+          ? CPU_SYNTH_DEFAULTS.lmGuided.outerSteps
+          : refineOuter;
         const left = official - admmPasses(admmOf(outerSteps, "total")) - 3;
         const { options } = resolveSynthSettings({
           method: "lm-guided",
@@ -317,10 +327,12 @@ for (const modelName of merged ? [] : v.models!.split(",")) {
       await runSynth(model, codec, data, options, () => false, (e) => {
         if (e.kind === "round") records.push(...e.records);
       });
-      const passes = admmPasses(admm) + (refine ? 2 + refine.iterations * REFINE_PASSES_PER_ITERATION : 0) +
-        (refineLm ? 3 + refineLm.iterations * LM_REFINE_PASSES_PER_ITERATION : 0);
+      const passes = roundPasses(admm, refine, refineLm);
       measure(
-        methodLabel(method, admm.blend, refineLm),
+        methodLabel(method, admm.blend, refineLm) +
+          (v["refine-outer"] !== undefined && (refine || refineLm)
+            ? ` [${admm.outerSteps} outer + ${(refine ?? refineLm)!.iterations} swap it.]`
+            : ""),
         passes * rounds * task.labelWords.length,
         records.map((r) => r.text),
         records.map((r) => r.label),

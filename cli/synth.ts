@@ -73,17 +73,17 @@ GRADMM (defaults: the paper's; CPU adapters use smaller ones unless --paper)
   --init-candidates N     random initial batches to pick from (paper 500, CPU 16)
   --length N              tokens per sequence incl. suffix (default: mean real length per class)
   --loss cos|l2           matching loss (cos)
-  --method M              lm-guided (default): the match-aware decode (--decode-beta 30), then
+  --method M              lm-guided (default): the match-aware decode (--decode-beta 35), then
                           token swaps ranked by the matching gradient and the model's
-                          log-probabilities, aimed at the real examples' own NLL + 0.1 (CPU: 3
-                          outer steps + 13 swap iterations, what official's 6 cost)
+                          log-probabilities, aimed at the real examples' own NLL + 0.1 (CPU: 1
+                          outer step + 21 swap iterations, what official's 6 outer steps cost)
                           | official (the paper's code path, exact parity; = --official)
                           | discrete (= --select discrete) | refine (best projection, then swaps
                           kept only when the exact loss drops; admm/refine.ts) | refine-lm (the
                           official decode, then swaps for loss + λ·mean NLL; admm/refine_lm.ts)
                           Measured: docs/gradmm-decisions.md
   --official              same as --method official
-  --decode-beta B         blend decode: LM log-prob + B·cosine, top-k ∪ LM top 8 (lm-guided 30;
+  --decode-beta B         blend decode: LM log-prob + B·cosine, top-k ∪ LM top 8 (lm-guided 35;
                           otherwise the official decode)
   --select total|discrete which iterate to decode: official 'total' or the best projected tokens
   --refine-iterations N   refinement iterations (40, lm-guided on CPU 13; each ≈ 5 passes)

@@ -26,6 +26,8 @@ import { ctx, gpuTest } from "../helpers.ts";
 import { fixture, fixtureModel } from "../fixtures.ts";
 import { runCli } from "../cli/capture.ts";
 import { synthFlags } from "../synth_flags.ts";
+import { roundPasses } from "../../admm/passes.ts";
+import { LM_REFINE_PASSES_PER_ITERATION } from "../../admm/refine_lm.ts";
 
 Deno.test("resolveSynthSettings: the paper's defaults, CPU-sized ones on a CPU adapter, given values kept", () => {
   const paper = resolveSynthSettings({}, false);
@@ -53,6 +55,15 @@ Deno.test("resolveSynthSettings: the paper's defaults, CPU-sized ones on a CPU a
   assert.equal(
     resolveSynthSettings({ method: "official" }, true).options.admm.outerSteps,
     CPU_SYNTH_DEFAULTS.outerSteps,
+  );
+  // On a CPU adapter lm-guided is sized to cost what official costs: within one refinement
+  // iteration of its passes, never more.
+  const officialCpu = resolveSynthSettings({ method: "official" }, true).options;
+  const guidedPasses = roundPasses(cpu.options.admm, cpu.options.refine, cpu.options.refineLm);
+  const officialPasses = roundPasses(officialCpu.admm);
+  assert.ok(
+    guidedPasses <= officialPasses && guidedPasses > officialPasses - LM_REFINE_PASSES_PER_ITERATION,
+    `lm-guided ${guidedPasses} passes vs official ${officialPasses}`,
   );
   assert.equal(cpu.options.perClass, CPU_SYNTH_DEFAULTS.perClass);
   assert.equal(cpu.options.admm.innerSteps, CPU_SYNTH_DEFAULTS.innerSteps);

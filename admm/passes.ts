@@ -1,0 +1,35 @@
+/**
+ * The compute budget of one GRADMM round, counted in passes: batched forward passes plus backward
+ * passes over the batch (a constrained decode counts as one forward). Methods are compared at an
+ * equal count (bench/quality.ts), and the CPU defaults of `lm-guided` are sized to cost what
+ * `official` costs.
+ *
+ * @module
+ */
+import type { AdmmSettings } from "./problem.ts";
+import { REFINE_PASSES_PER_ITERATION, type RefineSettings } from "./refine.ts";
+import { LM_REFINE_PASSES_PER_ITERATION, type LmRefineSettings } from "./refine_lm.ts";
+
+/**
+ * Passes of the ADMM part of a round: K init forwards, then per outer step one decode, one loss and
+ * I forward + backward x-steps; the total-loss selection adds the final decode and its loss.
+ */
+export function admmPasses(
+  s: Pick<AdmmSettings, "initCandidates" | "outerSteps" | "innerSteps" | "select">,
+): number {
+  return s.initCandidates + s.outerSteps * (2 + 2 * s.innerSteps) + (s.select === "total" ? 2 : 0);
+}
+
+/**
+ * Passes of a whole round: the ADMM part plus the refinement after it, if any (refine: 2 to set
+ * up, refine-lm: 3, then a fixed count per iteration).
+ */
+export function roundPasses(
+  admm: Pick<AdmmSettings, "initCandidates" | "outerSteps" | "innerSteps" | "select">,
+  refine?: Pick<RefineSettings, "iterations">,
+  refineLm?: Pick<LmRefineSettings, "iterations">,
+): number {
+  return admmPasses(admm) +
+    (refine ? 2 + refine.iterations * REFINE_PASSES_PER_ITERATION : 0) +
+    (refineLm ? 3 + refineLm.iterations * LM_REFINE_PASSES_PER_ITERATION : 0);
+}
