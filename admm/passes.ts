@@ -33,3 +33,18 @@ export function roundPasses(
     (refine ? 2 + refine.iterations * REFINE_PASSES_PER_ITERATION : 0) +
     (refineLm ? 3 + refineLm.iterations * LM_REFINE_PASSES_PER_ITERATION : 0);
 }
+
+/**
+ * The most refinement iterations that keep a round within `budget` passes after its ADMM part
+ * (`kind` "refine" or "refine-lm", which differ in their set-up cost); 0 when nothing is left.
+ */
+export function iterationsWithin(
+  budget: number,
+  admm: Pick<AdmmSettings, "initCandidates" | "outerSteps" | "innerSteps" | "select">,
+  kind: "refine" | "refine-lm",
+): number {
+  const [setup, perIteration] = kind === "refine"
+    ? [2, REFINE_PASSES_PER_ITERATION]
+    : [3, LM_REFINE_PASSES_PER_ITERATION];
+  return Math.max(0, Math.floor((budget - admmPasses(admm) - setup) / perIteration));
+}

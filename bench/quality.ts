@@ -33,15 +33,14 @@ import { join } from "node:path";
 import { type AdmmSettings, PAPER_SETTINGS } from "../admm/problem.ts";
 import { parseJsonl } from "../data/examples.ts";
 import { matchingLoss, oneHot } from "../admm/matching.ts";
-import { REFINE_DEFAULTS, REFINE_PASSES_PER_ITERATION, type RefineSettings } from "../admm/refine.ts";
+import { REFINE_DEFAULTS, type RefineSettings } from "../admm/refine.ts";
 import {
   LM_REFINE_DEFAULTS,
-  LM_REFINE_PASSES_PER_ITERATION,
   type LmRefineSettings,
   NLL_TARGET_WEIGHT,
   parseNllTarget,
 } from "../admm/refine_lm.ts";
-import { admmPasses, roundPasses } from "../admm/passes.ts";
+import { admmPasses, iterationsWithin, roundPasses } from "../admm/passes.ts";
 import { runSynth, type SynthOptions, type SynthRecord } from "../admm/synth.ts";
 import { resolveSynthSettings } from "../api/synth_settings.ts";
 import { CPU_SYNTH_DEFAULTS } from "../api/defaults.ts";
@@ -278,21 +277,19 @@ for (const modelName of merged ? [] : v.models!.split(",")) {
         // discrete projection; "refine-fluent" from the official decode and lets no row's NLL rise.
         const fluent = method === "refine-fluent";
         admm = admmOf(refineOuter, fluent ? "total" : "discrete");
-        const left = official - admmPasses(admm) - 2;
         refine = {
           ...REFINE_DEFAULTS,
           nllSlack: fluent ? 0 : REFINE_DEFAULTS.nllSlack,
-          iterations: Math.max(0, Math.floor(left / REFINE_PASSES_PER_ITERATION)),
+          iterations: iterationsWithin(official, admm, "refine"),
         };
       } else if (["refine-lm", "blend-lm", "refine-target", "blend-target"].includes(method)) {
         // The official (or blend) decode at half the outer steps, then LM-aware swaps for
         // loss + λ·NLL.
         admm = admmOf(refineOuter, "total");
         if (method.startsWith("blend")) admm.blend = blend;
-        const left = official - admmPasses(admm) - 3;
         refineLm = {
           ...refineLmBase,
-          iterations: Math.max(0, Math.floor(left / LM_REFINE_PASSES_PER_ITERATION)),
+          iterations: iterationsWithin(official, admm, "refine-lm"),
         };
         // "-target": aim the NLL at the real examples' own, with the LM's top tokens as candidates.
         if (method.endsWith("-target")) {
@@ -309,13 +306,12 @@ for (const modelName of merged ? [] : v.models!.split(",")) {
         const outerSteps = v["refine-outer"] === undefined
           ? CPU_SYNTH_DEFAULTS.lmGuided.outerSteps
           : refineOuter;
-        const left = official - admmPasses(admmOf(outerSteps, "total")) - 3;
         const { options } = resolveSynthSettings({
           method: "lm-guided",
           outerSteps,
           innerSteps: inner,
           initCandidates: init,
-          refineIterations: Math.max(0, Math.floor(left / LM_REFINE_PASSES_PER_ITERATION)),
+          refineIterations: iterationsWithin(official, admmOf(outerSteps, "total"), "refine-lm"),
           task,
         }, false);
         admm = options.admm;

@@ -26,7 +26,7 @@ import { ctx, gpuTest } from "../helpers.ts";
 import { fixture, fixtureModel } from "../fixtures.ts";
 import { runCli } from "../cli/capture.ts";
 import { synthFlags } from "../synth_flags.ts";
-import { roundPasses } from "../../admm/passes.ts";
+import { iterationsWithin, roundPasses } from "../../admm/passes.ts";
 import { LM_REFINE_PASSES_PER_ITERATION } from "../../admm/refine_lm.ts";
 
 Deno.test("resolveSynthSettings: the paper's defaults, CPU-sized ones on a CPU adapter, given values kept", () => {
@@ -64,6 +64,10 @@ Deno.test("resolveSynthSettings: the paper's defaults, CPU-sized ones on a CPU a
   assert.ok(
     guidedPasses <= officialPasses && guidedPasses > officialPasses - LM_REFINE_PASSES_PER_ITERATION,
     `lm-guided ${guidedPasses} passes vs official ${officialPasses}`,
+  );
+  assert.equal(
+    cpu.options.refineLm?.iterations,
+    iterationsWithin(officialPasses, cpu.options.admm, "refine-lm"),
   );
   assert.equal(cpu.options.perClass, CPU_SYNTH_DEFAULTS.perClass);
   assert.equal(cpu.options.admm.innerSteps, CPU_SYNTH_DEFAULTS.innerSteps);
