@@ -20,18 +20,27 @@ export function admmPasses(
   return s.initCandidates + s.outerSteps * (2 + 2 * s.innerSteps) + (s.select === "total" ? 2 : 0);
 }
 
-/**
- * Passes of a whole round: the ADMM part plus the refinement after it, if any (refine: 2 to set
- * up, refine-lm: 3, then a fixed count per iteration).
- */
+/** What a refinement costs in passes: once to set up, then per iteration. */
+const REFINEMENT_COST = {
+  refine: { setup: 2, perIteration: REFINE_PASSES_PER_ITERATION },
+  "refine-lm": { setup: 3, perIteration: LM_REFINE_PASSES_PER_ITERATION },
+} as const;
+
+/** Passes of a refinement of `iterations` iterations, set-up included. */
+function refinementPasses(kind: keyof typeof REFINEMENT_COST, iterations: number): number {
+  const cost = REFINEMENT_COST[kind];
+  return cost.setup + iterations * cost.perIteration;
+}
+
+/** Passes of a whole round: the ADMM part plus the refinement after it, if any. */
 export function roundPasses(
   admm: Pick<AdmmSettings, "initCandidates" | "outerSteps" | "innerSteps" | "select">,
   refine?: Pick<RefineSettings, "iterations">,
   refineLm?: Pick<LmRefineSettings, "iterations">,
 ): number {
   return admmPasses(admm) +
-    (refine ? 2 + refine.iterations * REFINE_PASSES_PER_ITERATION : 0) +
-    (refineLm ? 3 + refineLm.iterations * LM_REFINE_PASSES_PER_ITERATION : 0);
+    (refine ? refinementPasses("refine", refine.iterations) : 0) +
+    (refineLm ? refinementPasses("refine-lm", refineLm.iterations) : 0);
 }
 
 /**
@@ -41,10 +50,8 @@ export function roundPasses(
 export function iterationsWithin(
   budget: number,
   admm: Pick<AdmmSettings, "initCandidates" | "outerSteps" | "innerSteps" | "select">,
-  kind: "refine" | "refine-lm",
+  kind: keyof typeof REFINEMENT_COST,
 ): number {
-  const [setup, perIteration] = kind === "refine"
-    ? [2, REFINE_PASSES_PER_ITERATION]
-    : [3, LM_REFINE_PASSES_PER_ITERATION];
+  const { setup, perIteration } = REFINEMENT_COST[kind];
   return Math.max(0, Math.floor((budget - admmPasses(admm) - setup) / perIteration));
 }
