@@ -160,9 +160,11 @@ export function resolveSynthSettings(s: SynthSettings, cpuAdapter: boolean): Res
     throw new SynthError(`decodeBeta must be a finite number ≥ 0, got ${s.decodeBeta}`);
   }
   const perClass = pick(s.perClass, SYNTH_DEFAULTS.perClass, CPU_SYNTH_DEFAULTS.perClass);
-  const cpuOuter = guided ? CPU_SYNTH_DEFAULTS.lmGuided.outerSteps : CPU_SYNTH_DEFAULTS.outerSteps;
+  // lm-guided is sized to cost what official costs, on either settings (api/defaults.ts).
+  const sizes = cpu ? CPU_SYNTH_DEFAULTS : SYNTH_DEFAULTS;
+  const outerSteps = s.outerSteps ?? (guided ? sizes.lmGuided.outerSteps : sizes.outerSteps);
   const refineIterations = s.refineIterations ??
-    (guided && cpu ? CPU_SYNTH_DEFAULTS.lmGuided.refineIterations : LM_REFINE_DEFAULTS.iterations);
+    (guided ? sizes.lmGuided.refineIterations : LM_REFINE_DEFAULTS.iterations);
   // lm-guided decodes with the blend unless told otherwise; a DP run has no real-relative target.
   const decodeBeta = s.decodeBeta ?? (guided ? LM_GUIDED_DEFAULTS.decodeBeta : undefined);
   const nllTarget = s.refineNllTarget ?? (guided && !s.dp ? LM_GUIDED_DEFAULTS.nllTarget : undefined);
@@ -180,7 +182,7 @@ export function resolveSynthSettings(s: SynthSettings, cpuAdapter: boolean): Res
     seed: s.seed ?? SYNTH_DEFAULTS.seed,
     admm: {
       ...PAPER_SETTINGS,
-      outerSteps: pick(s.outerSteps, SYNTH_DEFAULTS.outerSteps, cpuOuter),
+      outerSteps,
       innerSteps: pick(s.innerSteps, SYNTH_DEFAULTS.innerSteps, CPU_SYNTH_DEFAULTS.innerSteps),
       lr: s.lr ?? SYNTH_DEFAULTS.lr,
       initCandidates: pick(

@@ -33,7 +33,10 @@ Deno.test("resolveSynthSettings: the paper's defaults, CPU-sized ones on a CPU a
   const paper = resolveSynthSettings({}, false);
   assert.equal(paper.cpuDefaults, false);
   assert.equal(paper.options.perClass, SYNTH_DEFAULTS.perClass);
-  assert.equal(paper.options.admm.outerSteps, SYNTH_DEFAULTS.outerSteps);
+  assert.equal(
+    resolveSynthSettings({ method: "official" }, false).options.admm.outerSteps,
+    SYNTH_DEFAULTS.outerSteps,
+  );
   assert.deepEqual(paper.options.rhos, [...SYNTH_DEFAULTS.rho]);
   assert.equal(paper.options.admm.select, "total");
   assert.equal(paper.options.refine, undefined);
@@ -56,19 +59,19 @@ Deno.test("resolveSynthSettings: the paper's defaults, CPU-sized ones on a CPU a
     resolveSynthSettings({ method: "official" }, true).options.admm.outerSteps,
     CPU_SYNTH_DEFAULTS.outerSteps,
   );
-  // On a CPU adapter lm-guided is sized to cost what official costs: within one refinement
-  // iteration of its passes, never more.
-  const officialCpu = resolveSynthSettings({ method: "official" }, true).options;
-  const guidedPasses = roundPasses(cpu.options.admm, cpu.options.refine, cpu.options.refineLm);
-  const officialPasses = roundPasses(officialCpu.admm);
-  assert.ok(
-    guidedPasses <= officialPasses && guidedPasses > officialPasses - LM_REFINE_PASSES_PER_ITERATION,
-    `lm-guided ${guidedPasses} passes vs official ${officialPasses}`,
-  );
-  assert.equal(
-    cpu.options.refineLm?.iterations,
-    iterationsWithin(officialPasses, cpu.options.admm, "refine-lm"),
-  );
+  // lm-guided is sized to cost what official costs, on the CPU and on the paper's settings:
+  // within one refinement iteration of its passes, never more.
+  for (const cpuAdapter of [true, false]) {
+    const guided = resolveSynthSettings({}, cpuAdapter).options;
+    const officialPasses = roundPasses(resolveSynthSettings({ method: "official" }, cpuAdapter).options.admm);
+    const guidedPasses = roundPasses(guided.admm, guided.refine, guided.refineLm);
+    assert.ok(
+      guidedPasses <= officialPasses && guidedPasses > officialPasses - LM_REFINE_PASSES_PER_ITERATION,
+      `${cpuAdapter ? "CPU" : "paper"}: lm-guided ${guidedPasses} passes vs official ${officialPasses}`,
+    );
+    assert.equal(guided.refineLm?.iterations, iterationsWithin(officialPasses, guided.admm, "refine-lm"));
+  }
+  assert.equal(paper.options.admm.outerSteps, SYNTH_DEFAULTS.lmGuided.outerSteps);
   assert.equal(cpu.options.perClass, CPU_SYNTH_DEFAULTS.perClass);
   assert.equal(cpu.options.admm.innerSteps, CPU_SYNTH_DEFAULTS.innerSteps);
   assert.equal(cpu.options.admm.initCandidates, CPU_SYNTH_DEFAULTS.initCandidates);
