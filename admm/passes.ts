@@ -22,7 +22,7 @@ export function admmPasses(
 
 /** What a refinement costs in passes: once to set up, then per iteration. */
 const REFINEMENT_COST = {
-  refine: { setup: 2, perIteration: REFINE_PASSES_PER_ITERATION },
+  refine: { setup: 3, perIteration: REFINE_PASSES_PER_ITERATION },
   "refine-lm": { setup: 3, perIteration: LM_REFINE_PASSES_PER_ITERATION },
 } as const;
 

@@ -6,8 +6,9 @@
  *      tokens (one ordinary forward + backward, the same pass as an x-step),
  *   2. propose, per position, the tokens whose unit embedding points most along the negative
  *      gradient (the z-step's top-k cosine search, bans included),
- *   3. draw a few single-token swaps, score every one EXACTLY (the batch's matching loss with that
- *      row replaced, from Gram products of one batched forward) and its row's NLL under the model,
+ *   3. draw a few single-token swaps, score every one EXACTLY from one batched forward of the
+ *      current and the swapped rows: the batch's matching loss with that row replaced (Gram
+ *      products of the last hidden states) and the swapped row's NLL under the model,
  *   4. accept per row the best swap that lowers the exact loss, keeps the row's NLL within
  *      `nllSlack` nats/token of where the row started and adds no repeated token bigram; apply the
  *      accepted swaps of all rows together if that joint batch is still better, else only the best.
@@ -18,11 +19,11 @@
 import { mul } from "../autograd/ops/elementwise.ts";
 import { matmul } from "../autograd/ops/matmul.ts";
 import { sum } from "../autograd/ops/reduce.ts";
-import { concat } from "../autograd/ops/shape.ts";
+import { concat, reshape, slice } from "../autograd/ops/shape.ts";
 import { backward } from "../autograd/tape.ts";
 import { noGrad } from "../autograd/grad_mode.ts";
 import { scope, Tensor } from "../autograd/tensor.ts";
-import { sequenceNll } from "../models/perplexity.ts";
+import { sequenceNll, tokenNll } from "../models/perplexity.ts";
 import type { CausalLM } from "../models/model.ts";
 import { discreteMatchingLoss, lastHidden, type RoundProblem } from "./problem.ts";
 import { type MatchingKind, matchingLoss, oneHot, outputResiduals } from "./matching.ts";
@@ -30,7 +31,7 @@ import { topkCosine } from "./zstep.ts";
 
 /** Settings of the refinement (SynthOptions.refine). */
 export interface RefineSettings {
-  /** Refinement iterations (each: 1 forward+backward, 2 candidate forwards, 1 check). */
+  /** Refinement iterations (each: 1 forward + backward, 1 forward scoring the swaps). */
   iterations: number;
   /** Swaps scored exactly per iteration. */
   proposals: number;
@@ -43,8 +44,11 @@ export interface RefineSettings {
 /** Defaults chosen on the CPU measurements (docs/quality/). */
 export const REFINE_DEFAULTS: RefineSettings = { iterations: 40, proposals: 32, topk: 16, nllSlack: 0.3 };
 
-/** Passes one refinement iteration costs (gradient 2, candidate hidden states 1, NLL 1, joint check 1). */
-export const REFINE_PASSES_PER_ITERATION = 5;
+/**
+ * Passes one refinement iteration costs: the gradient 2 (forward + backward), the swaps' exact
+ * scores 1 (one forward gives their losses, any joint batch's loss and their NLL).
+ */
+export const REFINE_PASSES_PER_ITERATION = 3;
 
 /** What a refinement did. */
 export interface RefineResult {
@@ -115,23 +119,22 @@ async function proposeCandidates(
 }
 
 /**
- * Exact matching losses of the batch `base` (hidden states H [B, d]) with row `rows[m]` replaced
- * by candidate hidden state H'[m], for every m, plus the loss of `base` itself (last entry). The
- * loss is a function of Gram products of residuals and hidden states (admm/matching.ts), so one
- * set of small products over [H; H'] gives all of them, computed here in float64.
+ * The exact matching loss of any batch made of rows of H = [`base`; `cand`] (hidden states
+ * [B, d] and [M, d]): the loss is a function of Gram products of residuals and hidden states
+ * (admm/matching.ts), so one set of small products over H gives the loss of every such batch,
+ * computed here in float64. The returned function takes the B member rows (indices into H).
  */
-export async function rowSwapLosses(
+async function gramLoss(
   problem: RoundProblem,
   base: Tensor,
   cand: Tensor,
-  rows: number[],
   labelId: number,
   kind: MatchingKind,
-): Promise<number[]> {
+): Promise<(members: number[]) => number> {
   const ctx = base.ctx;
   const { target, head } = problem;
   const [b] = base.shape;
-  const m = rows.length;
+  const m = cand.shape[0];
   const n = target.residuals.shape[0];
   const vocab = target.residuals.shape[1];
   const read = await noGrad(ctx, () =>
@@ -155,8 +158,7 @@ export async function rowSwapLosses(
   const [rs, hs, rr, hh, zw, zb, tw, tb] = read;
   const w = b + m;
   const withBias = tb !== null;
-  // Row sets: the base rows with row rows[j] swapped for candidate j (and no swap for the last).
-  const lossOf = (members: number[]): number => {
+  return (members: number[]): number => {
     let dotW = 0, dotB = 0, normW = 0, normB = 0;
     for (const i of members) {
       for (let k = 0; k < n; k++) {
@@ -183,6 +185,23 @@ export async function rowSwapLosses(
     if (!withBias) return 1 - cosW;
     return 1 - (cosW + dotB / Math.sqrt(normB * tb![0])) / 2;
   };
+}
+
+/**
+ * Exact matching losses of the batch `base` (hidden states H [B, d]) with row `rows[m]` replaced
+ * by candidate hidden state H'[m], for every m, plus the loss of `base` itself (last entry), from
+ * one set of Gram products ({@link gramLoss}).
+ */
+export async function rowSwapLosses(
+  problem: RoundProblem,
+  base: Tensor,
+  cand: Tensor,
+  rows: number[],
+  labelId: number,
+  kind: MatchingKind,
+): Promise<number[]> {
+  const lossOf = await gramLoss(problem, base, cand, labelId, kind);
+  const b = base.shape[0];
   const baseRows = Array.from({ length: b }, (_, i) => i);
   const losses = rows.map((row, j) => lossOf(baseRows.map((i) => (i === row ? b + j : i))));
   losses.push(lossOf(baseRows));
@@ -207,10 +226,27 @@ export interface TokenSwap {
   id: number;
 }
 
+/** Exact scores of single-token swaps (from {@link scoreSwaps}). */
+export interface SwapScores {
+  /** Each swap applied to a copy of its row. */
+  candRows: number[][];
+  /** Matching loss of the batch with swap j alone applied, for every j; last: the unswapped batch. */
+  losses: number[];
+  /** Free-token mean NLL of each swapped row. */
+  nll: number[];
+  /**
+   * Matching loss of the batch with several swaps applied together (indices into the swaps, at
+   * most one per row): exact, from the same forward, since a row's hidden states depend on its
+   * own tokens only.
+   */
+  jointLoss(chosen: number[]): number;
+}
+
 /**
- * Applies each swap to a copy of its row and scores it exactly (2 passes): the matching loss of
- * the batch with just that row swapped (`losses`, one per swap, then the unswapped batch's last)
- * and the swapped row's free-token NLL.
+ * Applies each swap to a copy of its row and scores it exactly in one batched forward (1 pass)
+ * of the current rows and the swapped ones: the last hidden states give every batch's matching
+ * loss through Gram products, the same forward's hidden states before the suffix give the
+ * swapped rows' free-token NLL (causal attention: a prefix's states are the prefix's own).
  */
 export async function scoreSwaps(
   problem: RoundProblem,
@@ -219,32 +255,55 @@ export async function scoreSwaps(
   labelId: number,
   kind: MatchingKind,
   free: number,
-): Promise<{ candRows: number[][]; losses: number[]; nll: number[] }> {
+): Promise<SwapScores> {
   const { model } = problem;
-  const candRows = swaps.map(({ row, pos, id }) => current[row].map((v, i) => (i === pos ? id : v)));
-  const losses = await scope(
-    model.ctx,
-    () =>
-      rowSwapLosses(
-        problem,
-        hiddenOfRows(model, current),
-        hiddenOfRows(model, candRows),
-        swaps.map((p) => p.row),
-        labelId,
-        kind,
-      ),
-  );
-  return { candRows, losses, nll: await freeTokenNll(model, candRows, free) };
-}
-
-/** The last hidden states of token rows ([B][T] ids, equal lengths), without a tape. */
-export function hiddenOfRows(model: CausalLM, rows: number[][]): Tensor {
   const ctx = model.ctx;
-  return noGrad(ctx, () =>
-    lastHidden(
-      model,
-      model.embed(Tensor.from(ctx, Float32Array.from(rows.flat()), [rows.length, rows[0].length])),
-    ));
+  const b = current.length;
+  const candRows = swaps.map(({ row, pos, id }) => current[row].map((v, i) => (i === pos ? id : v)));
+  const rows = [...current, ...candRows];
+  const [n, t] = [rows.length, rows[0].length];
+  return await scope(ctx, async () => {
+    const hidden = noGrad(
+      ctx,
+      () =>
+        model.forward({ ids: Tensor.from(ctx, Float32Array.from(rows.flat()), [n, t]), logits: "none" })
+          .lastHidden,
+    );
+    const d = hidden.shape[2];
+    const last = noGrad(ctx, () => reshape(slice(hidden, 1, t - 1, t), [n, d]));
+    const lossOf = await gramLoss(
+      problem,
+      noGrad(ctx, () => slice(last, 0, 0, b)),
+      noGrad(ctx, () => slice(last, 0, b, n)),
+      labelId,
+      kind,
+    );
+    const baseRows = Array.from({ length: b }, (_, i) => i);
+    const jointLoss = (chosen: number[]) => {
+      const members = [...baseRows];
+      for (const j of chosen) members[swaps[j].row] = b + j;
+      return lossOf(members);
+    };
+    const losses = swaps.map((_, j) => jointLoss([j]));
+    losses.push(lossOf(baseRows));
+    // NLL of tokens 1 … free−1 of each swapped row, from the states at positions 0 … free−2.
+    const m = candRows.length;
+    const nll = new Array<number>(m).fill(0);
+    if (free >= 2 && m > 0) {
+      const prefix = noGrad(
+        ctx,
+        () => reshape(slice(slice(hidden, 0, b, n), 1, 0, free - 1), [m * (free - 1), d]),
+      );
+      const targets = candRows.flatMap((r) => r.slice(1, free));
+      const perToken = await noGrad(ctx, () => tokenNll(model, prefix, targets)).read();
+      for (let j = 0; j < m; j++) {
+        let sumJ = 0;
+        for (let p = 0; p < free - 1; p++) sumJ += perToken[j * (free - 1) + p];
+        nll[j] = sumJ / (free - 1);
+      }
+    }
+    return { candRows, losses, nll, jointLoss };
+  });
 }
 
 /**
@@ -284,8 +343,15 @@ export async function refineTokens(
     }
     passes += 2;
     if (proposals.length === 0) continue;
-    const { candRows, losses, nll } = await scoreSwaps(problem, current, proposals, labelId, kind, free);
-    passes += 2;
+    const { candRows, losses, nll, jointLoss: lossWith } = await scoreSwaps(
+      problem,
+      current,
+      proposals,
+      labelId,
+      kind,
+      free,
+    );
+    passes++;
     const baseLoss = losses[losses.length - 1];
     // Best acceptable swap per row.
     const bestPerRow = new Map<number, number>();
@@ -300,10 +366,7 @@ export async function refineTokens(
     if (bestPerRow.size === 0) continue;
     const chosen = [...bestPerRow.values()];
     const joint = current.map((r, i) => (bestPerRow.has(i) ? candRows[bestPerRow.get(i)!] : r));
-    const jointLoss = chosen.length > 1
-      ? await scope(ctx, () => discreteMatchingLoss(problem, joint, kind).item())
-      : losses[chosen[0]];
-    if (chosen.length > 1) passes++;
+    const jointLoss = lossWith(chosen);
     if (jointLoss < loss) {
       current = joint;
       loss = jointLoss;
@@ -311,10 +374,12 @@ export async function refineTokens(
     } else {
       const best = chosen.reduce((a, j) => (losses[j] < losses[a] ? j : a));
       current = current.map((r, i) => (i === proposals[best].row ? candRows[best] : r));
-      loss = await scope(ctx, () => discreteMatchingLoss(problem, current, kind).item());
-      passes++;
+      loss = losses[best];
       swaps++;
     }
   }
-  return { ids: current, matchLoss: loss, matchLossBefore: before, swaps, passes };
+  // The running loss comes from Gram products; report the direct one.
+  const matchLoss = await scope(ctx, () => discreteMatchingLoss(problem, current, kind).item());
+  passes++;
+  return { ids: current, matchLoss, matchLossBefore: before, swaps, passes };
 }

@@ -15,8 +15,10 @@
  *   2. takes per position the top-k tokens by cosine to the negative gradient and predicts each
  *      swap's ΔJ: the first-order loss change ∇x·(e_new − e_old) plus λ times the change of that
  *      token's own NLL in its left context,
- *   3. scores the `proposals` swaps with the lowest predicted ΔJ exactly (matching loss from Gram
- *      products, the row's NLL from a forward), swaps already rejected for an unchanged row skipped,
+ *   3. scores the `proposals` swaps with the lowest predicted ΔJ exactly, all from one forward of
+ *      the current and swapped rows (matching loss from Gram products of the last hidden states,
+ *      the row's NLL from the states before the suffix), swaps already rejected for an unchanged
+ *      row skipped,
  *   4. accepts per row the best swap that lowers the exact J, keeps the batch mean NLL under a cap
  *      and adds no repeated token bigram; all rows' swaps together when that is still better.
  *
@@ -46,7 +48,7 @@ import { topkCosine } from "./zstep.ts";
 
 /** Settings of the LM-aware refinement (SynthOptions.refineLm). */
 export interface LmRefineSettings {
-  /** Iterations (each: 1 forward+backward, 1 candidate forward, 1 NLL forward, ≤ 1 check). */
+  /** Iterations (each: 1 forward + backward, 1 forward scoring the swaps). */
   iterations: number;
   /** Swaps scored exactly per iteration. */
   proposals: number;
@@ -117,8 +119,12 @@ export const LM_REFINE_DEFAULTS: LmRefineSettings = {
   lmTop: 0,
 };
 
-/** Passes one iteration costs (gradient 2, candidate hidden states 1, NLL 1, joint check 1). */
-export const LM_REFINE_PASSES_PER_ITERATION = 5;
+/**
+ * Passes one iteration costs: the gradient and the LM log-probabilities 2 (one forward +
+ * backward), the swaps' exact scores 1 (admm/refine.ts scoreSwaps: losses, joint loss and NLL from
+ * one forward).
+ */
+export const LM_REFINE_PASSES_PER_ITERATION = 3;
 
 /** What an LM-aware refinement did: a refinement's result plus the batch NLL it kept under its cap. */
 export interface LmRefineResult extends RefineResult {
@@ -427,8 +433,15 @@ export async function refineTokensLm(
       nllCap - meanOf(nllRows),
     );
     if (proposals.length === 0) break;
-    const { candRows, losses, nll } = await scoreSwaps(problem, current, proposals, labelId, kind, free);
-    passes += 2;
+    const { candRows, losses, nll, jointLoss } = await scoreSwaps(
+      problem,
+      current,
+      proposals,
+      labelId,
+      kind,
+      free,
+    );
+    passes++;
     const baseLoss = losses[losses.length - 1];
     const meanNll = meanOf(nllRows);
     const repeats = batchRepeatedBigrams(freeOf(current));
@@ -464,9 +477,9 @@ export async function refineTokensLm(
     // Two rows' swaps can create the same new bigram: then only the best single swap is applied.
     const jointRepeats = batchRepeatedBigrams(freeOf(jointRows));
     if (chosen.length > 1 && jointRepeats <= repeats) {
-      const jointLoss = await scope(ctx, () => discreteMatchingLoss(problem, jointRows, kind).item());
-      passes++;
-      if (objective(jointLoss, meanOf(jointNll), jointRepeats) < jBase && meanOf(jointNll) <= nllCap) {
+      if (
+        objective(jointLoss(chosen), meanOf(jointNll), jointRepeats) < jBase && meanOf(jointNll) <= nllCap
+      ) {
         current = jointRows;
         nllRows = jointNll;
         accepted = chosen;
@@ -474,7 +487,7 @@ export async function refineTokensLm(
     }
     if (accepted.length === 0) {
       // The joint batch was not better (or only one row had a swap): apply the best single swap,
-      // whose loss rowSwapLosses computed exactly.
+      // whose loss scoreSwaps computed exactly.
       const best = chosen.reduce((a, j) => (jOf(j) < jOf(a) ? j : a));
       const row = proposals[best].row;
       current = current.map((r, i) => (i === row ? candRows[best] : r));

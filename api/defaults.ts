@@ -38,7 +38,7 @@ export function usesLmRefine(method: SynthMethod): boolean {
 export const LM_GUIDED_DEFAULTS = {
   /**
    * β of the blend decode (admm/blend_decode.ts). 35: with most of the budget in swaps (CPU: 1
-   * outer step + 21 iterations) the swaps bring the NLL down from there, and a lower β costs
+   * outer step + 35 iterations) the swaps bring the NLL down from there, and a lower β costs
    * matching loss and diversity (docs/gradmm-decisions.md has the tables).
    */
   decodeBeta: 35,
@@ -83,13 +83,13 @@ export const SYNTH_DEFAULTS = {
   /** LM-guided decode and refinement; "official" is the paper's code path. */
   method: "lm-guided" as SynthMethod,
   /**
-   * lm-guided on the paper's settings: two outer steps fewer, so that its 40 refinement
-   * iterations come out of the same budget (official: 500 + 30·102 + 2 = 3,562 passes per round;
-   * lm-guided: 500 + 28·102 + 2 + 3 + 40·5 = 3,561). Not measured at this size yet (no GPU run):
-   * the CPU split (one outer step, the rest in swaps) won there, but swaps per pass at 50 inner
-   * steps are untested, so the paper's ADMM is kept nearly whole.
+   * lm-guided on the paper's settings: two outer steps fewer, and the refinement iterations they
+   * buy (official: 500 + 30·102 + 2 = 3,562 passes per round; lm-guided: 500 + 28·102 + 2 + 3 +
+   * 67·3 = 3,561). Not measured at this size yet (no GPU run): the CPU split (one outer step, the
+   * rest in swaps) won there, but swaps per pass at 50 inner steps are untested, so the paper's
+   * ADMM is kept nearly whole.
    */
-  lmGuided: { outerSteps: 28, refineIterations: 40 },
+  lmGuided: { outerSteps: 28, refineIterations: 67 },
   /** Refinement iterations (method "refine"). */
   refineIterations: REFINE_DEFAULTS.iterations,
   /** Nats/token a text's NLL may rise during refinement (method "refine"). */
@@ -107,11 +107,11 @@ export const CPU_SYNTH_DEFAULTS = {
   initCandidates: 16,
   /**
    * lm-guided: one outer step, and as many refinement iterations as official's other five buy
-   * (official: 16 + 6·22 + 2 = 150 passes per round; lm-guided: 16 + 22 + 2 + 3 + 21·5 = 148), so
+   * (official: 16 + 6·22 + 2 = 150 passes per round; lm-guided: 16 + 22 + 2 + 3 + 35·3 = 148), so
    * that its run costs what official's does. Swaps lower the loss more per pass than outer steps
    * do once the first decode exists (docs/gradmm-decisions.md).
    */
-  lmGuided: { outerSteps: 1, refineIterations: 21 },
+  lmGuided: { outerSteps: 1, refineIterations: 35 },
 } as const;
 
 /** Differential-privacy settings left out when `epsilon` is given. */

@@ -76,8 +76,8 @@ GRADMM (defaults: the paper's; CPU adapters use smaller ones unless --paper)
   --method M              lm-guided (default): the match-aware decode (--decode-beta 35), then
                           token swaps ranked by the matching gradient and the model's
                           log-probabilities, aimed at the real examples' own NLL + 0.1, in
-                          official's budget (paper: 28 outer steps + 40 swap iterations; CPU: 1
-                          outer step + 21 swap iterations, what official's 6 outer steps cost)
+                          official's budget (paper: 28 outer steps + 67 swap iterations; CPU: 1
+                          outer step + 35 swap iterations, what official's 6 outer steps cost)
                           | official (the paper's code path, exact parity; = --official)
                           | discrete (= --select discrete) | refine (best projection, then swaps
                           kept only when the exact loss drops; admm/refine.ts) | refine-lm (the
@@ -87,7 +87,7 @@ GRADMM (defaults: the paper's; CPU adapters use smaller ones unless --paper)
   --decode-beta B         blend decode: LM log-prob + B·cosine, top-k ∪ LM top 8 (lm-guided 35;
                           otherwise the official decode)
   --select total|discrete which iterate to decode: official 'total' or the best projected tokens
-  --refine-iterations N   refinement iterations (40, lm-guided on CPU 21; each ≈ 5 passes)
+  --refine-iterations N   refinement iterations (40; lm-guided: paper 67, CPU 35; each 3 passes)
   --refine-nll-slack X    nats/token the NLL may rise during refinement (refine 0.3, else 0)
   --refine-lambda X       weight λ of the mean NLL in the swaps' objective (refine-lm 0.15,
                           lm-guided 0.03)

@@ -32,6 +32,28 @@ export interface SequenceNllOptions {
 const IGNORE = -100;
 
 /**
+ * −log p(target | hidden state) for each row of `hidden` ([N, d], final hidden states before the
+ * output layer): the output layer and log-softmax run in row chunks so that [rows, V] logits stay
+ * within a storage binding. `targets` holds N token ids, −100 for rows to skip (their entry is 0).
+ * Returns a [N] tensor; call it under noGrad.
+ */
+export function tokenNll(model: CausalLM, hidden: Tensor, targets: number[]): Tensor {
+  const n = hidden.shape[0];
+  const vocab = model.config.vocabSize;
+  const chunkRows = Math.max(
+    1,
+    Math.min(512, Math.floor(model.ctx.limits.maxStorageBufferBindingSize / (vocab * 4))),
+  );
+  const parts: Tensor[] = [];
+  for (let r = 0; r < n; r += chunkRows) {
+    const end = Math.min(n, r + chunkRows);
+    const logits = model.head(slice(hidden, 0, r, end));
+    parts.push(crossEntropy(logits, targets.slice(r, end), { reduction: "none", ignoreIndex: IGNORE }));
+  }
+  return parts.length === 1 ? parts[0] : concat(parts, 0);
+}
+
+/**
  * Scores each sequence on its own (padding never leaks between rows). Sequences of fewer than
  * two tokens score `{nll: 0, tokens: 0}`.
  */
@@ -41,12 +63,10 @@ export async function sequenceNll(
   opts: SequenceNllOptions = {},
 ): Promise<SequenceNll[]> {
   const ctx = model.ctx;
-  const V = model.config.vocabSize;
   const batchSize = Math.max(1, Math.floor(opts.batchSize ?? 8));
   const out: SequenceNll[] = sequences.map(() => ({ nll: 0, tokens: 0 }));
   const order = sequences.map((_, i) => i).filter((i) => sequences[i].length >= 2);
   order.sort((a, b) => sequences[a].length - sequences[b].length);
-  const chunkRows = Math.max(1, Math.min(512, Math.floor(ctx.limits.maxStorageBufferBindingSize / (V * 4))));
   let done = sequences.length - order.length;
   for (let start = 0; start < order.length; start += batchSize) {
     const idx = order.slice(start, start + batchSize);
@@ -68,13 +88,7 @@ export async function sequenceNll(
           B * L,
           -1,
         ]);
-        const parts: Tensor[] = [];
-        for (let r = 0; r < B * L; r += chunkRows) {
-          const end = Math.min(B * L, r + chunkRows);
-          const logits = model.head(slice(h, 0, r, end));
-          parts.push(crossEntropy(logits, targets.slice(r, end), { reduction: "none", ignoreIndex: IGNORE }));
-        }
-        return parts.length === 1 ? parts[0] : concat(parts, 0);
+        return tokenNll(model, h, targets);
       });
       return await perRow.read();
     });

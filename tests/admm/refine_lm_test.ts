@@ -5,6 +5,7 @@
  * refinement that never raises loss + λ·NLL, keeps the batch mean NLL under its cap, keeps the
  * suffix, avoids banned ids and frees its buffers.
  */
+import { roundPasses } from "../../admm/passes.ts";
 import assert from "node:assert";
 import { fileURLToPath } from "node:url";
 import { discreteMatchingLoss, lastHidden, type RoundProblem } from "../../admm/problem.ts";
@@ -198,6 +199,9 @@ Deno.test({
     await c.sync();
     assert.strictEqual(c.pool.stats.buffersLive, live, "buffers leaked by the refinement");
     assert.ok(out.swaps > 0, "no swap was accepted: the test checks nothing");
+    // The passes it reports stay within what admm/passes.ts charges for its iterations.
+    const noAdmm = { initCandidates: 0, outerSteps: 0, innerSteps: 0, select: "discrete" as const };
+    assert.ok(out.passes <= roundPasses(noAdmm, undefined, settings), `${out.passes} passes`);
     const direct = await scope(c, () => discreteMatchingLoss(problem, out.ids, "cos").item());
     assert.ok(Math.abs(out.matchLoss - direct) < 2e-5, "reported loss is not the ids' loss");
     const nllNow = (await sequenceNll(model, out.ids.map((r) => r.slice(0, free))))

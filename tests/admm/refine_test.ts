@@ -1,6 +1,7 @@
 /**
- * Token-swap refinement (admm/refine.ts): the Gram-product rescoring of single-row swaps equals the
- * matching loss of the swapped batch computed directly (with and without DP noise in the target),
+ * Token-swap refinement (admm/refine.ts): the Gram-product rescoring of single-row swaps and of a
+ * joint batch equals the matching loss of the swapped batch computed directly (with and without DP
+ * noise in the target), the swapped rows' NLL from the same forward equals a separate scoring,
  * and a refinement never raises the exact loss, keeps the suffix, avoids banned ids and frees its
  * buffers.
  */
@@ -9,13 +10,17 @@ import { fileURLToPath } from "node:url";
 import { discreteMatchingLoss, lastHidden, type RoundProblem } from "../../admm/problem.ts";
 import { drawNoise } from "../../admm/dp.ts";
 import { makeTarget, oneHot } from "../../admm/matching.ts";
-import { refineTokens, repeatedBigrams, rowSwapLosses } from "../../admm/refine.ts";
+import { freeTokenNll, refineTokens, repeatedBigrams, rowSwapLosses, scoreSwaps } from "../../admm/refine.ts";
 import { disposeProjector, makeProjector } from "../../admm/zstep.ts";
 import { Rng } from "../../autograd/random.ts";
 import { scope, Tensor } from "../../autograd/tensor.ts";
 import { loadModel } from "../../host/files.ts";
 import { noGrad } from "../../autograd/grad_mode.ts";
 import { ctx, gpuTest } from "../helpers.ts";
+import { roundPasses } from "../../admm/passes.ts";
+
+/** An ADMM part that costs nothing, so that roundPasses counts the refinement alone. */
+const NO_ADMM = { initCandidates: 0, outerSteps: 0, innerSteps: 0, select: "discrete" as const };
 
 const MODEL = fileURLToPath(new URL("../../assets/gpt2-d128", import.meta.url));
 
@@ -89,6 +94,33 @@ Deno.test({
       losses.forEach((l, i) =>
         assert.ok(Math.abs(l - want[i]) < 2e-5, `noisy=${noisy} swap ${i}: ${l} vs ${want[i]}`)
       );
+      // scoreSwaps: the same losses, the joint batch's and the swapped rows' NLL from one forward.
+      const free = length - suffixIds.length;
+      const scored = await scoreSwaps(
+        problem,
+        ids,
+        [
+          { row: 0, pos: 1, id: allowed(999) },
+          { row: 2, pos: 0, id: allowed(4242) },
+        ],
+        label,
+        "cos",
+        free,
+      );
+      assert.deepStrictEqual(scored.candRows, candRows);
+      scored.losses.forEach((l, i) =>
+        assert.ok(Math.abs(l - want[i]) < 2e-5, `noisy=${noisy} scored swap ${i}: ${l} vs ${want[i]}`)
+      );
+      const joint = await direct([candRows[0], ids[1], candRows[1]]);
+      assert.ok(
+        Math.abs(scored.jointLoss([0, 1]) - joint) < 2e-5,
+        `joint ${scored.jointLoss([0, 1])} vs ${joint}`,
+      );
+      assert.ok(Math.abs(scored.jointLoss([]) - want[2]) < 2e-5);
+      const nllWant = await freeTokenNll(model, candRows, free);
+      scored.nll.forEach((x, i) =>
+        assert.ok(Math.abs(x - nllWant[i]) < 1e-4, `NLL ${i}: ${x} vs ${nllWant[i]}`)
+      );
 
       await c.sync();
       const live = c.pool.stats.buffersLive;
@@ -101,6 +133,8 @@ Deno.test({
       await c.sync();
       assert.strictEqual(c.pool.stats.buffersLive, live, "buffers leaked by the refinement");
       assert.ok(out.matchLoss <= out.matchLossBefore, `loss rose: ${out.matchLossBefore} → ${out.matchLoss}`);
+      // The passes it reports stay within what admm/passes.ts charges for 4 iterations.
+      assert.ok(out.passes <= roundPasses(NO_ADMM, { iterations: 4 }), `${out.passes} passes`);
       assert.ok(
         Math.abs(out.matchLoss - (await direct(out.ids))) < 2e-5,
         "reported loss is not the ids' loss",
