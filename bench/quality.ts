@@ -8,7 +8,8 @@
  * Budget: passes = batched forward passes + backward passes (a constrained decode counts as one
  * forward). Official: K init forwards + O·(1 decode + 1 loss + 2·I) + 2 for the final decode and
  * loss. The refine methods run half the outer steps (lm-guided: one, as synth does on a CPU
- * adapter; --refine-outer sets it for all of them) and spend the rest on refinement iterations
+ * adapter, or 28 with --paper, as synth does on a GPU; --refine-outer sets it for all of them)
+ * and spend the rest on refinement iterations
  * (refine: from the best projection; refine-lm: from the official decode, for loss + λ·NLL).
  * "blend" is the official method with the match-aware decode (admm/blend_decode.ts, weight
  * --beta, --no-repeat skips tokens that repeat a bigram; a decode still counts as one forward);
@@ -24,6 +25,8 @@
  *                     [--beta 2] [--no-repeat] [--lambda 0.15] [--nll-target real] [--target-weight 0.2]
  *                     [--lm-top 8] [--proposals 32]
  *                     [--lm-slack 0] [--outer 10] [--inner 20] [--init 50] [--rounds 1] [--seed 3]
+ *                     [--paper]   (outer/inner/init 30/50/500 unless given; lm-guided: synth's
+ *                                  paper-size split, 28 outer steps, instead of the CPU one)
  *                     [--refine-outer N]   (outer steps of the refine methods; default ⌈outer/2⌉)
  *                     [--out docs/quality/NAME]
  *   deno task quality --merge a.json,b.json --out docs/quality/NAME   (report only: rows of earlier runs)
@@ -43,7 +46,7 @@ import {
 import { admmPasses, iterationsWithin, roundPasses } from "../admm/passes.ts";
 import { runSynth, type SynthOptions, type SynthRecord } from "../admm/synth.ts";
 import { resolveSynthSettings } from "../api/synth_settings.ts";
-import { CPU_SYNTH_DEFAULTS } from "../api/defaults.ts";
+import { CPU_SYNTH_DEFAULTS, SYNTH_DEFAULTS } from "../api/defaults.ts";
 import { selectReal } from "../data/examples.ts";
 import { BLEND_LM_TOP, type BlendDecode } from "../admm/blend_decode.ts";
 import { sequenceMeanNll } from "../models/perplexity.ts";
@@ -117,9 +120,10 @@ const args = parseArgs({
     models: { type: "string", default: "d128,d256" },
     tasks: { type: "string", default: "sst2,rotten_tomatoes" },
     methods: { type: "string", default: "official,discrete,refine,refine-lm,lm-guided" },
-    outer: { type: "string", default: "10" },
-    inner: { type: "string", default: "20" },
-    init: { type: "string", default: "50" },
+    outer: { type: "string" },
+    inner: { type: "string" },
+    init: { type: "string" },
+    paper: { type: "boolean", default: false },
     rounds: { type: "string", default: "1" },
     batch: { type: "string", default: "10" },
     seed: { type: "string", default: "3" },
@@ -138,7 +142,11 @@ const args = parseArgs({
   },
 });
 const v = args.values;
-const outer = Number(v.outer), inner = Number(v.inner), init = Number(v.init);
+// --paper: the paper's outer/inner/init (30/50/500) where not given, and synth's paper-size split
+// for lm-guided (a GPU visit); otherwise 10/20/50 unless given.
+const outer = Number(v.outer ?? (v.paper ? PAPER_SETTINGS.outerSteps : 10));
+const inner = Number(v.inner ?? (v.paper ? PAPER_SETTINGS.innerSteps : 20));
+const init = Number(v.init ?? (v.paper ? PAPER_SETTINGS.initCandidates : 50));
 // The refine methods' own outer steps (the rest of the budget goes to swap iterations): half the
 // official run's unless --refine-outer moves the split.
 const refineOuter = v["refine-outer"] === undefined ? Math.ceil(outer / 2) : Number(v["refine-outer"]);
@@ -315,9 +323,9 @@ for (const modelName of merged ? [] : v.models!.split(",")) {
       } else if (method === "lm-guided") {
         // synth's default, with the settings synth itself resolves: its CPU split (one outer step)
         // unless --refine-outer gives another, the rest of the budget in swap iterations.
-        const outerSteps = v["refine-outer"] === undefined
-          ? CPU_SYNTH_DEFAULTS.lmGuided.outerSteps
-          : refineOuter;
+        const outerSteps = v["refine-outer"] !== undefined
+          ? refineOuter
+          : Math.min(outer, (v.paper ? SYNTH_DEFAULTS : CPU_SYNTH_DEFAULTS).lmGuided.outerSteps);
         const { options } = resolveSynthSettings({
           method: "lm-guided",
           outerSteps,
