@@ -50,6 +50,16 @@ export const REFINE_DEFAULTS: RefineSettings = { iterations: 40, proposals: 32, 
  */
 export const REFINE_PASSES_PER_ITERATION = 3;
 
+/** Progress of a refinement (the swaps after a round's ADMM steps). */
+export interface RefineProgress {
+  /** Iterations done. */
+  iteration: number;
+  /** Iterations of the refinement. */
+  iterations: number;
+  /** Swaps applied so far. */
+  swaps: number;
+}
+
 /** What a refinement did. */
 export interface RefineResult {
   /** The refined token ids, one row per synthetic text. */
@@ -317,6 +327,7 @@ export async function refineTokens(
   kind: MatchingKind,
   s: RefineSettings,
   seed: number,
+  onIteration?: (p: RefineProgress) => void,
 ): Promise<RefineResult> {
   const { model } = problem;
   const ctx = model.ctx;
@@ -332,6 +343,7 @@ export async function refineTokens(
   let loss = before;
   let swaps = 0;
   for (let it = 0; it < s.iterations; it++) {
+    onIteration?.({ iteration: it, iterations: s.iterations, swaps });
     const cands = await proposeCandidates(problem, current, kind, s.topk);
     const t = current[0].length;
     const proposals: TokenSwap[] = [];
@@ -378,6 +390,7 @@ export async function refineTokens(
       swaps++;
     }
   }
+  onIteration?.({ iteration: s.iterations, iterations: s.iterations, swaps });
   // The running loss comes from Gram products; report the direct one.
   const matchLoss = await scope(ctx, () => discreteMatchingLoss(problem, current, kind).item());
   passes++;

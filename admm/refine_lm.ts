@@ -43,7 +43,7 @@ import { noGrad } from "../autograd/grad_mode.ts";
 import { scope, Tensor } from "../autograd/tensor.ts";
 import { discreteMatchingLoss, type RoundProblem } from "./problem.ts";
 import { type MatchingKind, matchingLoss } from "./matching.ts";
-import { freeTokenNll, type RefineResult, scoreSwaps } from "./refine.ts";
+import { freeTokenNll, type RefineProgress, type RefineResult, scoreSwaps } from "./refine.ts";
 import { topkCosine } from "./zstep.ts";
 
 /** Settings of the LM-aware refinement (SynthOptions.refineLm). */
@@ -386,6 +386,7 @@ export async function refineTokensLm(
   labelId: number,
   kind: MatchingKind,
   s: LmRefineSettings,
+  onIteration?: (p: RefineProgress) => void,
 ): Promise<LmRefineResult> {
   const { model } = problem;
   const ctx = model.ctx;
@@ -419,6 +420,7 @@ export async function refineTokensLm(
   const tabu = new Set<string>();
   let swaps = 0;
   for (let it = 0; it < s.iterations; it++) {
+    onIteration?.({ iteration: it, iterations: s.iterations, swaps });
     const scan = await scanSwaps(problem, current, free, kind, s.topk, s.lmTop ?? 0);
     passes += 2;
     // Above the target, the hinge adds its weight to λ in the first-order ranking.
@@ -501,7 +503,8 @@ export async function refineTokensLm(
       for (const key of [...tabu]) if (key.startsWith(`${row},`)) tabu.delete(key);
     }
   }
-  // The running loss mixes Gram rescoring and direct forwards; report the direct one.
+  onIteration?.({ iteration: s.iterations, iterations: s.iterations, swaps });
+  // The running loss comes from Gram products; report the direct one.
   const matchLoss = await scope(ctx, () => discreteMatchingLoss(problem, current, kind).item());
   passes++;
   return { ids: current, matchLoss, matchLossBefore: before, nll: meanOf(nllRows), nllBefore, swaps, passes };

@@ -22,7 +22,7 @@ import { oneHot } from "./matching.ts";
 import { computeTarget, disposeTarget, type TargetReport } from "./target.ts";
 import { stripSuffix, type TaskSpec } from "../data/tasks.ts";
 import { bannedTokenMask } from "./tokenFilter.ts";
-import { type RefineSettings, refineTokens } from "./refine.ts";
+import { type RefineProgress, type RefineSettings, refineTokens } from "./refine.ts";
 import { type LmRefineSettings, realTargetOffset, refineTokensLm } from "./refine_lm.ts";
 import { mean } from "../train/quality.ts";
 import { disposeProjector, makeProjector } from "./zstep.ts";
@@ -146,6 +146,8 @@ export type SynthEvent =
     nllTarget?: number;
   }
   | { kind: "step"; key: RoundKey; progress: RoundProgress }
+  /** After the ADMM steps of a round, as its refinement (methods refine, refine-lm, lm-guided) goes. */
+  | { kind: "refine"; key: RoundKey; progress: RefineProgress }
   | { kind: "round"; key: RoundKey; records: SynthRecord[]; timings: Record<string, number> };
 
 /** Raised for settings that cannot work with the data (checked before any GPU work). */
@@ -346,6 +348,7 @@ export async function runSynth(
                 o.admm.matching,
                 o.refine,
                 deriveSeed(o.seed, "refine", rho, c, r),
+                (progress) => onEvent({ kind: "refine", key, progress }),
               );
               result.ids = refined.ids;
               result.matchLoss = refined.matchLoss;
@@ -360,6 +363,7 @@ export async function runSynth(
                 labelIds[c],
                 o.admm.matching,
                 refineLm!,
+                (progress) => onEvent({ kind: "refine", key, progress }),
               );
               result.ids = refined.ids;
               result.matchLoss = refined.matchLoss;

@@ -7,6 +7,7 @@
 import { type ResolvedShard, resolveShard } from "../admm/shard.ts";
 import type { SynthOptions } from "../admm/synth.ts";
 import { type NllTarget, parseNllTarget } from "../admm/refine_lm.ts";
+import { admmPasses, roundPasses } from "../admm/passes.ts";
 import type { SynthSettings } from "../api/synth_settings.ts";
 import { SYNTH_DEFAULTS, SYNTH_METHODS, type SynthMethod, usesLmRefine } from "../api/defaults.ts";
 import { customTask, getTask, type TaskSpec } from "../data/tasks.ts";
@@ -168,6 +169,8 @@ export function synthProgressPrinter(shard: ResolvedShard | undefined): SynthPro
   let totalRounds = 1;
   let resumed = 0;
   let roundsDone = 0;
+  // The share of a round's passes spent in its ADMM steps; the rest is the refinement's swaps.
+  let admmShare = 1;
   // Created at the plan, when the rounds are known; lines before it go straight to stderr.
   let progress: Progress | null = null;
   const say = (line: string) => (progress ? progress.log(line) : console.error(line));
@@ -176,6 +179,8 @@ export function synthProgressPrinter(shard: ResolvedShard | undefined): SynthPro
       task = e.options.task;
       topk = e.options.topk;
       totalRounds = e.totalRounds;
+      const { admm, refine, refineLm } = e.options;
+      admmShare = admmPasses(admm) / roundPasses(admm, refine, refineLm);
       if (shard) {
         console.error(
           `shard ${shard.index}/${shard.count} (${shard.source}): ${e.totalRounds} round(s), writing ${e.out}` +
@@ -234,10 +239,17 @@ export function synthProgressPrinter(shard: ResolvedShard | undefined): SynthPro
       );
     } else if (e.kind === "step") {
       progress?.update(
-        roundsDone + e.progress.outerStep / e.progress.outerSteps,
+        roundsDone + admmShare * e.progress.outerStep / e.progress.outerSteps,
         `class ${task!.labelWords[e.key.classIndex]} ρ=${e.key.rho} round ${e.key.round + 1} ` +
           `step ${e.progress.outerStep}/${e.progress.outerSteps}: ` +
           `total ${e.progress.totalLoss.toFixed(4)} match(z) ${e.progress.discreteLoss.toFixed(4)}`,
+      );
+    } else if (e.kind === "refine") {
+      const { iteration, iterations, swaps } = e.progress;
+      progress?.update(
+        roundsDone + admmShare + (1 - admmShare) * (iterations > 0 ? iteration / iterations : 1),
+        `class ${task!.labelWords[e.key.classIndex]} ρ=${e.key.rho} round ${e.key.round + 1} ` +
+          `swaps: iteration ${iteration}/${iterations}, ${swaps} applied`,
       );
     } else if (e.kind === "saved") {
       roundsDone = e.roundsDone;

@@ -69,6 +69,8 @@ export class SynthProgressTracker {
       this.#roundsDone++;
       s.step = s.steps;
       s.matchLoss = e.records[0]?.match_loss ?? s.matchLoss;
+    } else if (e.kind === "refine") {
+      s.step = s.steps; // the ADMM steps are done; the page does not split the round further
     } else {
       s.classIndex = e.classIndex;
       s.step = 0;

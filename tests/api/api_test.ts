@@ -117,13 +117,17 @@ Deno.test({
     const manifest = JSON.parse(await Deno.readTextFile(join(dir, "cli.manifest.json")));
 
     const events: SynthEvent["kind"][] = [];
+    const refineDone: string[] = [];
     const data = parseJsonl(await Deno.readTextFile(dataFile));
     const result = await synth({
       model: folderSource(modelDir),
       data,
       ...SMALL,
       ...MORE,
-      onEvent: (e) => void events.push(e.kind),
+      onEvent: (e) => {
+        events.push(e.kind);
+        if (e.kind === "refine") refineDone.push(`${e.progress.iteration}/${e.progress.iterations}`);
+      },
     });
     assert.equal(result.records.length, 2 * SMALL.perClass);
     for (const r of result.records) {
@@ -138,6 +142,11 @@ Deno.test({
     assert.deepEqual(result.manifest.completed, manifest.completed);
     assert.equal(events[0], "plan");
     assert.equal(events.filter((k) => k === "round").length, 2 * SMALL.perClass / SMALL.batch);
+    // The default method's swaps report their progress: from 0 of the iterations, once per round
+    // at each start, to all of them at each end (a refinement with nothing left to try stops early).
+    const it = SMALL.refineIterations, rounds = 2 * SMALL.perClass / SMALL.batch;
+    assert.equal(refineDone.filter((x) => x === `0/${it}`).length, rounds, refineDone.join(" "));
+    assert.equal(refineDone.filter((x) => x === `${it}/${it}`).length, rounds, refineDone.join(" "));
     // The CLI's manifest records its invocation.
     const [inv] = manifest.invocations;
     assert.deepEqual(inv.command.slice(0, 3), ["synth", ...FLAGS.slice(0, 2)]);
