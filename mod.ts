@@ -234,6 +234,7 @@ export {
 } from "./admm/dp.ts";
 export {
   REFINE_DEFAULTS,
+  type RefineProgress,
   type RefineResult,
   type RefineSettings,
   refineTokens,
